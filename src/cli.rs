@@ -1,0 +1,181 @@
+//! The command line: what users type. `config.rs` turns it into validated settings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vggtiny",
+    version,
+    about = "Tiny ImageNet classifier by VGG16 transfer learning: train-base, finetune, eval",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stage 1: frozen VGG16 features, new BatchNorm/Dropout head, Adam + CyclicLR
+    TrainBase(TrainBaseArgs),
+    /// Stage 2: everything unfrozen, starting from a stage-1 run
+    Finetune(FinetuneArgs),
+    /// Top-1/top-5 accuracy and mean loss on the holdout or the official val set
+    Eval(EvalArgs),
+    /// Write a small learnable synthetic dataset in the Tiny ImageNet layout
+    Synth(SynthArgs),
+}
+
+/// When CyclicLR steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedStep {
+    /// Once per optimizer step, as CyclicLR is designed to be used
+    Batch,
+    /// Once per epoch, as the original program did (lr stays near base_lr)
+    Epoch,
+}
+
+/// Flags shared by both training stages.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Tiny ImageNet root (with train/ and val/), or a class-folder tree
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Images per optimizer step
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub batch_size: usize,
+    /// When the CyclicLR schedule advances
+    #[arg(long, value_enum, default_value_t = SchedStep::Batch)]
+    pub sched_step: SchedStep,
+    /// Seed of the train/holdout split and of every random draw [default: 42; finetune: the --from run's]
+    #[arg(long)]
+    pub seed: Option<i64>,
+    /// Holdout fraction of the split [default: 0.05; finetune: the --from run's]
+    #[arg(long, value_name = "FRACTION")]
+    pub holdout: Option<f64>,
+    /// auto (CUDA when present), cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Log the loss every N optimizer steps
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub log_interval: u64,
+    /// Also log mini-batch accuracy every N optimizer steps
+    #[arg(long, default_value_t = 300, value_name = "N")]
+    pub pred_interval: u64,
+    /// Overwrite a run directory that already holds a model
+    #[arg(long)]
+    pub force: bool,
+    /// Diagnostics: train on un-augmented images
+    #[arg(long, hide = true)]
+    pub no_augment: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainBaseArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// ImageNet VGG16 weights (.safetensors or .ot, torchvision names) [default: ~/.cache/vggtiny/vgg16-imagenet.safetensors]
+    #[arg(long, value_name = "FILE", conflicts_with = "random_init")]
+    pub weights: Option<PathBuf>,
+    /// Start from randomly initialised features instead of ImageNet weights
+    #[arg(long)]
+    pub random_init: bool,
+    /// Run directory to write
+    #[arg(long, default_value = "runs/base", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Passes over the training split
+    #[arg(long, default_value_t = 10)]
+    pub epochs: u32,
+    /// CyclicLR base learning rate (Adam's lr)
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// CyclicLR peak learning rate
+    #[arg(long, default_value_t = 6e-4)]
+    pub max_lr: f64,
+    /// CyclicLR half cycle, in scheduler steps
+    #[arg(long, default_value_t = 1404, value_name = "STEPS")]
+    pub step_size_up: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Stage-1 run directory (or model .safetensors) to start from
+    #[arg(long, default_value = "runs/base", value_name = "RUN")]
+    pub from: PathBuf,
+    /// Run directory to write
+    #[arg(long, default_value = "runs/finetune", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Passes over the training split
+    #[arg(long, default_value_t = 5)]
+    pub epochs: u32,
+    /// CyclicLR base learning rate (Adam's lr)
+    #[arg(long, default_value_t = 1e-5)]
+    pub lr: f64,
+    /// CyclicLR peak learning rate
+    #[arg(long, default_value_t = 6e-5)]
+    pub max_lr: f64,
+    /// CyclicLR half cycle, in scheduler steps
+    #[arg(long, default_value_t = 1200, value_name = "STEPS")]
+    pub step_size_up: u64,
+}
+
+/// Which images `eval` scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvalSplit {
+    /// The seeded holdout part of the training tree
+    Holdout,
+    /// The official val/ set, labelled by val_annotations.txt
+    Val,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Tiny ImageNet root (with train/ and val/), or a class-folder tree
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Run directory or model .safetensors file
+    #[arg(long, default_value = "runs/finetune", value_name = "RUN")]
+    pub checkpoint: PathBuf,
+    /// Which images to score
+    #[arg(long, value_enum, default_value_t = EvalSplit::Holdout)]
+    pub split: EvalSplit,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Split seed for a checkpoint without meta.json
+    #[arg(long, default_value_t = 42)]
+    pub seed: i64,
+    /// Holdout fraction for a checkpoint without meta.json
+    #[arg(long, default_value_t = 0.05, value_name = "FRACTION")]
+    pub holdout: f64,
+    /// Images per forward pass
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub batch_size: usize,
+    /// auto (CUDA when present), cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SynthArgs {
+    /// Directory to create (Tiny ImageNet layout)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Number of classes
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+    /// Training images per class
+    #[arg(long, default_value_t = 60, value_name = "N")]
+    pub per_class: usize,
+    /// Validation images per class
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub val_per_class: usize,
+    /// Seed of the generator
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}

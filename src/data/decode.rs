@@ -1,0 +1,227 @@
+//! Decoding one image file into 64x64 RGB bytes, with the pixels PIL's `Image.open(p).convert("RGB")`
+//! gives torchvision: JPEGs through libjpeg-turbo's decoder (mozjpeg, same IDCT and upsampling as
+//! PIL's), other formats through the `image` crate.
+
+use std::os::raw::c_int;
+use std::panic::{self, AssertUnwindSafe};
+
+use anyhow::{anyhow, bail, Context, Result};
+use image::imageops::FilterType;
+use mozjpeg::{ColorSpace, Marker};
+use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, JWRN_JPEG_EOF};
+
+/// Side of every image the model sees.
+pub const SIDE: usize = 64;
+/// Bytes of one decoded image, HWC order.
+pub const IMAGE_BYTES: usize = SIDE * SIDE * 3;
+
+/// A decoded RGB image, HWC bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rgb {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<u8>,
+}
+
+/// Decodes `bytes` to RGB. Grayscale is replicated to three channels, alpha is dropped, CMYK is
+/// converted the way PIL converts it.
+pub fn decode_rgb(bytes: &[u8]) -> Result<Rgb> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        decode_jpeg(bytes)
+    } else {
+        let img = image::load_from_memory(bytes)?;
+        let rgb = img.to_rgb8();
+        Ok(Rgb {
+            width: rgb.width() as usize,
+            height: rgb.height() as usize,
+            pixels: rgb.into_raw(),
+        })
+    }
+}
+
+/// Decodes `bytes` into `dst` (64x64x3). Returns whether the image had another size and was
+/// resized (bilinear, with antialiasing when shrinking).
+pub fn decode_into(bytes: &[u8], dst: &mut [u8]) -> Result<bool> {
+    let rgb = decode_rgb(bytes)?;
+    if rgb.width == SIDE && rgb.height == SIDE {
+        dst.copy_from_slice(&rgb.pixels);
+        return Ok(false);
+    }
+    if rgb.width == 0 || rgb.height == 0 {
+        bail!("image has no pixels ({}x{})", rgb.width, rgb.height);
+    }
+    let img = image::RgbImage::from_raw(rgb.width as u32, rgb.height as u32, rgb.pixels)
+        .ok_or_else(|| anyhow!("decoder returned a short pixel buffer"))?;
+    let resized = image::imageops::resize(&img, SIDE as u32, SIDE as u32, FilterType::Triangle);
+    dst.copy_from_slice(resized.as_raw());
+    Ok(true)
+}
+
+fn decode_jpeg(bytes: &[u8]) -> Result<Rgb> {
+    // libjpeg reports fatal errors through `error_exit`, which unwinds here as a panic payload.
+    let decoded = panic::catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Rgb> {
+        let decompress = mozjpeg::decompress::DecompressBuilder::new()
+            .with_err(error_manager())
+            .with_markers(&[Marker::APP(14)])
+            .from_mem(bytes)?;
+        let (width, height) = decompress.size();
+        match decompress.color_space() {
+            ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => {
+                // Photoshop-style files (Adobe APP14 marker) store CMYK inverted; PIL reads
+                // them as "CMYK;I".
+                let inverted = decompress
+                    .markers()
+                    .any(|m| m.marker == Marker::APP(14) && m.data.starts_with(b"Adobe"));
+                let mut started = decompress.to_colorspace(ColorSpace::JCS_CMYK)?;
+                let cmyk = started.read_scanlines::<[u8; 4]>()?;
+                started.finish()?;
+                let pixels = cmyk
+                    .iter()
+                    .flat_map(|&px| cmyk_to_rgb(if inverted { px.map(|v| 255 - v) } else { px }))
+                    .collect();
+                Ok(Rgb {
+                    width,
+                    height,
+                    pixels,
+                })
+            }
+            _ => {
+                let mut started = decompress.rgb()?;
+                let pixels = started.read_scanlines::<u8>()?;
+                started.finish()?;
+                Ok(Rgb {
+                    width,
+                    height,
+                    pixels,
+                })
+            }
+        }
+    }));
+    match decoded {
+        Ok(Ok(rgb)) if rgb.pixels.len() == rgb.width * rgb.height * 3 => Ok(rgb),
+        Ok(Ok(_)) => bail!("JPEG decoder returned a short pixel buffer"),
+        Ok(Err(e)) => Err(e).context("cannot decode JPEG"),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown libjpeg failure".to_string());
+            bail!("cannot decode JPEG: {msg}")
+        }
+    }
+}
+
+/// PIL's CMYK to RGB conversion: each channel is `(255 - k) * (255 - c) / 255`, rounded.
+fn cmyk_to_rgb([c, m, y, k]: [u8; 4]) -> [u8; 3] {
+    let nk = 255 - i32::from(k);
+    let channel = |v: u8| {
+        let t = i32::from(v) * nk + 128;
+        (nk - (((t >> 8) + t) >> 8)).clamp(0, 255) as u8
+    };
+    [channel(c), channel(m), channel(y)]
+}
+
+fn error_manager() -> jpeg_error_mgr {
+    // SAFETY: jpeg_std_error fills every field of a zeroed error manager.
+    let mut err: jpeg_error_mgr = unsafe { std::mem::zeroed() };
+    unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };
+    err.error_exit = Some(error_exit);
+    err.emit_message = Some(emit_message);
+    err
+}
+
+fn message(cinfo: &mut jpeg_common_struct) -> String {
+    // SAFETY: cinfo.err is the manager installed above; libjpeg messages fit JMSG_LENGTH_MAX (200).
+    unsafe {
+        let err = &*cinfo.err;
+        let Some(format) = err.format_message else {
+            return format!("libjpeg message {}", err.msg_code);
+        };
+        let format: unsafe extern "C-unwind" fn(&mut jpeg_common_struct, *mut u8) =
+            std::mem::transmute(format);
+        let mut buffer = [0u8; 200];
+        format(cinfo, buffer.as_mut_ptr());
+        let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
+        String::from_utf8_lossy(&buffer[..end]).into_owned()
+    }
+}
+
+extern "C-unwind" fn error_exit(cinfo: &mut jpeg_common_struct) {
+    let msg = message(cinfo);
+    // resume_unwind skips the panic hook: nothing is printed, decode_jpeg turns it into an error.
+    panic::resume_unwind(Box::new(msg));
+}
+
+extern "C-unwind" fn emit_message(cinfo: &mut jpeg_common_struct, level: c_int) {
+    // PIL refuses a JPEG whose data ends early ("image file is truncated"); libjpeg only warns
+    // and pads with gray. Other warnings, PIL ignores too.
+    // SAFETY: cinfo.err is the manager installed above.
+    let code = unsafe { (*cinfo.err).msg_code };
+    if level < 0 && code == JWRN_JPEG_EOF as c_int {
+        panic::resume_unwind(Box::new("image file is truncated".to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode_jpeg(rgb: &[u8], w: u32, h: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .encode(rgb, w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        out
+    }
+
+    fn gradient(w: usize, h: usize) -> Vec<u8> {
+        (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn decodes_jpeg_and_png_to_rgb64() {
+        let jpeg = encode_jpeg(&gradient(64, 64), 64, 64);
+        let mut dst = vec![0u8; IMAGE_BYTES];
+        assert!(!decode_into(&jpeg, &mut dst).unwrap());
+        assert!(dst.iter().any(|&v| v != 0));
+
+        let mut png = Vec::new();
+        let rgba: Vec<u8> = (0..64 * 64 * 4).map(|i| (i % 256) as u8).collect();
+        image::RgbaImage::from_raw(64, 64, rgba.clone())
+            .unwrap()
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        decode_into(&png, &mut dst).unwrap();
+        // alpha dropped, colour kept exactly
+        assert_eq!(&dst[..6], &[rgba[0], rgba[1], rgba[2], rgba[4], rgba[5], rgba[6]]);
+    }
+
+    #[test]
+    fn other_sizes_are_resized() {
+        let jpeg = encode_jpeg(&gradient(128, 96), 128, 96);
+        let mut dst = vec![0u8; IMAGE_BYTES];
+        assert!(decode_into(&jpeg, &mut dst).unwrap());
+    }
+
+    #[test]
+    fn truncated_and_garbage_jpegs_are_errors() {
+        let jpeg = encode_jpeg(&gradient(64, 64), 64, 64);
+        let err = decode_rgb(&jpeg[..jpeg.len() / 2]).unwrap_err();
+        assert!(format!("{err:#}").contains("truncated"), "{err:#}");
+        let mut garbage = vec![0xFF, 0xD8, 0xFF];
+        garbage.extend_from_slice(&[0x12; 100]);
+        assert!(decode_rgb(&garbage).is_err());
+        assert!(decode_rgb(b"not an image at all").is_err());
+        assert!(decode_rgb(b"").is_err());
+    }
+
+    #[test]
+    fn cmyk_conversion_matches_pil_formula() {
+        assert_eq!(cmyk_to_rgb([0, 0, 0, 0]), [255, 255, 255]);
+        assert_eq!(cmyk_to_rgb([255, 255, 255, 0]), [0, 0, 0]);
+        assert_eq!(cmyk_to_rgb([0, 0, 0, 255]), [0, 0, 0]);
+        // nk = 155; 155 - round(100 * 155 / 255) = 155 - 61 = 94
+        assert_eq!(cmyk_to_rgb([100, 0, 255, 100]), [94, 155, 0]);
+    }
+}

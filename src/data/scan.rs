@@ -1,0 +1,296 @@
+//! Finding the images: a class-folder tree read exactly as torchvision's `ImageFolder` reads it,
+//! and the official Tiny ImageNet `val/` set labelled through `val_annotations.txt`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::bail_input;
+
+/// `torchvision.datasets.folder.IMG_EXTENSIONS`, matched case-insensitively at the end of the path.
+pub const IMAGE_EXTENSIONS: [&str; 9] = [
+    ".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp",
+];
+
+/// One labelled image file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    pub path: PathBuf,
+    pub label: usize,
+}
+
+/// A labelled image list with its class names (index = label).
+#[derive(Debug, Clone)]
+pub struct ImageList {
+    pub classes: Vec<String>,
+    pub samples: Vec<Sample>,
+}
+
+/// Where the train tree and the official val set of a `--data` directory are.
+#[derive(Debug, Clone)]
+pub struct DataRoot {
+    pub train: PathBuf,
+    /// `val/` of a Tiny ImageNet root; `None` when `--data` is a bare class-folder tree.
+    pub val: Option<PathBuf>,
+}
+
+impl DataRoot {
+    /// A Tiny ImageNet root has `train/`; any other directory is itself the class-folder tree.
+    pub fn locate(dir: &Path) -> Result<DataRoot> {
+        if !dir.is_dir() {
+            bail_input!("--data {}: not a directory", dir.display());
+        }
+        let train = dir.join("train");
+        if train.is_dir() {
+            let val = dir.join("val");
+            Ok(DataRoot {
+                train,
+                val: val.is_dir().then_some(val),
+            })
+        } else {
+            Ok(DataRoot {
+                train: dir.to_path_buf(),
+                val: None,
+            })
+        }
+    }
+}
+
+fn has_image_extension(path: &Path) -> bool {
+    let lower = String::from_utf8_lossy(path.as_os_str().as_bytes()).to_lowercase();
+    IMAGE_EXTENSIONS.iter().any(|ext| lower.ends_with(ext))
+}
+
+/// The class names: sorted names of the sub-directories (symlinks followed), as `find_classes`.
+pub fn find_classes(root: &Path) -> Result<Vec<String>> {
+    let entries =
+        fs::read_dir(root).with_context(|| format!("cannot read directory {}", root.display()))?;
+    let mut classes = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read directory {}", root.display()))?;
+        if entry.path().is_dir() {
+            let name = entry.file_name();
+            match name.to_str() {
+                Some(name) => classes.push(name.to_string()),
+                None => bail_input!(
+                    "class folder {} in {} is not valid UTF-8",
+                    name.to_string_lossy(),
+                    root.display()
+                ),
+            }
+        }
+    }
+    classes.sort();
+    if classes.is_empty() {
+        bail_input!("no class folders found in {}", root.display());
+    }
+    Ok(classes)
+}
+
+/// Every directory below `dir` (itself included) with its non-directory entries, in the order
+/// `sorted(os.walk(dir, followlinks=True))` gives: by path string, file names sorted within.
+fn walk_sorted(dir: &Path) -> Result<Vec<(PathBuf, Vec<PathBuf>)>> {
+    let mut out = Vec::new();
+    // Each pending directory carries the canonical paths of its ancestors: os.walk would follow a
+    // symlink loop until the path gets too long, this walk stops where a directory repeats.
+    let mut pending = vec![(dir.to_path_buf(), Vec::new())];
+    while let Some((current, mut ancestors)) = pending.pop() {
+        let canonical = fs::canonicalize(&current)
+            .with_context(|| format!("cannot resolve {}", current.display()))?;
+        if ancestors.contains(&canonical) {
+            continue;
+        }
+        ancestors.push(canonical);
+        let mut files = Vec::new();
+        let entries = fs::read_dir(&current)
+            .with_context(|| format!("cannot read directory {}", current.display()))?;
+        for entry in entries {
+            let entry =
+                entry.with_context(|| format!("cannot read directory {}", current.display()))?;
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push((path, ancestors.clone()));
+            } else {
+                files.push(path);
+            }
+        }
+        files.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+        out.push((current, files));
+    }
+    out.sort_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
+    Ok(out)
+}
+
+/// Scans a class-folder tree the way `torchvision.datasets.ImageFolder(root)` does: same classes,
+/// same labels, same sample order. A class without any image file is an error, as there.
+pub fn scan_image_folder(root: &Path) -> Result<ImageList> {
+    let classes = find_classes(root)?;
+    let mut samples = Vec::new();
+    let mut empty = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let before = samples.len();
+        for (_, files) in walk_sorted(&root.join(class))? {
+            samples.extend(
+                files
+                    .into_iter()
+                    .filter(|path| has_image_extension(path))
+                    .map(|path| Sample { path, label }),
+            );
+        }
+        if samples.len() == before {
+            empty.push(class.as_str());
+        }
+    }
+    if !empty.is_empty() {
+        bail_input!(
+            "no image files for the classes {} in {} (extensions looked for: {})",
+            empty.join(", "),
+            root.display(),
+            IMAGE_EXTENSIONS.join(" ")
+        );
+    }
+    Ok(ImageList { classes, samples })
+}
+
+/// Parses `val_annotations.txt` (`file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1` per line) into samples
+/// under `images_dir`, labelled by position of the wnid in `classes`. Errors name file and line.
+pub fn parse_val_annotations(
+    text: &str,
+    source: &Path,
+    images_dir: &Path,
+    classes: &[String],
+) -> Result<Vec<Sample>> {
+    let index: HashMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let mut samples = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", source.display(), number + 1);
+        let mut fields = line.split('\t');
+        let (file, wnid) = match (fields.next(), fields.next()) {
+            (Some(file), Some(wnid)) if !file.is_empty() && !wnid.is_empty() => (file, wnid),
+            _ => bail_input!("{}: expected `file<TAB>wnid<TAB>...`, found {line:?}", at()),
+        };
+        if file.contains('/') || file == "." || file == ".." {
+            bail_input!("{}: file name {file:?} is not a plain file name", at());
+        }
+        let Some(&label) = index.get(wnid) else {
+            bail_input!(
+                "{}: class {wnid:?} is not one of the {} training classes",
+                at(),
+                classes.len()
+            );
+        };
+        samples.push(Sample {
+            path: images_dir.join(file),
+            label,
+        });
+    }
+    if samples.is_empty() {
+        bail_input!("{}: no annotations", source.display());
+    }
+    Ok(samples)
+}
+
+/// The official val set of a Tiny ImageNet root: `val/images/*` labelled by `val/val_annotations.txt`.
+pub fn scan_val(val_dir: &Path, classes: &[String]) -> Result<Vec<Sample>> {
+    let annotations = val_dir.join("val_annotations.txt");
+    let text = fs::read_to_string(&annotations).map_err(|e| {
+        crate::error::input_error(format!("cannot read {}: {e}", annotations.display()))
+    })?;
+    parse_val_annotations(&text, &annotations, &val_dir.join("images"), classes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(path: &Path) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, b"x").unwrap();
+    }
+
+    #[test]
+    fn image_folder_order_classes_and_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        touch(&root.join("b/images/b_1.JPEG"));
+        touch(&root.join("b/images/b_0.jpeg"));
+        touch(&root.join("b/b_boxes.txt"));
+        touch(&root.join("b/images-x/z.png"));
+        touch(&root.join("b/images/sub/a.Png"));
+        touch(&root.join("a/.DS_Store"));
+        touch(&root.join("a/x.webp"));
+        touch(&root.join("stray.jpg"));
+        let list = scan_image_folder(root).unwrap();
+        assert_eq!(list.classes, vec!["a", "b"]);
+        let names: Vec<String> = list
+            .samples
+            .iter()
+            .map(|s| {
+                s.path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        // os.walk roots sorted as strings: "b/images-x" < "b/images" + "/..." because '-' < '/'.
+        assert_eq!(
+            names,
+            vec![
+                "a/x.webp",
+                "b/images/b_0.jpeg",
+                "b/images/b_1.JPEG",
+                "b/images-x/z.png",
+                "b/images/sub/a.Png"
+            ]
+        );
+        assert_eq!(
+            list.samples.iter().map(|s| s.label).collect::<Vec<_>>(),
+            vec![0, 1, 1, 1, 1]
+        );
+    }
+
+    #[test]
+    fn empty_class_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        touch(&dir.path().join("a/x.jpg"));
+        touch(&dir.path().join("b/notes.txt"));
+        let err = scan_image_folder(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("classes b"), "{err}");
+    }
+
+    #[test]
+    fn val_annotations_errors_name_the_line() {
+        let classes = vec!["n1".to_string(), "n2".to_string()];
+        let src = Path::new("val_annotations.txt");
+        let ok = parse_val_annotations(
+            "v_0.JPEG\tn2\t0\t0\t1\t1\nv_1.JPEG\tn1\t0\t0\t1\t1\n",
+            src,
+            Path::new("img"),
+            &classes,
+        )
+        .unwrap();
+        assert_eq!(ok[0].label, 1);
+        assert_eq!(ok[1].path, Path::new("img/v_1.JPEG"));
+        let err = parse_val_annotations("v_0.JPEG\tn1\nv_1.JPEG\tn9\n", src, Path::new("img"), &classes)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("val_annotations.txt:2"), "{err}");
+        let err = parse_val_annotations("garbage\n", src, Path::new("img"), &classes)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":1"), "{err}");
+    }
+
+}

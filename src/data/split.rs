@@ -1,0 +1,89 @@
+//! The seeded train/holdout split, index for index the one
+//! `torch.utils.data.random_split(ds, [1 - h, h], generator=torch.Generator().manual_seed(seed))`
+//! gives.
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+/// How a dataset was split: enough to recompute the split and to notice a changed dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitSpec {
+    pub seed: i64,
+    /// Fractions `[train, holdout]`, as passed to `random_split`.
+    pub fractions: [f64; 2],
+    pub dataset_size: usize,
+}
+
+/// Sample indices of both subsets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    pub train: Vec<usize>,
+    pub holdout: Vec<usize>,
+}
+
+impl SplitSpec {
+    pub fn new(seed: i64, holdout: f64, dataset_size: usize) -> SplitSpec {
+        SplitSpec {
+            seed,
+            fractions: [1.0 - holdout, holdout],
+            dataset_size,
+        }
+    }
+
+    /// Subset lengths as `random_split` computes them from fractions: floor of each share, then
+    /// the remainder handed out one by one, round robin from the first subset.
+    pub fn lengths(&self) -> [usize; 2] {
+        let n = self.dataset_size;
+        let mut lengths = self.fractions.map(|f| (n as f64 * f).floor() as usize);
+        let remainder = n - lengths.iter().sum::<usize>();
+        for i in 0..remainder {
+            lengths[i % 2] += 1;
+        }
+        lengths
+    }
+
+    /// Draws the permutation from libtorch's CPU generator seeded with `seed`, the same
+    /// Mersenne Twister `torch.Generator().manual_seed(seed)` starts from. Reseeds the global
+    /// generator, so call it before any random draw that must not depend on it.
+    pub fn split(&self) -> Split {
+        let [train_len, _] = self.lengths();
+        tch::manual_seed(self.seed);
+        let perm = Tensor::randperm(self.dataset_size as i64, (Kind::Int64, Device::Cpu));
+        let perm: Vec<i64> = Vec::<i64>::try_from(&perm).expect("randperm gives int64 on the CPU");
+        let perm: Vec<usize> = perm.into_iter().map(|i| i as usize).collect();
+        Split {
+            train: perm[..train_len].to_vec(),
+            holdout: perm[train_len..].to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_follow_random_split_rounding() {
+        // 95 000 / 5 000 on Tiny ImageNet.
+        assert_eq!(SplitSpec::new(42, 0.05, 100_000).lengths(), [95_000, 5_000]);
+        // floor(0.95*19)=18, floor(0.05*19)=0, remainder 1 goes to the first subset.
+        assert_eq!(SplitSpec::new(42, 0.05, 19).lengths(), [19, 0]);
+        // floor(0.95*21)=19, floor(0.05*21)=1, remainder 1 to the first.
+        assert_eq!(SplitSpec::new(42, 0.05, 21).lengths(), [20, 1]);
+        // floor(0.7*3)=2, floor(0.3*3)=0: remainder 1 to the first.
+        assert_eq!(SplitSpec::new(0, 0.3, 3).lengths(), [3, 0]);
+        // floor(0.5*5)=2 twice, remainder 1 to the first.
+        assert_eq!(SplitSpec::new(0, 0.5, 5).lengths(), [3, 2]);
+    }
+
+    #[test]
+    fn holdout_matches_pytorch_for_seed_42() {
+        // First holdout indices of random_split(range(1000), [0.95, 0.05], seed 42) in PyTorch.
+        let split = SplitSpec::new(42, 0.05, 1000).split();
+        assert_eq!(&split.holdout[..5], &[898, 806, 712, 254, 97]);
+        assert_eq!(split.train.len(), 950);
+        let mut all: Vec<usize> = split.train.iter().chain(&split.holdout).copied().collect();
+        all.sort();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,53 @@
+//! How failures map to exit codes: input and usage errors exit 2, everything else 1.
+
+use std::fmt;
+
+/// Marks an error as caused by the user's input (flags, files, data), not by the program.
+/// `main` turns it into exit code 2; the message itself says what to fix.
+#[derive(Debug)]
+pub struct InputError(pub String);
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Builds an `anyhow::Error` marked as an input error.
+pub fn input_error(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(InputError(msg.into()))
+}
+
+/// Returns early with an input error, like `anyhow::bail!`.
+#[macro_export]
+macro_rules! bail_input {
+    ($($arg:tt)*) => {
+        return Err($crate::error::input_error(format!($($arg)*)))
+    };
+}
+
+/// The process exit code for an error chain.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    if err.chain().any(|cause| cause.is::<InputError>()) {
+        2
+    } else {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn input_errors_exit_2_even_under_context() {
+        let err = Err::<(), _>(input_error("bad flag"))
+            .context("while starting")
+            .unwrap_err();
+        assert_eq!(exit_code(&err), 2);
+        assert_eq!(exit_code(&anyhow::anyhow!("disk on fire")), 1);
+    }
+}

@@ -1,0 +1,142 @@
+//! Scoring a model: mean NLL, top-1 and top-5 over a list of samples, and the `eval` command.
+
+use anyhow::Result;
+use serde::Serialize;
+use tch::{Kind, Reduction, Tensor};
+
+use crate::bail_input;
+use crate::checkpoint::{read_tensors, Source};
+use crate::cli::{EvalArgs, EvalSplit};
+use crate::config::{describe, resolve_device, validate_holdout};
+use crate::data::cache::decode_all;
+use crate::data::ensure_same_classes;
+use crate::data::loader::Loader;
+use crate::data::scan::{find_classes, scan_image_folder, scan_val, DataRoot, Sample};
+use crate::data::split::SplitSpec;
+use crate::metrics::topk_correct;
+use crate::model::{Part, Vgg16};
+
+/// Images per forward pass when evaluating inside a training run.
+pub const EVAL_BATCH: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Scores {
+    pub samples: usize,
+    /// Mean NLL per sample.
+    pub loss: f64,
+    pub top1: f64,
+    pub top5: f64,
+}
+
+/// Scores `model` on the rows `indices` of the loader's set, in eval mode. Sums stay on the
+/// device until the end.
+pub fn evaluate(model: &Vgg16, loader: &Loader, indices: &[usize], batch_size: usize) -> Scores {
+    let device = loader.device();
+    let mut loss = Tensor::zeros([], (Kind::Double, device));
+    let mut top1 = Tensor::zeros([], (Kind::Int64, device));
+    let mut top5 = Tensor::zeros([], (Kind::Int64, device));
+    for chunk in indices.chunks(batch_size) {
+        let batch = loader.eval_batch(chunk);
+        let logits = model.forward_eval(&batch.images);
+        let nll = logits.log_softmax(1, Kind::Float).g_nll_loss::<Tensor>(
+            &batch.labels,
+            None,
+            Reduction::Sum,
+            -100,
+        );
+        loss += nll.to_kind(Kind::Double);
+        top1 += topk_correct(&logits, &batch.labels, 1);
+        top5 += topk_correct(&logits, &batch.labels, 5);
+    }
+    let n = indices.len().max(1) as f64;
+    Scores {
+        samples: indices.len(),
+        loss: loss.double_value(&[]) / n,
+        top1: top1.int64_value(&[]) as f64 / n,
+        top5: top5.int64_value(&[]) as f64 / n,
+    }
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    split: &'a str,
+    #[serde(flatten)]
+    scores: Scores,
+}
+
+/// `vggtiny eval`: the checkpoint's holdout (its recorded split) or the official val set.
+pub fn run(args: &EvalArgs) -> Result<()> {
+    validate_holdout(args.holdout)?;
+    if args.batch_size < 1 {
+        bail_input!("--batch-size must be at least 1");
+    }
+    let device = resolve_device(&args.device)?;
+    eprintln!("device: {}", describe(device));
+    let source = Source::resolve(&args.checkpoint)?;
+    let checkpoint = source.model.display().to_string();
+    let root = DataRoot::locate(&args.data)?;
+
+    let (classes, samples): (Vec<String>, Vec<Sample>) = match args.split {
+        EvalSplit::Holdout => {
+            let list = scan_image_folder(&root.train)?;
+            let spec = match &source.meta {
+                Some(meta) => {
+                    ensure_same_classes(&meta.classes, &list.classes, &checkpoint)?;
+                    if meta.split.dataset_size != list.samples.len() {
+                        bail_input!(
+                            "{checkpoint} was split over {} images, {} has {}: the holdout \
+                             cannot be recovered from a changed dataset",
+                            meta.split.dataset_size,
+                            root.train.display(),
+                            list.samples.len()
+                        );
+                    }
+                    meta.split.clone()
+                }
+                None => SplitSpec::new(args.seed, args.holdout, list.samples.len()),
+            };
+            let holdout = spec.split().holdout;
+            let samples = holdout.iter().map(|&i| list.samples[i].clone()).collect();
+            (list.classes, samples)
+        }
+        EvalSplit::Val => {
+            let Some(val_dir) = &root.val else {
+                bail_input!(
+                    "--split val needs a Tiny ImageNet root with val/; {} has none",
+                    args.data.display()
+                );
+            };
+            let classes = match &source.meta {
+                Some(meta) => meta.classes.clone(),
+                None => find_classes(&root.train)?,
+            };
+            let samples = scan_val(val_dir, &classes)?;
+            (classes, samples)
+        }
+    };
+    if samples.is_empty() {
+        bail_input!("nothing to evaluate: the holdout has 0 images");
+    }
+
+    let mut model = Vgg16::new(classes.len() as i64, device);
+    model.load(read_tensors(&source.model)?, Part::All, &checkpoint)?;
+    let (set, _) = decode_all(&samples)?;
+    let loader = Loader::new(&set, device);
+    let indices: Vec<usize> = (0..samples.len()).collect();
+    let scores = evaluate(&model, &loader, &indices, args.batch_size);
+
+    let split = match args.split {
+        EvalSplit::Holdout => "holdout",
+        EvalSplit::Val => "val",
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&Report { split, scores })?);
+    } else {
+        println!(
+            "{split}: {} images, mean loss {:.4}",
+            scores.samples, scores.loss
+        );
+        println!("Top-1 acc: {:.4} / Top-5 acc: {:.4}", scores.top1, scores.top5);
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! What a run measures: top-k counts, the per-batch and per-epoch records, and the
+//! `metrics.jsonl` log they are appended to.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// Per-row count of targets among the `k` largest logits, summed: a 0-dim int64 tensor on the
+/// logits' device (no host synchronisation).
+pub fn topk_correct(logits: &Tensor, targets: &Tensor, k: i64) -> Tensor {
+    let k = k.min(logits.size()[1]);
+    let (_, top) = logits.topk(k, 1, true, true);
+    top.eq_tensor(&targets.unsqueeze(1))
+        .any_dim(1, false)
+        .sum(Kind::Int64)
+}
+
+/// Record of one logged optimizer step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub stage: String,
+    pub epoch: u32,
+    /// Optimizer steps from 0 within the stage.
+    pub step: u64,
+    pub lr: f64,
+    pub beta1: f64,
+    pub loss: f64,
+    /// Mini-batch accuracy, at prediction intervals only.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub acc: Option<f64>,
+}
+
+/// Record of one finished epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub stage: String,
+    pub epoch: u32,
+    /// True mean NLL over the epoch's training samples.
+    pub train_loss: f64,
+    pub holdout_loss: f64,
+    pub holdout_top1: f64,
+    pub holdout_top5: f64,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    pub seconds: f64,
+    pub images_per_sec: f64,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+enum Event<'a> {
+    Batch(&'a BatchRecord),
+    Epoch(&'a EpochRecord),
+}
+
+/// Appends one JSON object per line to `metrics.jsonl`, flushed line by line.
+pub struct MetricsLog {
+    out: BufWriter<File>,
+}
+
+impl MetricsLog {
+    pub fn append(path: &Path) -> Result<MetricsLog> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(MetricsLog {
+            out: BufWriter::new(file),
+        })
+    }
+
+    fn write(&mut self, event: Event) -> Result<()> {
+        serde_json::to_writer(&mut self.out, &event)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush().context("cannot write metrics.jsonl")
+    }
+
+    pub fn batch(&mut self, record: &BatchRecord) -> Result<()> {
+        self.write(Event::Batch(record))
+    }
+
+    pub fn epoch(&mut self, record: &EpochRecord) -> Result<()> {
+        self.write(Event::Epoch(record))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topk_counts_hits() {
+        let logits = Tensor::from_slice(&[
+            0.1f32, 0.5, 0.2, 0.9, 0.0, 0.3, // row 0: order 3,1,5,2,0,4
+            0.9, 0.1, 0.2, 0.3, 0.4, 0.5, // row 1: order 0,5,4,3,2,1
+        ])
+        .view([2, 6]);
+        let targets = Tensor::from_slice(&[1i64, 1]);
+        assert_eq!(topk_correct(&logits, &targets, 1).int64_value(&[]), 0);
+        assert_eq!(topk_correct(&logits, &targets, 2).int64_value(&[]), 1);
+        assert_eq!(topk_correct(&logits, &targets, 5).int64_value(&[]), 1);
+        assert_eq!(topk_correct(&logits, &targets, 6).int64_value(&[]), 2);
+        // k larger than the class count means every class
+        assert_eq!(topk_correct(&logits, &targets, 50).int64_value(&[]), 2);
+    }
+
+    #[test]
+    fn log_lines_are_tagged_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let mut log = MetricsLog::append(&path).unwrap();
+        log.batch(&BatchRecord {
+            stage: "base".into(),
+            epoch: 1,
+            step: 0,
+            lr: 1e-4,
+            beta1: 0.9,
+            loss: 2.5,
+            acc: None,
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["event"], "batch");
+        assert_eq!(v["lr"], 1e-4);
+        assert!(v.get("acc").is_none());
+    }
+}

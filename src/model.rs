@@ -1,0 +1,401 @@
+//! VGG16 with the recipe's replaced classifier: the architecture as data plus one loop, tensors
+//! named as in the original program's `state_dict()` (torchvision names under `vgg16.`).
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::bail_input;
+
+/// Prefix of every tensor name: the original program wraps the VGG16 as attribute `vgg16`.
+pub const PREFIX: &str = "vgg16.";
+
+/// torchvision's VGG16 "D" configuration: conv3x3 output channels, `None` for a 2x2 max-pool.
+const FEATURES: [Option<i64>; 18] = [
+    Some(64),
+    Some(64),
+    None,
+    Some(128),
+    Some(128),
+    None,
+    Some(256),
+    Some(256),
+    Some(256),
+    None,
+    Some(512),
+    Some(512),
+    Some(512),
+    None,
+    Some(512),
+    Some(512),
+    Some(512),
+    None,
+];
+/// `AdaptiveAvgPool2d((7, 7))` output, flattened: the head's input width.
+const POOLED: i64 = 512 * 7 * 7;
+/// Width of the new head's hidden layers.
+const HIDDEN: i64 = 512;
+const DROPOUT: f64 = 0.5;
+const BN_MOMENTUM: f64 = 0.1;
+const BN_EPS: f64 = 1e-5;
+
+/// Which parameters train: the head only (stage 1), or everything (stage 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    Base,
+    Finetune,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Base => "base",
+            Stage::Finetune => "finetune",
+        }
+    }
+}
+
+/// A named tensor of the model (`name` without the `vgg16.` prefix).
+struct Named {
+    name: String,
+    tensor: Tensor,
+    /// Parameters train; buffers (BatchNorm running statistics) do not.
+    parameter: bool,
+}
+
+enum Layer {
+    /// Indices into `Vgg16::tensors` of weight and bias.
+    Conv(usize, usize),
+    MaxPool,
+}
+
+/// `Linear` weight/bias and `BatchNorm1d` weight/bias/running_mean/running_var/num_batches_tracked
+/// indices into `Vgg16::tensors`.
+struct Head {
+    fc: [(usize, usize); 3],
+    bn: [[usize; 5]; 2],
+}
+
+pub struct Vgg16 {
+    tensors: Vec<Named>,
+    features: Vec<Layer>,
+    head: Head,
+    num_classes: i64,
+}
+
+/// Which part of a weights file to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `features.*` only (ImageNet weights: their classifier is not ours).
+    Features,
+    /// Every tensor, and nothing else.
+    All,
+}
+
+impl Vgg16 {
+    /// A fresh model: features initialised as torchvision does (kaiming-normal, fan-out), the
+    /// head as the recipe says (kaiming-uniform linear weights, zero biases, BatchNorm 1/0).
+    /// Draws from libtorch's global generator.
+    pub fn new(num_classes: i64, device: Device) -> Vgg16 {
+        let mut tensors = Vec::new();
+        let mut add = |name: String, tensor: Tensor, parameter: bool| {
+            tensors.push(Named {
+                name,
+                tensor,
+                parameter,
+            });
+            tensors.len() - 1
+        };
+        let opts = (Kind::Float, device);
+
+        let mut features = Vec::new();
+        let mut in_ch = 3;
+        let mut index = 0;
+        for layer in FEATURES {
+            match layer {
+                Some(out_ch) => {
+                    let std = (2.0 / (out_ch * 9) as f64).sqrt();
+                    let w = Tensor::empty([out_ch, in_ch, 3, 3], opts).normal_(0.0, std);
+                    let w = add(format!("features.{index}.weight"), w, true);
+                    let b = add(
+                        format!("features.{index}.bias"),
+                        Tensor::zeros([out_ch], opts),
+                        true,
+                    );
+                    features.push(Layer::Conv(w, b));
+                    in_ch = out_ch;
+                    index += 2; // conv, relu
+                }
+                None => {
+                    features.push(Layer::MaxPool);
+                    index += 1;
+                }
+            }
+        }
+
+        let mut linear = |index: usize, fan_in: i64, out: i64| {
+            let bound = (6.0 / fan_in as f64).sqrt();
+            let w = Tensor::empty([out, fan_in], opts).uniform_(-bound, bound);
+            (
+                add(format!("classifier.{index}.weight"), w, true),
+                add(
+                    format!("classifier.{index}.bias"),
+                    Tensor::zeros([out], opts),
+                    true,
+                ),
+            )
+        };
+        let fc0 = linear(0, POOLED, HIDDEN);
+        let fc4 = linear(4, HIDDEN, HIDDEN);
+        let fc8 = linear(8, HIDDEN, num_classes);
+        let mut batch_norm = |index: usize| {
+            let name = |field: &str| format!("classifier.{index}.{field}");
+            [
+                add(name("weight"), Tensor::ones([HIDDEN], opts), true),
+                add(name("bias"), Tensor::zeros([HIDDEN], opts), true),
+                add(name("running_mean"), Tensor::zeros([HIDDEN], opts), false),
+                add(name("running_var"), Tensor::ones([HIDDEN], opts), false),
+                add(
+                    name("num_batches_tracked"),
+                    Tensor::zeros([], (Kind::Int64, device)),
+                    false,
+                ),
+            ]
+        };
+        let bn2 = batch_norm(2);
+        let bn6 = batch_norm(6);
+        Vgg16 {
+            tensors,
+            features,
+            head: Head {
+                fc: [fc0, fc4, fc8],
+                bn: [bn2, bn6],
+            },
+            num_classes,
+        }
+    }
+
+    pub fn num_classes(&self) -> i64 {
+        self.num_classes
+    }
+
+    fn t(&self, i: usize) -> &Tensor {
+        &self.tensors[i].tensor
+    }
+
+    /// The convolutional trunk: (N, 3, H, W) -> (N, 512, H/32, W/32).
+    pub fn features(&self, x: &Tensor) -> Tensor {
+        let mut x = x.shallow_clone();
+        for layer in &self.features {
+            x = match *layer {
+                Layer::Conv(w, b) => x
+                    .conv2d(self.t(w), Some(self.t(b)), [1, 1], [1, 1], [1, 1], 1)
+                    .relu(),
+                Layer::MaxPool => x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
+            };
+        }
+        x
+    }
+
+    /// Pool, flatten and the new head: Linear-ReLU-BN-Dropout twice, then Linear; logits out.
+    pub fn classifier(&self, features: &Tensor, train: bool) -> Tensor {
+        let mut x = features.adaptive_avg_pool2d([7, 7]).flatten(1, -1);
+        for (&(w, b), bn) in self.head.fc.iter().zip(&self.head.bn) {
+            x = x
+                .linear(self.t(w), Some(self.t(b)))
+                .relu()
+                .batch_norm(
+                    Some(self.t(bn[0])),
+                    Some(self.t(bn[1])),
+                    Some(self.t(bn[2])),
+                    Some(self.t(bn[3])),
+                    train,
+                    BN_MOMENTUM,
+                    BN_EPS,
+                    true,
+                )
+                .dropout(DROPOUT, train);
+        }
+        let (w, b) = self.head.fc[2];
+        x.linear(self.t(w), Some(self.t(b)))
+    }
+
+    /// Training-mode forward: batch statistics, running-statistics update, dropout.
+    pub fn forward_train(&mut self, x: &Tensor) -> Tensor {
+        let logits = self.classifier(&self.features(x), true);
+        for bn in &self.head.bn {
+            // PyTorch counts batches even when a fixed momentum makes the count unused.
+            let _ = self.tensors[bn[4]].tensor.shallow_clone().g_add_scalar_(1);
+        }
+        logits
+    }
+
+    /// Inference-mode forward: running statistics, no dropout, no autograd graph.
+    pub fn forward_eval(&self, x: &Tensor) -> Tensor {
+        tch::no_grad(|| self.classifier(&self.features(x), false))
+    }
+
+    /// Sets which parameters require gradients: the head in stage 1, everything in stage 2.
+    pub fn set_stage(&self, stage: Stage) {
+        for named in &self.tensors {
+            let trains = named.parameter
+                && (stage == Stage::Finetune || named.name.starts_with("classifier."));
+            // In place: handles given out earlier see the change.
+            let _ = named.tensor.set_requires_grad(trains);
+        }
+    }
+
+    /// The parameters that currently require gradients, with their full names, in model order.
+    pub fn trainable(&self) -> Vec<(String, Tensor)> {
+        self.tensors
+            .iter()
+            .filter(|n| n.tensor.requires_grad())
+            .map(|n| (format!("{PREFIX}{}", n.name), n.tensor.shallow_clone()))
+            .collect()
+    }
+
+    /// Every tensor under its `state_dict()` name, in model order (shared storage, no copies).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.tensors
+            .iter()
+            .map(|n| (format!("{PREFIX}{}", n.name), n.tensor.shallow_clone()))
+            .collect()
+    }
+
+    /// Copies `part` of named tensors (names with or without the `vgg16.` prefix) into the model.
+    /// Every required tensor is checked for presence, shape and kind before anything is copied,
+    /// so a failed load leaves the model as it was. `source` names the file in errors.
+    pub fn load(&mut self, named: Vec<(String, Tensor)>, part: Part, source: &str) -> Result<()> {
+        let mut by_name: HashMap<String, Tensor> = HashMap::new();
+        for (name, tensor) in named {
+            let bare = name.strip_prefix(PREFIX).unwrap_or(&name).to_string();
+            by_name.insert(bare, tensor);
+        }
+        let wanted = |n: &Named| part == Part::All || n.name.starts_with("features.");
+        let mut staged = Vec::new();
+        for (i, n) in self.tensors.iter().enumerate().filter(|(_, n)| wanted(n)) {
+            let Some(src) = by_name.remove(&n.name) else {
+                bail_input!(
+                    "{source}: tensor {PREFIX}{} (or {}) missing; is this a VGG16 checkpoint?",
+                    n.name,
+                    n.name
+                );
+            };
+            if src.size() != n.tensor.size() {
+                bail_input!(
+                    "{source}: tensor {} has shape {:?}, the model needs {:?}",
+                    n.name,
+                    src.size(),
+                    n.tensor.size()
+                );
+            }
+            let src_float = src.is_floating_point();
+            let dst_float = n.tensor.is_floating_point();
+            if src_float != dst_float {
+                bail_input!(
+                    "{source}: tensor {} has kind {:?}, the model needs {:?}",
+                    n.name,
+                    src.kind(),
+                    n.tensor.kind()
+                );
+            }
+            staged.push((i, src));
+        }
+        if part == Part::All {
+            if let Some(extra) = by_name.keys().min() {
+                bail_input!(
+                    "{source}: unexpected tensor {extra} ({} unexpected in all); not a checkpoint of this model",
+                    by_name.len()
+                );
+            }
+        }
+        tch::no_grad(|| {
+            for (i, src) in staged {
+                let dst = &mut self.tensors[i].tensor;
+                dst.copy_(&src.to_kind(dst.kind()).to_device(dst.device()));
+            }
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_shapes_are_the_original_programs() {
+        let model = Vgg16::new(200, Device::Cpu);
+        let state = model.state();
+        let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+        let convs = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28];
+        for i in convs {
+            assert!(names.contains(&format!("vgg16.features.{i}.weight").as_str()));
+        }
+        assert_eq!(names.len(), convs.len() * 2 + 3 * 2 + 2 * 5);
+        let shape = |n: &str| state.iter().find(|(k, _)| k == n).unwrap().1.size();
+        assert_eq!(shape("vgg16.features.28.weight"), vec![512, 512, 3, 3]);
+        assert_eq!(shape("vgg16.classifier.0.weight"), vec![512, 25088]);
+        assert_eq!(shape("vgg16.classifier.8.weight"), vec![200, 512]);
+        assert_eq!(shape("vgg16.classifier.6.num_batches_tracked"), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn forward_shapes_and_stage_freezing() {
+        let mut model = Vgg16::new(7, Device::Cpu);
+        let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+        assert_eq!(model.features(&x).size(), vec![2, 512, 2, 2]);
+        model.set_stage(Stage::Base);
+        assert_eq!(model.trainable().len(), 10);
+        assert!(model
+            .trainable()
+            .iter()
+            .all(|(n, _)| n.starts_with("vgg16.classifier.")));
+        let logits = model.forward_train(&x);
+        assert_eq!(logits.size(), vec![2, 7]);
+        let count = |m: &Vgg16| {
+            m.state()
+                .into_iter()
+                .find(|(n, _)| n == "vgg16.classifier.2.num_batches_tracked")
+                .unwrap()
+                .1
+                .int64_value(&[])
+        };
+        assert_eq!(count(&model), 1);
+        model.set_stage(Stage::Finetune);
+        assert_eq!(model.trainable().len(), 26 + 10);
+    }
+
+    #[test]
+    fn load_checks_everything_before_copying() {
+        let mut a = Vgg16::new(5, Device::Cpu);
+        let b = Vgg16::new(5, Device::Cpu);
+        let mut named = b.state();
+        // unprefixed names are accepted
+        for (n, _) in named.iter_mut() {
+            *n = n.strip_prefix(PREFIX).unwrap().to_string();
+        }
+        a.load(named, Part::All, "b").unwrap();
+        let w = |m: &Vgg16| m.state()[0].1.copy();
+        assert_eq!(w(&a), w(&b));
+
+        let c = Vgg16::new(5, Device::Cpu);
+        let mut bad = c.state();
+        let last = bad.len() - 1;
+        bad[last].1 = Tensor::zeros([3], (Kind::Float, Device::Cpu));
+        let err = a.load(bad, Part::All, "c.safetensors").unwrap_err().to_string();
+        assert!(err.contains("c.safetensors"), "{err}");
+        // nothing copied: a still holds b's weights
+        assert_eq!(w(&a), w(&b));
+
+        let other = Vgg16::new(9, Device::Cpu);
+        let err = a.load(other.state(), Part::All, "x").unwrap_err().to_string();
+        assert!(err.contains("classifier.8.weight"), "{err}");
+        // features alone load from a model with another head
+        a.load(other.state(), Part::Features, "x").unwrap();
+        assert_eq!(w(&a), w(&other));
+    }
+}

@@ -1,0 +1,153 @@
+//! Adam and CyclicLR, written out so that their state is ours to save and restore, with
+//! PyTorch's arithmetic (`torch.optim.Adam`, `torch.optim.lr_scheduler.CyclicLR`).
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+/// `CyclicLR(mode="triangular2", cycle_momentum=True)` over Adam's beta1: the learning rate
+/// rises from `base_lr` to `max_lr` and back in each cycle, the amplitude halving every cycle,
+/// while beta1 moves inversely between `max_momentum` and `base_momentum`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CyclicLr {
+    pub base_lr: f64,
+    pub max_lr: f64,
+    pub step_size_up: u64,
+    pub step_size_down: u64,
+    pub base_momentum: f64,
+    pub max_momentum: f64,
+}
+
+impl CyclicLr {
+    /// The recipe's schedule: equal up and down half cycles, beta1 between 0.8 and 0.9.
+    pub fn triangular2(base_lr: f64, max_lr: f64, step_size_up: u64) -> CyclicLr {
+        CyclicLr {
+            base_lr,
+            max_lr,
+            step_size_up,
+            step_size_down: step_size_up,
+            base_momentum: 0.8,
+            max_momentum: 0.9,
+        }
+    }
+
+    /// `(lr, beta1)` after `t` scheduler steps (t = 0 at construction), with the operations in
+    /// PyTorch's order so the values are the same doubles.
+    pub fn at(&self, t: u64) -> (f64, f64) {
+        let total = (self.step_size_up + self.step_size_down) as f64;
+        let step_ratio = self.step_size_up as f64 / total;
+        let t = t as f64;
+        let cycle = (1.0 + t / total).floor();
+        let x = 1.0 + t / total - cycle;
+        let scale_factor = if x <= step_ratio {
+            x / step_ratio
+        } else {
+            (x - 1.0) / (step_ratio - 1.0)
+        };
+        let scale = 1.0 / 2f64.powf(cycle - 1.0);
+        let lr = self.base_lr + (self.max_lr - self.base_lr) * scale_factor * scale;
+        let beta1 =
+            self.max_momentum - (self.max_momentum - self.base_momentum) * scale_factor * scale;
+        (lr, beta1)
+    }
+}
+
+/// Adam (betas (beta1, 0.999), eps 1e-8, no weight decay) over a fixed list of parameters, with
+/// the first and second moments held here so a checkpoint can carry them.
+pub struct Adam {
+    params: Vec<Tensor>,
+    exp_avg: Vec<Tensor>,
+    exp_avg_sq: Vec<Tensor>,
+    /// Optimizer steps taken (PyTorch keeps one count per parameter; they are all equal).
+    steps: u64,
+    beta2: f64,
+    eps: f64,
+}
+
+impl Adam {
+    pub fn new(params: Vec<Tensor>) -> Adam {
+        let zeros = |p: &Tensor| p.zeros_like();
+        Adam {
+            exp_avg: params.iter().map(zeros).collect(),
+            exp_avg_sq: params.iter().map(zeros).collect(),
+            params,
+            steps: 0,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
+    pub fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// One update with the given learning rate and beta1, as PyTorch's single-tensor Adam.
+    pub fn step(&mut self, lr: f64, beta1: f64) {
+        self.steps += 1;
+        let step = self.steps as f64;
+        let bias_correction1 = 1.0 - beta1.powf(step);
+        let bias_correction2 = 1.0 - self.beta2.powf(step);
+        let step_size_neg = -(lr / bias_correction1);
+        let bias_correction2_sqrt = bias_correction2.sqrt();
+        tch::no_grad(|| {
+            for ((p, m), v) in self
+                .params
+                .iter_mut()
+                .zip(&mut self.exp_avg)
+                .zip(&mut self.exp_avg_sq)
+            {
+                let grad = p.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let _ = m.lerp_(&grad, 1.0 - beta1);
+                let _ = v.g_mul_scalar_(self.beta2);
+                let _ = v.addcmul_(&(&grad * (1.0 - self.beta2)), &grad);
+                // PyTorch's own rearrangement (its capturable branch): p += m / denom with the
+                // step size folded into the denominator.
+                let denom = (v.sqrt() / (bias_correction2_sqrt * step_size_neg))
+                    .g_add_scalar_(self.eps / step_size_neg);
+                let _ = p.addcdiv_(m, &denom);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    #[test]
+    fn cyclic_lr_triangular2_shape() {
+        let s = CyclicLr::triangular2(1e-4, 6e-4, 4);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-15;
+        let (lr, b1) = s.at(0);
+        assert!(close(lr, 1e-4) && close(b1, 0.9));
+        let (lr, b1) = s.at(4); // top of the first cycle
+        assert!(close(lr, 6e-4) && close(b1, 0.8));
+        let (lr, _) = s.at(2);
+        assert!(close(lr, 3.5e-4));
+        let (lr, b1) = s.at(8); // back to base, cycle 2 starts
+        assert!(close(lr, 1e-4) && close(b1, 0.9));
+        let (lr, b1) = s.at(12); // second peak: half the amplitude
+        assert!(close(lr, 3.5e-4) && close(b1, 0.85));
+        let (lr, _) = s.at(20); // third peak: a quarter
+        assert!(close(lr, 2.25e-4));
+    }
+
+    #[test]
+    fn adam_first_step_moves_each_weight_by_lr() {
+        // With bias correction, Adam's first step is lr * sign(grad) (up to eps).
+        let p = Tensor::from_slice(&[1.0f32, -2.0, 3.0]).set_requires_grad(true);
+        let mut adam = Adam::new(vec![p.shallow_clone()]);
+        let loss = (&p * Tensor::from_slice(&[2.0f32, -0.5, 0.0])).sum(Kind::Float);
+        loss.backward();
+        adam.step(0.1, 0.9);
+        let got = Vec::<f32>::try_from(&p.detach()).unwrap();
+        assert!((got[0] - 0.9).abs() < 1e-6, "{got:?}");
+        assert!((got[1] - -1.9).abs() < 1e-6, "{got:?}");
+        assert_eq!(got[2], 3.0);
+    }
+}
