@@ -36,12 +36,7 @@ pub struct Meta {
 }
 
 impl Meta {
-    pub fn new(
-        stage: Stage,
-        classes: Vec<String>,
-        split: SplitSpec,
-        config: TrainConfig,
-    ) -> Meta {
+    pub fn new(stage: Stage, classes: Vec<String>, split: SplitSpec, config: TrainConfig) -> Meta {
         Meta {
             tool: env!("CARGO_PKG_NAME").to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -111,7 +106,12 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
         Some("ot") => Tensor::load_multi(path),
         _ => Tensor::read_safetensors(path),
     };
-    result.map_err(|e| input_error(format!("{}: not a readable weights file: {e}", path.display())))
+    result.map_err(|e| {
+        input_error(format!(
+            "{}: not a readable weights file: {e}",
+            path.display()
+        ))
+    })
 }
 
 pub fn save_meta(dir: &Path, meta: &Meta) -> Result<()> {
@@ -170,7 +170,8 @@ pub fn prepare_run_dir(dir: &Path, force: bool) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let metrics = dir.join(METRICS_FILE);
     if metrics.exists() {
-        fs::remove_file(&metrics).with_context(|| format!("cannot remove {}", metrics.display()))?;
+        fs::remove_file(&metrics)
+            .with_context(|| format!("cannot remove {}", metrics.display()))?;
     }
     Ok(())
 }

@@ -26,6 +26,29 @@ pub enum Command {
     Eval(EvalArgs),
     /// Write a small learnable synthetic dataset in the Tiny ImageNet layout
     Synth(SynthArgs),
+    /// Diagnostics for the parity suite: vggtiny's view of a dataset, its decoded pixels
+    #[command(hide = true, subcommand)]
+    Inspect(InspectCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InspectCommand {
+    /// JSON: classes, samples (path, label), holdout indices of the split, val samples
+    Dataset {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: i64,
+        #[arg(long, default_value_t = 0.05)]
+        holdout: f64,
+    },
+    /// Decode images into a safetensors file holding `images` (uint8, N x 64 x 64 x 3)
+    Decode {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
 }
 
 /// When CyclicLR steps.
@@ -65,6 +88,9 @@ pub struct CommonArgs {
     /// Also log mini-batch accuracy every N optimizer steps
     #[arg(long, default_value_t = 300, value_name = "N")]
     pub pred_interval: u64,
+    /// Stop after N optimizer steps (quick trials, smoke tests)
+    #[arg(long, value_name = "N")]
+    pub max_steps: Option<u64>,
     /// Overwrite a run directory that already holds a model
     #[arg(long)]
     pub force: bool,

@@ -46,6 +46,7 @@ pub struct TrainConfig {
     pub log_interval: u64,
     pub pred_interval: u64,
     pub augment: bool,
+    pub max_steps: Option<u64>,
     #[serde(skip)]
     pub force: bool,
 }
@@ -111,10 +112,7 @@ impl TrainConfig {
         let source = Source::resolve(&args.from)?;
         let split = source.meta.as_ref().map(|m| &m.split);
         let c = args.common;
-        let seed = c
-            .seed
-            .or(split.map(|s| s.seed))
-            .unwrap_or(DEFAULT_SEED);
+        let seed = c.seed.or(split.map(|s| s.seed)).unwrap_or(DEFAULT_SEED);
         let holdout = c
             .holdout
             .or(split.map(|s| s.fractions[1]))
@@ -158,6 +156,7 @@ impl TrainConfig {
             log_interval: c.log_interval,
             pred_interval: c.pred_interval,
             augment: !c.no_augment,
+            max_steps: c.max_steps,
             force: c.force,
         };
         config.validate()?;
@@ -189,6 +188,9 @@ impl TrainConfig {
         }
         if s.step_size_up < 1 {
             bail_input!("--step-size-up must be at least 1");
+        }
+        if self.max_steps == Some(0) {
+            bail_input!("--max-steps must be at least 1");
         }
         if self.log_interval < 1 || self.pred_interval < 1 {
             bail_input!("--log-interval and --pred-interval must be at least 1");

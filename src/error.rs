@@ -37,6 +37,28 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     }
 }
 
+/// Turns a caught panic (libtorch errors arrive as panics with a C++ backtrace) into an error
+/// with the first line of its message, and a hint where the cause is known.
+pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> anyhow::Error {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown failure");
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(text);
+    // tch wraps libtorch errors as `Torch("message\nException raised from ...")`.
+    let first = first.trim_start_matches("called `Result::unwrap()` on an `Err` value: ");
+    if text.contains("out of memory") {
+        anyhow::anyhow!("the device ran out of memory ({first}); try a smaller --batch-size")
+    } else {
+        anyhow::anyhow!("internal failure: {first}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +71,16 @@ mod tests {
             .unwrap_err();
         assert_eq!(exit_code(&err), 2);
         assert_eq!(exit_code(&anyhow::anyhow!("disk on fire")), 1);
+    }
+
+    #[test]
+    fn panics_become_one_line_errors() {
+        let oom = from_panic(Box::new(
+            "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried\nException raised from x\")".to_string(),
+        ));
+        assert!(oom.to_string().contains("--batch-size"), "{oom}");
+        assert!(!oom.to_string().contains("Exception raised"), "{oom}");
+        let other = from_panic(Box::new("shape mismatch"));
+        assert_eq!(other.to_string(), "internal failure: shape mismatch");
     }
 }

@@ -136,7 +136,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             "{split}: {} images, mean loss {:.4}",
             scores.samples, scores.loss
         );
-        println!("Top-1 acc: {:.4} / Top-5 acc: {:.4}", scores.top1, scores.top5);
+        println!(
+            "Top-1 acc: {:.4} / Top-5 acc: {:.4}",
+            scores.top1, scores.top5
+        );
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod inspect;
 pub mod metrics;
 pub mod model;
 pub mod optim;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::TrainBase(args) => train::run(&TrainConfig::base(args)?).map(drop),
         Command::Finetune(args) => train::run(&TrainConfig::finetune(args)?).map(drop),
         Command::Eval(args) => eval::run(&args),
+        Command::Inspect(command) => inspect::run(&command),
         Command::Synth(args) => {
             let spec = SynthSpec {
                 classes: args.classes,

@@ -1,12 +1,25 @@
+use std::panic::{self, AssertUnwindSafe};
+
 use clap::Parser;
 
 fn main() {
+    // Die quietly on a closed pipe (`vggtiny inspect ... | head`), as Unix tools do, instead of
+    // failing a print.
+    // SAFETY: restoring a default signal disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = vggtiny::cli::Cli::parse();
-    if let Err(err) = vggtiny::run(cli) {
-        eprintln!("error: {err}");
-        for cause in err.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
-        }
-        std::process::exit(vggtiny::error::exit_code(&err));
+    // libtorch reports failures (CUDA out of memory, bad shapes) as panics carrying a C++
+    // backtrace; they become one error message here instead of reaching the user raw.
+    panic::set_hook(Box::new(|_| {}));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| vggtiny::run(cli)));
+    let err = match outcome {
+        Ok(Ok(())) => return,
+        Ok(Err(err)) => err,
+        Err(payload) => vggtiny::error::from_panic(payload),
+    };
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
     }
+    std::process::exit(vggtiny::error::exit_code(&err));
 }

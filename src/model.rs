@@ -340,7 +340,10 @@ mod tests {
         assert_eq!(shape("vgg16.features.28.weight"), vec![512, 512, 3, 3]);
         assert_eq!(shape("vgg16.classifier.0.weight"), vec![512, 25088]);
         assert_eq!(shape("vgg16.classifier.8.weight"), vec![200, 512]);
-        assert_eq!(shape("vgg16.classifier.6.num_batches_tracked"), Vec::<i64>::new());
+        assert_eq!(
+            shape("vgg16.classifier.6.num_batches_tracked"),
+            Vec::<i64>::new()
+        );
     }
 
     #[test]
@@ -386,13 +389,19 @@ mod tests {
         let mut bad = c.state();
         let last = bad.len() - 1;
         bad[last].1 = Tensor::zeros([3], (Kind::Float, Device::Cpu));
-        let err = a.load(bad, Part::All, "c.safetensors").unwrap_err().to_string();
+        let err = a
+            .load(bad, Part::All, "c.safetensors")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("c.safetensors"), "{err}");
         // nothing copied: a still holds b's weights
         assert_eq!(w(&a), w(&b));
 
         let other = Vgg16::new(9, Device::Cpu);
-        let err = a.load(other.state(), Part::All, "x").unwrap_err().to_string();
+        let err = a
+            .load(other.state(), Part::All, "x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("classifier.8.weight"), "{err}");
         // features alone load from a model with another head
         a.load(other.state(), Part::Features, "x").unwrap();

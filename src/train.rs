@@ -8,8 +8,7 @@ use tch::{Kind, Tensor};
 
 use crate::bail_input;
 use crate::checkpoint::{
-    prepare_run_dir, read_tensors, save_meta, save_tensors, Meta, Source, METRICS_FILE,
-    MODEL_FILE,
+    prepare_run_dir, read_tensors, save_meta, save_tensors, Meta, Source, METRICS_FILE, MODEL_FILE,
 };
 use crate::cli::SchedStep;
 use crate::config::{describe, resolve_device, Init, TrainConfig};
@@ -43,7 +42,11 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
     let (start, from_meta) = match &cfg.init {
         Init::RandomInit => (None, None),
         Init::Weights(path) => (
-            Some((read_tensors(path)?, Part::Features, path.display().to_string())),
+            Some((
+                read_tensors(path)?,
+                Part::Features,
+                path.display().to_string(),
+            )),
             None,
         ),
         Init::From(path) => {
@@ -93,7 +96,10 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
         list.samples.len(),
         started.elapsed().as_secs_f64(),
         if stats.resized > 0 {
-            format!(" (warning: {} were not 64x64 and were resized)", stats.resized)
+            format!(
+                " (warning: {} were not 64x64 and were resized)",
+                stats.resized
+            )
         } else {
             String::new()
         }
@@ -116,9 +122,13 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
         - usize::from(split.train.len() % cfg.batch_size == 1);
     let stage = cfg.stage.name();
 
+    let max_steps = cfg.max_steps.unwrap_or(u64::MAX);
     let mut step: u64 = 0;
     let mut holdout = None;
     for epoch in 1..=cfg.epochs {
+        if step >= max_steps {
+            break;
+        }
         let epoch_start = Instant::now();
         let epoch_key = |stream: Stream, extra: u64| key(&[epoch as u64, stream as u64, extra]);
         tch::manual_seed(epoch_key(Stream::Dropout, 0) as i64);
@@ -128,7 +138,8 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
         let mut seen = 0usize;
         let mut last_lr = 0.0;
 
-        for (b, indices) in order.chunks(cfg.batch_size).take(batches_per_epoch).enumerate() {
+        let batches = batches_per_epoch.min((max_steps - step).try_into().unwrap_or(usize::MAX));
+        for (b, indices) in order.chunks(cfg.batch_size).take(batches).enumerate() {
             let sched_t = match cfg.sched_step {
                 SchedStep::Batch => step,
                 SchedStep::Epoch => u64::from(epoch - 1),
@@ -138,9 +149,7 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
                 loader.train_batch(indices, epoch_key(Stream::Augment, b as u64), cfg.augment);
 
             let logits = model.forward_train(&batch.images);
-            let loss = logits
-                .log_softmax(1, Kind::Float)
-                .nll_loss(&batch.labels);
+            let loss = logits.log_softmax(1, Kind::Float).nll_loss(&batch.labels);
             adam.zero_grad();
             loss.backward();
             adam.step(lr, beta1);
@@ -149,9 +158,9 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
             seen += batch.len;
             last_lr = lr;
             progress.advance(batch.len as u64);
-            if step % cfg.log_interval == 0 {
+            if step.is_multiple_of(cfg.log_interval) {
                 // The only host synchronisation of the loop, at log intervals.
-                let acc = (step % cfg.pred_interval == 0).then(|| {
+                let acc = step.is_multiple_of(cfg.pred_interval).then(|| {
                     topk_correct(&logits.detach(), &batch.labels, 1).int64_value(&[]) as f64
                         / batch.len as f64
                 });

@@ -72,7 +72,11 @@ pub fn to_float(images: &Tensor) -> Tensor {
 
 /// `Normalize(MEAN, STD)` on float NCHW.
 pub fn normalize(x: &Tensor) -> Tensor {
-    let stats = |v: [f32; 3]| Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(x.device());
+    let stats = |v: [f32; 3]| {
+        Tensor::from_slice(&v)
+            .view([1, 3, 1, 1])
+            .to_device(x.device())
+    };
     (x - stats(MEAN)) / stats(STD)
 }
 
@@ -232,7 +236,10 @@ mod tests {
         let x = to_float(&images(3));
         let ones = factors(&[1.0; 3], Device::Cpu);
         let zeros = factors(&[0.0; 3], Device::Cpu);
-        let d = (adjust_saturation(&x, &ones) - &x).abs().max().double_value(&[]);
+        let d = (adjust_saturation(&x, &ones) - &x)
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(d < 1e-6, "{d}");
         let d = (adjust_hue(&x, &zeros) - &x).abs().max().double_value(&[]);
         assert!(d < 1e-5, "{d}");

@@ -194,7 +194,10 @@ mod tests {
             .unwrap();
         decode_into(&png, &mut dst).unwrap();
         // alpha dropped, colour kept exactly
-        assert_eq!(&dst[..6], &[rgba[0], rgba[1], rgba[2], rgba[4], rgba[5], rgba[6]]);
+        assert_eq!(
+            &dst[..6],
+            &[rgba[0], rgba[1], rgba[2], rgba[4], rgba[5], rgba[6]]
+        );
     }
 
     #[test]

@@ -55,8 +55,14 @@ impl<'a> Loader<'a> {
         let index: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
         let index = Tensor::from_slice(&index).to_device(self.set.images.device());
         (
-            self.set.images.index_select(0, &index).to_device(self.device),
-            self.set.labels.index_select(0, &index).to_device(self.device),
+            self.set
+                .images
+                .index_select(0, &index)
+                .to_device(self.device),
+            self.set
+                .labels
+                .index_select(0, &index)
+                .to_device(self.device),
         )
     }
 
@@ -65,8 +71,7 @@ impl<'a> Loader<'a> {
     pub fn train_batch(&self, indices: &[usize], key: u64, augment_images: bool) -> Batch {
         let (images, labels) = self.gather(indices);
         let images = if augment_images {
-            let params =
-                AugmentParams::sample(indices.len(), &mut ChaCha8Rng::seed_from_u64(key));
+            let params = AugmentParams::sample(indices.len(), &mut ChaCha8Rng::seed_from_u64(key));
             augment(&images, &params)
         } else {
             to_float(&images)

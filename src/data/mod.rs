@@ -43,7 +43,9 @@ mod tests {
         assert!(ensure_same_classes(&a, &a, "run").is_ok());
         let err = ensure_same_classes(&a, &b, "run").unwrap_err().to_string();
         assert!(err.contains("class 1") && err.contains("n4"), "{err}");
-        let err = ensure_same_classes(&a, &a[..2], "run").unwrap_err().to_string();
+        let err = ensure_same_classes(&a, &a[..2], "run")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("3 classes"), "{err}");
     }
 }

@@ -283,14 +283,18 @@ mod tests {
         .unwrap();
         assert_eq!(ok[0].label, 1);
         assert_eq!(ok[1].path, Path::new("img/v_1.JPEG"));
-        let err = parse_val_annotations("v_0.JPEG\tn1\nv_1.JPEG\tn9\n", src, Path::new("img"), &classes)
-            .unwrap_err()
-            .to_string();
+        let err = parse_val_annotations(
+            "v_0.JPEG\tn1\nv_1.JPEG\tn9\n",
+            src,
+            Path::new("img"),
+            &classes,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("val_annotations.txt:2"), "{err}");
         let err = parse_val_annotations("garbage\n", src, Path::new("img"), &classes)
             .unwrap_err()
             .to_string();
         assert!(err.contains(":1"), "{err}");
     }
-
 }

@@ -45,20 +45,20 @@ fn hsv(h: f64, s: f64, v: f64) -> [f64; 3] {
 
 /// One image of class `c` out of `classes`, drawn from `rng`: 64x64 RGB bytes.
 fn render(c: usize, classes: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
-    let hue = c as f64 / classes as f64 + rng.gen_range(-0.02..0.02);
+    let hue = c as f64 / classes as f64 + rng.gen_range(-0.01..0.01);
     let angle = std::f64::consts::PI * ((c * 7) % classes) as f64 / classes as f64;
     let freq = 2.0 + (c % 3) as f64 * 1.5;
     let phase = rng.gen_range(0.0..std::f64::consts::TAU);
-    let brightness = rng.gen_range(0.35..0.6);
+    let brightness = rng.gen_range(0.45..0.6);
     let (ca, sa) = (angle.cos(), angle.sin());
     let mut pixels = Vec::with_capacity(SIDE * SIDE * 3);
     for y in 0..SIDE {
         for x in 0..SIDE {
             let u = (x as f64 * ca + y as f64 * sa) / SIDE as f64;
             let stripe = (std::f64::consts::TAU * freq * u + phase).sin();
-            let rgb = hsv(hue, 0.75, brightness + 0.3 * stripe);
+            let rgb = hsv(hue, 0.85, brightness + 0.25 * stripe);
             for v in rgb {
-                let noisy = v * 255.0 + rng.gen_range(-12.0..12.0);
+                let noisy = v * 255.0 + rng.gen_range(-8.0..8.0);
                 pixels.push(noisy.clamp(0.0, 255.0) as u8);
             }
         }
@@ -124,7 +124,10 @@ pub fn write_dataset(out: &Path, spec: &SynthSpec) -> Result<()> {
                 writeln!(annotations, "{name}\t{id}\t0\t0\t63\t63")?;
             }
         }
-        fs::write(out.join("train").join(&id).join(format!("{id}_boxes.txt")), boxes)?;
+        fs::write(
+            out.join("train").join(&id).join(format!("{id}_boxes.txt")),
+            boxes,
+        )?;
     }
     fs::write(out.join("wnids.txt"), wnids)?;
     fs::write(out.join("words.txt"), words)?;

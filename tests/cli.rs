@@ -1,0 +1,629 @@
+//! The command line end to end, on datasets and weight files each test makes for itself.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use tch::{Device, Tensor};
+use vggtiny::data::synth::{write_dataset, SynthSpec};
+use vggtiny::model::Vgg16;
+use vggtiny::optim::CyclicLr;
+
+fn vggtiny(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vggtiny"))
+        .args(args)
+        .output()
+        .expect("run vggtiny")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = vggtiny(args);
+    assert!(
+        out.status.success(),
+        "vggtiny {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail with `code`; returns its stderr.
+fn fails(args: &[&str], code: i32) -> String {
+    let out = vggtiny(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "vggtiny {args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A synthetic Tiny ImageNet tree: `classes` x `per_class` train images, 3 val images a class.
+fn dataset(dir: &Path, classes: usize, per_class: usize) -> PathBuf {
+    let root = dir.join("data");
+    let spec = SynthSpec {
+        classes,
+        per_class,
+        val_per_class: 3,
+        seed: 1,
+    };
+    write_dataset(&root, &spec).unwrap();
+    root
+}
+
+fn tensors(path: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn json_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn train_base_finetune_eval_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 4, 10);
+    // ImageNet-style weights file: bare torchvision names, a classifier of another shape.
+    let donor = Vgg16::new(1000, Device::Cpu);
+    let weights = dir.path().join("imagenet.safetensors");
+    let bare: Vec<(String, Tensor)> = donor
+        .state()
+        .into_iter()
+        .map(|(n, t)| (n.trim_start_matches("vgg16.").to_string(), t))
+        .collect();
+    Tensor::write_safetensors(&bare, &weights).unwrap();
+    let base = dir.path().join("base");
+    ok(&[
+        "train-base",
+        "--data",
+        s(&data),
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&base),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--step-size-up",
+        "3",
+        "--log-interval",
+        "1",
+        "--pred-interval",
+        "2",
+        "--device",
+        "cpu",
+    ]);
+
+    // Outputs: the original program's state_dict names and shapes, frozen features untouched.
+    let saved = tensors(&base.join("model.safetensors"));
+    let reference: HashMap<String, Tensor> = donor.state().into_iter().collect();
+    assert_eq!(saved.len(), reference.len());
+    for (name, t) in &reference {
+        let got = &saved[name];
+        if name.contains(".features.") {
+            assert!(got.equal(t), "stage 1 changed frozen {name}");
+        } else if !name.contains(".classifier.8.") {
+            assert_eq!(got.size(), t.size(), "{name}");
+        }
+    }
+    assert_eq!(saved["vgg16.classifier.8.weight"].size(), vec![4, 512]);
+    assert_eq!(
+        saved["vgg16.classifier.2.num_batches_tracked"].int64_value(&[]),
+        10
+    );
+
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["classes"].as_array().unwrap().len(), 4);
+    assert_eq!(meta["split"]["seed"], 42);
+    assert_eq!(meta["split"]["dataset_size"], 40);
+    assert_eq!(meta["config"]["batch_size"], 8);
+    assert_eq!(meta["epochs"].as_array().unwrap().len(), 2);
+
+    // metrics.jsonl: every step logged (interval 1) with the schedule's lr and beta1.
+    let events = json_lines(&base.join("metrics.jsonl"));
+    let schedule = CyclicLr::triangular2(1e-4, 6e-4, 3);
+    let batches: Vec<&Value> = events.iter().filter(|e| e["event"] == "batch").collect();
+    assert_eq!(
+        batches.len(),
+        10,
+        "38 training images in batches of 8 over 2 epochs"
+    );
+    for (i, e) in batches.iter().enumerate() {
+        let (lr, beta1) = schedule.at(i as u64);
+        assert_eq!(e["step"], i as u64);
+        assert_eq!(e["lr"].as_f64().unwrap(), lr);
+        assert_eq!(e["beta1"].as_f64().unwrap(), beta1);
+        assert_eq!(e.get("acc").is_some(), i % 2 == 0);
+    }
+    let epochs: Vec<&Value> = events.iter().filter(|e| e["event"] == "epoch").collect();
+    assert_eq!(epochs.len(), 2);
+    for key in [
+        "stage",
+        "epoch",
+        "train_loss",
+        "holdout_loss",
+        "holdout_top1",
+        "holdout_top5",
+        "lr",
+        "seconds",
+        "images_per_sec",
+    ] {
+        assert!(epochs[1].get(key).is_some(), "epoch event lacks {key}");
+    }
+
+    // eval reproduces the last epoch's holdout numbers from the saved run.
+    let report: Value = serde_json::from_str(
+        ok(&[
+            "eval",
+            "--data",
+            s(&data),
+            "--checkpoint",
+            s(&base),
+            "--json",
+            "--device",
+            "cpu",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(report["split"], "holdout");
+    assert_eq!(report["samples"], 2);
+    let last = &meta["epochs"][1];
+    assert_eq!(report["top1"], last["holdout_top1"]);
+    let rel = (report["loss"].as_f64().unwrap() - last["holdout_loss"].as_f64().unwrap()).abs()
+        / last["holdout_loss"].as_f64().unwrap();
+    assert!(rel < 1e-6, "{report} vs {last}");
+
+    // Stage 2 starts from stage 1 and trains everything, features included.
+    let ft = dir.path().join("finetune");
+    ok(&[
+        "finetune",
+        "--data",
+        s(&data),
+        "--from",
+        s(&base),
+        "--out",
+        s(&ft),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+    ]);
+    let tuned = tensors(&ft.join("model.safetensors"));
+    for (name, t) in &saved {
+        if name.ends_with(".weight") {
+            assert!(!tuned[name].equal(t), "stage 2 left {name} unchanged");
+        }
+    }
+    let ft_meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(ft.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(ft_meta["stage"], "finetune");
+    assert_eq!(ft_meta["split"], meta["split"]);
+
+    let text = ok(&[
+        "eval",
+        "--data",
+        s(&data),
+        "--checkpoint",
+        s(&ft),
+        "--split",
+        "val",
+    ]);
+    let line = text.lines().find(|l| l.starts_with("Top-1 acc: ")).unwrap();
+    assert!(line.contains(" / Top-5 acc: "), "{text}");
+    let val: Value = serde_json::from_str(
+        ok(&[
+            "eval",
+            "--data",
+            s(&data),
+            "--checkpoint",
+            s(&ft),
+            "--split",
+            "val",
+            "--json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(val["samples"], 12);
+
+    // A bare model file without meta.json beside it takes classes and split from --data.
+    let bare_model = dir.path().join("bare.safetensors");
+    std::fs::copy(ft.join("model.safetensors"), &bare_model).unwrap();
+    let bare: Value = serde_json::from_str(
+        ok(&[
+            "eval",
+            "--data",
+            s(&data),
+            "--checkpoint",
+            s(&bare_model),
+            "--json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    let from_run: Value = serde_json::from_str(
+        ok(&["eval", "--data", s(&data), "--checkpoint", s(&ft), "--json"]).trim(),
+    )
+    .unwrap();
+    assert_eq!(bare, from_run);
+
+    // A run directory holding a model is not overwritten without --force.
+    let err = fails(
+        &[
+            "train-base",
+            "--data",
+            s(&data),
+            "--random-init",
+            "--out",
+            s(&base),
+        ],
+        2,
+    );
+    assert!(err.contains("--force"), "{err}");
+}
+
+#[test]
+fn max_steps_stops_the_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3, 12);
+    let run = dir.path().join("run");
+    ok(&[
+        "train-base",
+        "--data",
+        s(&data),
+        "--random-init",
+        "--out",
+        s(&run),
+        "--epochs",
+        "5",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "3",
+        "--log-interval",
+        "1",
+    ]);
+    let events = json_lines(&run.join("metrics.jsonl"));
+    assert_eq!(events.iter().filter(|e| e["event"] == "batch").count(), 3);
+    assert_eq!(events.iter().filter(|e| e["event"] == "epoch").count(), 1);
+}
+
+#[test]
+fn bare_class_tree_trains_but_has_no_val() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let tree = data.join("train");
+    let run = dir.path().join("run");
+    ok(&[
+        "train-base",
+        "--data",
+        s(&tree),
+        "--random-init",
+        "--out",
+        s(&run),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--holdout",
+        "0.25",
+    ]);
+    let err = fails(
+        &[
+            "eval",
+            "--data",
+            s(&tree),
+            "--checkpoint",
+            s(&run),
+            "--split",
+            "val",
+        ],
+        2,
+    );
+    assert!(err.contains("--split val"), "{err}");
+}
+
+#[test]
+fn input_errors_exit_2_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 4);
+    let d = s(&data);
+    let out = dir.path().join("o");
+    let o = s(&out);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "train-base",
+                "--data",
+                d,
+                "--random-init",
+                "--out",
+                o,
+                "--holdout",
+                "1.5",
+            ],
+            "--holdout",
+        ),
+        (
+            &[
+                "train-base",
+                "--data",
+                d,
+                "--random-init",
+                "--out",
+                o,
+                "--batch-size",
+                "1",
+            ],
+            "--batch-size",
+        ),
+        (
+            &[
+                "train-base",
+                "--data",
+                d,
+                "--random-init",
+                "--out",
+                o,
+                "--epochs",
+                "0",
+            ],
+            "--epochs",
+        ),
+        (
+            &[
+                "train-base",
+                "--data",
+                d,
+                "--random-init",
+                "--out",
+                o,
+                "--lr",
+                "0",
+            ],
+            "--lr",
+        ),
+        (
+            &[
+                "train-base",
+                "--data",
+                d,
+                "--random-init",
+                "--out",
+                o,
+                "--max-lr",
+                "1e-6",
+            ],
+            "--max-lr",
+        ),
+        (
+            &[
+                "train-base",
+                "--data",
+                "/nonexistent",
+                "--random-init",
+                "--out",
+                o,
+            ],
+            "/nonexistent",
+        ),
+        (
+            &[
+                "train-base",
+                "--data",
+                d,
+                "--random-init",
+                "--out",
+                o,
+                "--device",
+                "tpu",
+            ],
+            "--device",
+        ),
+        (
+            &["eval", "--data", d, "--checkpoint", "/nonexistent/run"],
+            "/nonexistent/run",
+        ),
+        (
+            &[
+                "finetune",
+                "--data",
+                d,
+                "--from",
+                "/nonexistent/run",
+                "--out",
+                o,
+            ],
+            "/nonexistent/run",
+        ),
+    ];
+    for (args, needle) in cases {
+        let err = fails(args, 2);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // clap's own usage errors also exit 2
+    fails(&["train-base"], 2);
+    // a holdout that rounds to zero images
+    let err = fails(
+        &[
+            "train-base",
+            "--data",
+            d,
+            "--random-init",
+            "--out",
+            o,
+            "--holdout",
+            "0.01",
+        ],
+        2,
+    );
+    assert!(err.contains("holdout"), "{err}");
+}
+
+#[test]
+fn explicit_cuda_without_a_gpu_is_an_error() {
+    if tch::Cuda::is_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 4);
+    let out = dir.path().join("o");
+    let err = fails(
+        &[
+            "train-base",
+            "--data",
+            s(&data),
+            "--random-init",
+            "--out",
+            s(&out),
+            "--device",
+            "cuda",
+        ],
+        2,
+    );
+    assert!(err.contains("no usable CUDA device"), "{err}");
+}
+
+#[test]
+fn missing_default_weights_say_how_to_get_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 4);
+    let out = Command::new(env!("CARGO_BIN_EXE_vggtiny"))
+        .args([
+            "train-base",
+            "--data",
+            s(&data),
+            "--out",
+            s(&dir.path().join("o")),
+        ])
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "vgg16-imagenet.safetensors",
+        "scripts/fetch-weights",
+        "--random-init",
+    ] {
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
+#[test]
+fn finetune_refuses_a_dataset_with_other_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3, 6);
+    let run = dir.path().join("run");
+    ok(&[
+        "train-base",
+        "--data",
+        s(&data),
+        "--random-init",
+        "--out",
+        s(&run),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--holdout",
+        "0.25",
+        "--max-steps",
+        "1",
+    ]);
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let other = dataset(&other, 4, 6);
+    let err = fails(
+        &[
+            "finetune",
+            "--data",
+            s(&other),
+            "--from",
+            s(&run),
+            "--out",
+            s(&dir.path().join("ft")),
+        ],
+        2,
+    );
+    assert!(err.contains("3 classes"), "{err}");
+}
+
+/// On real Tiny ImageNet images, when `TINY_IMAGENET_MINI` points at the shared subset.
+#[test]
+fn real_mini_subset_both_stages_and_both_splits() {
+    let Some(mini) = std::env::var_os("TINY_IMAGENET_MINI") else {
+        eprintln!("TINY_IMAGENET_MINI not set: skipped");
+        return;
+    };
+    let mini = PathBuf::from(mini);
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    let ft = dir.path().join("ft");
+    ok(&[
+        "train-base",
+        "--data",
+        s(&mini),
+        "--random-init",
+        "--out",
+        s(&base),
+        "--epochs",
+        "1",
+        "--max-steps",
+        "2",
+    ]);
+    ok(&[
+        "finetune",
+        "--data",
+        s(&mini),
+        "--from",
+        s(&base),
+        "--out",
+        s(&ft),
+        "--epochs",
+        "1",
+        "--max-steps",
+        "2",
+    ]);
+    let holdout: Value = serde_json::from_str(
+        ok(&["eval", "--data", s(&mini), "--checkpoint", s(&ft), "--json"]).trim(),
+    )
+    .unwrap();
+    assert_eq!(holdout["samples"], 50, "5% of 1000 images");
+    let val: Value = serde_json::from_str(
+        ok(&[
+            "eval",
+            "--data",
+            s(&mini),
+            "--checkpoint",
+            s(&ft),
+            "--split",
+            "val",
+            "--json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(val["samples"], 500);
+    for r in [&holdout, &val] {
+        let top1 = r["top1"].as_f64().unwrap();
+        let top5 = r["top5"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&top1) && top1 <= top5, "{r}");
+        assert!(r["loss"].as_f64().unwrap().is_finite());
+    }
+}
