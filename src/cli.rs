@@ -49,6 +49,32 @@ pub enum InspectCommand {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Augment `images` of a safetensors file with the per-sample parameters of a JSON file;
+    /// writes `augmented` (float NCHW in [0, 1], before Normalize)
+    Augment {
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        params: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// JSON: augmentation parameters for N samples, drawn as training draws them
+    SampleParams {
+        #[arg(long)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// A freshly initialised model's tensors, as safetensors
+    Init {
+        #[arg(long)]
+        classes: i64,
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 /// When CyclicLR steps.
@@ -97,6 +123,12 @@ pub struct CommonArgs {
     /// Diagnostics: train on un-augmented images
     #[arg(long, hide = true)]
     pub no_augment: bool,
+    /// Diagnostics: no dropout in the head
+    #[arg(long, hide = true)]
+    pub no_dropout: bool,
+    /// Diagnostics: visit the training split in split order every epoch
+    #[arg(long, hide = true)]
+    pub no_shuffle: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -109,6 +141,9 @@ pub struct TrainBaseArgs {
     /// Start from randomly initialised features instead of ImageNet weights
     #[arg(long)]
     pub random_init: bool,
+    /// Diagnostics: start from every tensor of this model file, head included
+    #[arg(long, hide = true, value_name = "FILE", conflicts_with_all = ["weights", "random_init"])]
+    pub init: Option<PathBuf>,
     /// Run directory to write
     #[arg(long, default_value = "runs/base", value_name = "DIR")]
     pub out: PathBuf,

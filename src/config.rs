@@ -24,7 +24,8 @@ pub enum Init {
     RandomInit,
     /// Stage 1 from ImageNet features in this file.
     Weights(PathBuf),
-    /// Stage 2 from this stage-1 run directory or model file.
+    /// Every tensor, head included, from this run directory or model file (stage 2 from a
+    /// stage-1 run).
     From(PathBuf),
 }
 
@@ -46,6 +47,8 @@ pub struct TrainConfig {
     pub log_interval: u64,
     pub pred_interval: u64,
     pub augment: bool,
+    pub dropout: bool,
+    pub shuffle: bool,
     pub max_steps: Option<u64>,
     #[serde(skip)]
     pub force: bool,
@@ -79,7 +82,9 @@ pub fn cache_dir() -> PathBuf {
 
 impl TrainConfig {
     pub fn base(args: TrainBaseArgs) -> Result<TrainConfig> {
-        let init = if args.random_init {
+        let init = if let Some(path) = args.init {
+            Init::From(path)
+        } else if args.random_init {
             Init::RandomInit
         } else {
             let path = args.weights.unwrap_or_else(default_weights_path);
@@ -156,6 +161,8 @@ impl TrainConfig {
             log_interval: c.log_interval,
             pred_interval: c.pred_interval,
             augment: !c.no_augment,
+            dropout: !c.no_dropout,
+            shuffle: !c.no_shuffle,
             max_steps: c.max_steps,
             force: c.force,
         };

@@ -84,6 +84,7 @@ pub struct Vgg16 {
     features: Vec<Layer>,
     head: Head,
     num_classes: i64,
+    dropout: f64,
 }
 
 /// Which part of a weights file to take.
@@ -175,7 +176,13 @@ impl Vgg16 {
                 bn: [bn2, bn6],
             },
             num_classes,
+            dropout: DROPOUT,
         }
+    }
+
+    /// Diagnostics: trains without dropout when `on` is false.
+    pub fn set_dropout(&mut self, on: bool) {
+        self.dropout = if on { DROPOUT } else { 0.0 };
     }
 
     pub fn num_classes(&self) -> i64 {
@@ -217,7 +224,7 @@ impl Vgg16 {
                     BN_EPS,
                     true,
                 )
-                .dropout(DROPOUT, train);
+                .dropout(self.dropout, train);
         }
         let (w, b) = self.head.fc[2];
         x.linear(self.t(w), Some(self.t(b)))

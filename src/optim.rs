@@ -82,13 +82,15 @@ impl Adam {
         }
     }
 
-    /// One update with the given learning rate and beta1, as PyTorch's single-tensor Adam.
+    /// One update with the given learning rate and beta1: PyTorch's single-tensor Adam, op for
+    /// op, so that both round alike (Adam amplifies any rounding difference in a near-zero
+    /// gradient into a full-size step).
     pub fn step(&mut self, lr: f64, beta1: f64) {
         self.steps += 1;
         let step = self.steps as f64;
         let bias_correction1 = 1.0 - beta1.powf(step);
         let bias_correction2 = 1.0 - self.beta2.powf(step);
-        let step_size_neg = -(lr / bias_correction1);
+        let step_size = lr / bias_correction1;
         let bias_correction2_sqrt = bias_correction2.sqrt();
         tch::no_grad(|| {
             for ((p, m), v) in self
@@ -102,13 +104,12 @@ impl Adam {
                     continue;
                 }
                 let _ = m.lerp_(&grad, 1.0 - beta1);
+                // addcmul_(grad, grad, value=1-beta2) computes (value * grad) * grad + v.
                 let _ = v.g_mul_scalar_(self.beta2);
                 let _ = v.addcmul_(&(&grad * (1.0 - self.beta2)), &grad);
-                // PyTorch's own rearrangement (its capturable branch): p += m / denom with the
-                // step size folded into the denominator.
-                let denom = (v.sqrt() / (bias_correction2_sqrt * step_size_neg))
-                    .g_add_scalar_(self.eps / step_size_neg);
-                let _ = p.addcdiv_(m, &denom);
+                let denom = (v.sqrt() / bias_correction2_sqrt).g_add_scalar_(self.eps);
+                // addcdiv_(m, denom, value=-step_size) computes (value * m) / denom + p.
+                let _ = p.g_add_(&((&*m * -step_size) / denom));
             }
         });
     }

@@ -112,6 +112,7 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
         model.load(named, part, &name)?;
     }
     model.set_stage(cfg.stage);
+    model.set_dropout(cfg.dropout);
     let mut adam = Adam::new(model.trainable().into_iter().map(|(_, t)| t).collect());
 
     let mut meta = Meta::new(cfg.stage, list.classes.clone(), spec, cfg.clone());
@@ -132,7 +133,11 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
         let epoch_start = Instant::now();
         let epoch_key = |stream: Stream, extra: u64| key(&[epoch as u64, stream as u64, extra]);
         tch::manual_seed(epoch_key(Stream::Dropout, 0) as i64);
-        let order = Loader::shuffled(&split.train, epoch_key(Stream::Shuffle, 0));
+        let order = if cfg.shuffle {
+            Loader::shuffled(&split.train, epoch_key(Stream::Shuffle, 0))
+        } else {
+            split.train.clone()
+        };
         let progress = Progress::new(order.len() as u64, format!("{stage} epoch {epoch}"));
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut seen = 0usize;

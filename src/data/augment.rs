@@ -20,7 +20,7 @@ pub const SATURATION: (f64, f64) = (0.5, 2.0);
 pub const HUE: (f64, f64) = (-0.05, 0.05);
 
 /// Per-sample random parameters of one batch.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AugmentParams {
     pub top: Vec<i64>,
     pub left: Vec<i64>,
@@ -62,10 +62,11 @@ impl AugmentParams {
     }
 }
 
-/// uint8 NHWC images to float NCHW in [0, 1], as `ToDtype(float32, scale=True)`.
+/// uint8 NHWC images to contiguous float NCHW in [0, 1], as `ToDtype(float32, scale=True)`.
 pub fn to_float(images: &Tensor) -> Tensor {
     images
         .permute([0, 3, 1, 2])
+        .contiguous()
         .to_kind(Kind::Float)
         .g_mul_scalar_(1.0 / 255.0)
 }

@@ -1,0 +1,119 @@
+"""Augmentation: with given parameters vggtiny's batched ops give torchvision's functional ops on
+tensors within 1/255 per pixel, and its random parameters follow the recipe's distributions."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file, save_file
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+
+def images(n, seed=0):
+    """Noise and smooth colour fields: every pixel matters, every hue sector occurs."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, (n // 2, 64, 64, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:64, 0:64] / 63.0
+    smooth = []
+    for k in range(n - n // 2):
+        a, b, c = rng.uniform(0, 1, 3)
+        field = np.stack([xx * a + (1 - a) * yy, (xx + yy) / 2 * b, (1 - xx) * c], -1)
+        smooth.append((field * 255).round().astype(np.uint8))
+    return np.concatenate([noise, np.stack(smooth)])
+
+
+def torchvision_augment(img, p, i):
+    x = torch.from_numpy(img).permute(2, 0, 1).to(torch.float32).mul(1.0 / 255)
+    x = F.resized_crop(x, p["top"][i], p["left"][i], 60, 60, [64, 64], antialias=True)
+    if p["flip"][i]:
+        x = F.hflip(x)
+    if p["saturation_first"][i]:
+        x = F.adjust_hue(F.adjust_saturation(x, p["saturation"][i]), p["hue"][i])
+    else:
+        x = F.adjust_saturation(F.adjust_hue(x, p["hue"][i]), p["saturation"][i])
+    return x.numpy()
+
+
+def test_given_parameters_match_torchvision(tmp_path, vggtiny):
+    n = 32
+    imgs = images(n)
+    rng = np.random.default_rng(1)
+    params = {
+        # every offset, both flips, the ends of both jitter ranges, both orders
+        "top": [int(v) for v in np.arange(n) % 5],
+        "left": [int(v) for v in (np.arange(n) * 3) % 5],
+        "flip": [bool(v) for v in np.arange(n) % 2],
+        "saturation": [0.5, 2.0] + [float(v) for v in rng.uniform(0.5, 2.0, n - 2)],
+        "hue": [-0.05, 0.05] + [float(v) for v in rng.uniform(-0.05, 0.05, n - 2)],
+        "saturation_first": [bool(v) for v in (np.arange(n) // 2) % 2],
+    }
+    save_file({"images": imgs}, str(tmp_path / "in.safetensors"))
+    (tmp_path / "p.json").write_text(json.dumps(params))
+    vggtiny("inspect", "augment", "--input", tmp_path / "in.safetensors", "--params",
+            tmp_path / "p.json", "--out", tmp_path / "out.safetensors")
+    ours = load_file(str(tmp_path / "out.safetensors"))["augmented"]
+    assert ours.shape == (n, 3, 64, 64)
+    for i in range(n):
+        diff = np.abs(ours[i] - torchvision_augment(imgs[i], params, i)).max()
+        assert diff <= 1 / 255, f"sample {i}: max diff {diff * 255:.3f}/255"
+
+
+N = 20000
+
+
+@pytest.fixture(scope="module")
+def drawn(vggtiny):
+    return json.loads(vggtiny("inspect", "sample-params", "--n", N, "--seed", 3))
+
+
+def chi_square(counts, expected):
+    return sum((c - e) ** 2 / e for c, e in zip(counts, expected))
+
+
+def ks_uniform(values, lo, hi):
+    x = np.sort((np.asarray(values) - lo) / (hi - lo))
+    n = len(x)
+    return max(np.max(np.arange(1, n + 1) / n - x), np.max(x - np.arange(n) / n))
+
+
+# Critical values at p = 0.001: the checks are seeded, so they either always pass or always fail.
+CHI2_DF4, CHI2_DF24 = 18.47, 51.18
+KS = 1.95 / math.sqrt(N)
+BINOMIAL = 3.29 * math.sqrt(0.25 / N)
+
+
+def test_crop_offsets_are_uniform_and_independent(drawn):
+    top, left = np.array(drawn["top"]), np.array(drawn["left"])
+    assert set(top) == set(left) == set(range(5))
+    for v in (top, left):
+        assert chi_square(np.bincount(v, minlength=5), [N / 5] * 5) < CHI2_DF4
+    joint = np.bincount(top * 5 + left, minlength=25)
+    assert chi_square(joint, [N / 25] * 25) < CHI2_DF24
+
+
+def test_recipe_crop_is_60_pixels_at_offsets_0_to_4():
+    """What torchvision's RandomResizedCrop draws for the recipe's arguments."""
+    torch.manual_seed(0)
+    crop = v2.RandomResizedCrop(64, scale=(56 / 64, 56 / 64), ratio=(1.0, 1.0))
+    seen = set()
+    for _ in range(500):
+        p = crop.make_params([torch.zeros(3, 64, 64)])
+        assert p["height"] == p["width"] == 60
+        seen.add((p["top"], p["left"]))
+    assert seen == {(t, l) for t in range(5) for l in range(5)}
+
+
+def test_flip_and_order_are_fair_coins(drawn):
+    for key in ("flip", "saturation_first"):
+        assert abs(np.mean(drawn[key]) - 0.5) < BINOMIAL, key
+
+
+def test_jitter_factors_are_uniform_over_the_recipe_ranges(drawn):
+    sat, hue = drawn["saturation"], drawn["hue"]
+    assert 0.5 <= min(sat) and max(sat) < 2.0
+    assert -0.05 <= min(hue) and max(hue) < 0.05
+    assert ks_uniform(sat, 0.5, 2.0) < KS
+    assert ks_uniform(hue, -0.05, 0.05) < KS
