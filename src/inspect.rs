@@ -52,7 +52,11 @@ pub fn run(command: &InspectCommand) -> Result<()> {
             let params: AugmentParams = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not augmentation parameters", params.display()))?;
             if params.len() as i64 != images.size()[0] {
-                bail_input!("{} parameter sets for {} images", params.len(), images.size()[0]);
+                bail_input!(
+                    "{} parameter sets for {} images",
+                    params.len(),
+                    images.size()[0]
+                );
             }
             save_tensors(out, &[("augmented".to_string(), augment(&images, &params))])
         }

@@ -366,6 +366,17 @@ mod tests {
             .all(|(n, _)| n.starts_with("vgg16.classifier.")));
         let logits = model.forward_train(&x);
         assert_eq!(logits.size(), vec![2, 7]);
+        logits.sum(Kind::Float).backward();
+        for (name, t) in model.state() {
+            let has_grad = t.grad().defined();
+            assert_eq!(
+                has_grad,
+                name.starts_with("vgg16.classifier.")
+                    && t.is_floating_point()
+                    && !name.contains("running_"),
+                "{name}"
+            );
+        }
         let count = |m: &Vgg16| {
             m.state()
                 .into_iter()

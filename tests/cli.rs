@@ -627,3 +627,52 @@ fn real_mini_subset_both_stages_and_both_splits() {
         assert!(r["loss"].as_f64().unwrap().is_finite());
     }
 }
+
+#[test]
+fn weights_in_ot_format_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 6);
+    let donor = Vgg16::new(1000, Device::Cpu);
+    let weights = dir.path().join("vgg16.ot");
+    Tensor::save_multi(&donor.state(), &weights).unwrap();
+    let run = dir.path().join("run");
+    ok(&[
+        "train-base",
+        "--data",
+        s(&data),
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&run),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--holdout",
+        "0.25",
+    ]);
+    let saved = tensors(&run.join("model.safetensors"));
+    let want: HashMap<String, Tensor> = donor.state().into_iter().collect();
+    assert!(saved["vgg16.features.28.weight"].equal(&want["vgg16.features.28.weight"]));
+}
+
+/// The binary must carry libtorch_cuda.so (build.rs links it past --as-needed) whenever the
+/// libtorch it was built against has one; otherwise CUDA is silently unavailable.
+#[test]
+fn binary_links_libtorch_cuda_when_libtorch_has_it() {
+    let out = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_vggtiny"))
+        .output()
+        .expect("ldd");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let torch_lib = listing
+        .lines()
+        .find(|l| l.contains("libtorch_cpu.so"))
+        .and_then(|l| l.split("=>").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|p| Path::new(p).parent().unwrap().to_path_buf())
+        .expect("libtorch_cpu.so resolved through the rpath");
+    if torch_lib.join("libtorch_cuda.so").exists() {
+        assert!(listing.contains("libtorch_cuda.so"), "{listing}");
+    }
+}
