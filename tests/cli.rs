@@ -41,6 +41,39 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// A command line split at spaces (test paths have none).
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// `eval --json` of `checkpoint` on `data`, plus space-separated `flags`.
+fn eval_json(data: &Path, checkpoint: &Path, flags: &str) -> Value {
+    let mut args = vec![
+        "eval",
+        "--json",
+        "--data",
+        s(data),
+        "--checkpoint",
+        s(checkpoint),
+    ];
+    args.extend(flags.split_whitespace());
+    serde_json::from_str(ok(&args).trim()).unwrap()
+}
+
+/// `train-base --random-init` on `data` into `out`, plus space-separated `flags`.
+fn train_random(data: &Path, out: &Path, flags: &str) -> String {
+    let mut args = vec![
+        "train-base",
+        "--random-init",
+        "--data",
+        s(data),
+        "--out",
+        s(out),
+    ];
+    args.extend(flags.split_whitespace());
+    ok(&args)
+}
+
 /// A synthetic Tiny ImageNet tree: `classes` x `per_class` train images, 3 val images a class.
 fn dataset(dir: &Path, classes: usize, per_class: usize) -> PathBuf {
     let root = dir.join("data");
@@ -83,27 +116,13 @@ fn train_base_finetune_eval_end_to_end() {
         .collect();
     Tensor::write_safetensors(&bare, &weights).unwrap();
     let base = dir.path().join("base");
-    ok(&[
-        "train-base",
-        "--data",
+    ok(&words(&format!(
+        "train-base --data {} --weights {} --out {} --epochs 2 --batch-size 8 \
+         --step-size-up 3 --log-interval 1 --pred-interval 2 --device cpu",
         s(&data),
-        "--weights",
         s(&weights),
-        "--out",
-        s(&base),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "--step-size-up",
-        "3",
-        "--log-interval",
-        "1",
-        "--pred-interval",
-        "2",
-        "--device",
-        "cpu",
-    ]);
+        s(&base)
+    )));
 
     // Outputs: the original program's state_dict names and shapes, frozen features untouched.
     let saved = tensors(&base.join("model.safetensors"));
@@ -164,20 +183,7 @@ fn train_base_finetune_eval_end_to_end() {
     }
 
     // eval reproduces the last epoch's holdout numbers from the saved run.
-    let report: Value = serde_json::from_str(
-        ok(&[
-            "eval",
-            "--data",
-            s(&data),
-            "--checkpoint",
-            s(&base),
-            "--json",
-            "--device",
-            "cpu",
-        ])
-        .trim(),
-    )
-    .unwrap();
+    let report = eval_json(&data, &base, "--device cpu");
     assert_eq!(report["split"], "holdout");
     assert_eq!(report["samples"], 2);
     let last = &meta["epochs"][1];
@@ -188,21 +194,12 @@ fn train_base_finetune_eval_end_to_end() {
 
     // Stage 2 starts from stage 1 and trains everything, features included.
     let ft = dir.path().join("finetune");
-    ok(&[
-        "finetune",
-        "--data",
+    ok(&words(&format!(
+        "finetune --data {} --from {} --out {} --epochs 1 --batch-size 8 --device cpu",
         s(&data),
-        "--from",
         s(&base),
-        "--out",
-        s(&ft),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--device",
-        "cpu",
-    ]);
+        s(&ft)
+    )));
     let tuned = tensors(&ft.join("model.safetensors"));
     for (name, t) in &saved {
         if name.ends_with(".weight") {
@@ -225,53 +222,23 @@ fn train_base_finetune_eval_end_to_end() {
     ]);
     let line = text.lines().find(|l| l.starts_with("Top-1 acc: ")).unwrap();
     assert!(line.contains(" / Top-5 acc: "), "{text}");
-    let val: Value = serde_json::from_str(
-        ok(&[
-            "eval",
-            "--data",
-            s(&data),
-            "--checkpoint",
-            s(&ft),
-            "--split",
-            "val",
-            "--json",
-        ])
-        .trim(),
-    )
-    .unwrap();
+    let val = eval_json(&data, &ft, "--split val");
     assert_eq!(val["samples"], 12);
 
     // A bare model file without meta.json beside it takes classes and split from --data.
     let bare_model = dir.path().join("bare.safetensors");
     std::fs::copy(ft.join("model.safetensors"), &bare_model).unwrap();
-    let bare: Value = serde_json::from_str(
-        ok(&[
-            "eval",
-            "--data",
-            s(&data),
-            "--checkpoint",
-            s(&bare_model),
-            "--json",
-        ])
-        .trim(),
-    )
-    .unwrap();
-    let from_run: Value = serde_json::from_str(
-        ok(&["eval", "--data", s(&data), "--checkpoint", s(&ft), "--json"]).trim(),
-    )
-    .unwrap();
+    let bare = eval_json(&data, &bare_model, "");
+    let from_run = eval_json(&data, &ft, "");
     assert_eq!(bare, from_run);
 
     // A run directory holding a model is not overwritten without --force.
     let err = fails(
-        &[
-            "train-base",
-            "--data",
+        &words(&format!(
+            "train-base --random-init --data {} --out {}",
             s(&data),
-            "--random-init",
-            "--out",
-            s(&base),
-        ],
+            s(&base)
+        )),
         2,
     );
     assert!(err.contains("--force"), "{err}");
@@ -282,22 +249,11 @@ fn max_steps_stops_the_stage() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 3, 12);
     let run = dir.path().join("run");
-    ok(&[
-        "train-base",
-        "--data",
-        s(&data),
-        "--random-init",
-        "--out",
-        s(&run),
-        "--epochs",
-        "5",
-        "--batch-size",
-        "4",
-        "--max-steps",
-        "3",
-        "--log-interval",
-        "1",
-    ]);
+    train_random(
+        &data,
+        &run,
+        "--epochs 5 --batch-size 4 --max-steps 3 --log-interval 1",
+    );
     let events = json_lines(&run.join("metrics.jsonl"));
     assert_eq!(events.iter().filter(|e| e["event"] == "batch").count(), 3);
     assert_eq!(events.iter().filter(|e| e["event"] == "epoch").count(), 1);
@@ -309,20 +265,7 @@ fn bare_class_tree_trains_but_has_no_val() {
     let data = dataset(dir.path(), 2, 8);
     let tree = data.join("train");
     let run = dir.path().join("run");
-    ok(&[
-        "train-base",
-        "--data",
-        s(&tree),
-        "--random-init",
-        "--out",
-        s(&run),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--holdout",
-        "0.25",
-    ]);
+    train_random(&tree, &run, "--epochs 1 --batch-size 4 --holdout 0.25");
     let err = fails(
         &[
             "eval",
@@ -342,137 +285,39 @@ fn bare_class_tree_trains_but_has_no_val() {
 fn input_errors_exit_2_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 2, 4);
-    let d = s(&data);
-    let out = dir.path().join("o");
-    let o = s(&out);
-    let cases: &[(&[&str], &str)] = &[
+    let base = format!(
+        "train-base --random-init --data {} --out {}",
+        s(&data),
+        s(&dir.path().join("o"))
+    );
+    let cases = [
+        (format!("{base} --holdout 1.5"), "--holdout"),
+        (format!("{base} --holdout 0.01"), "holdout of 0.01"),
+        (format!("{base} --batch-size 1"), "--batch-size"),
+        (format!("{base} --epochs 0"), "--epochs"),
+        (format!("{base} --lr 0"), "--lr"),
+        (format!("{base} --max-lr 1e-6"), "--max-lr"),
+        (format!("{base} --max-steps 0"), "--max-steps"),
+        (format!("{base} --device tpu"), "--device"),
         (
-            &[
-                "train-base",
-                "--data",
-                d,
-                "--random-init",
-                "--out",
-                o,
-                "--holdout",
-                "1.5",
-            ],
-            "--holdout",
-        ),
-        (
-            &[
-                "train-base",
-                "--data",
-                d,
-                "--random-init",
-                "--out",
-                o,
-                "--batch-size",
-                "1",
-            ],
-            "--batch-size",
-        ),
-        (
-            &[
-                "train-base",
-                "--data",
-                d,
-                "--random-init",
-                "--out",
-                o,
-                "--epochs",
-                "0",
-            ],
-            "--epochs",
-        ),
-        (
-            &[
-                "train-base",
-                "--data",
-                d,
-                "--random-init",
-                "--out",
-                o,
-                "--lr",
-                "0",
-            ],
-            "--lr",
-        ),
-        (
-            &[
-                "train-base",
-                "--data",
-                d,
-                "--random-init",
-                "--out",
-                o,
-                "--max-lr",
-                "1e-6",
-            ],
-            "--max-lr",
-        ),
-        (
-            &[
-                "train-base",
-                "--data",
-                "/nonexistent",
-                "--random-init",
-                "--out",
-                o,
-            ],
+            "train-base --random-init --data /nonexistent".to_string(),
             "/nonexistent",
         ),
         (
-            &[
-                "train-base",
-                "--data",
-                d,
-                "--random-init",
-                "--out",
-                o,
-                "--device",
-                "tpu",
-            ],
-            "--device",
-        ),
-        (
-            &["eval", "--data", d, "--checkpoint", "/nonexistent/run"],
+            format!("eval --data {} --checkpoint /nonexistent/run", s(&data)),
             "/nonexistent/run",
         ),
         (
-            &[
-                "finetune",
-                "--data",
-                d,
-                "--from",
-                "/nonexistent/run",
-                "--out",
-                o,
-            ],
+            format!("finetune --data {} --from /nonexistent/run", s(&data)),
             "/nonexistent/run",
         ),
+        // clap's own usage errors exit 2 as well
+        ("train-base".to_string(), "--data"),
     ];
-    for (args, needle) in cases {
-        let err = fails(args, 2);
-        assert!(err.contains(needle), "{args:?}: {err}");
+    for (line, needle) in &cases {
+        let err = fails(&words(line), 2);
+        assert!(err.contains(needle), "{line}: {err}");
     }
-    // clap's own usage errors also exit 2
-    fails(&["train-base"], 2);
-    // a holdout that rounds to zero images
-    let err = fails(
-        &[
-            "train-base",
-            "--data",
-            d,
-            "--random-init",
-            "--out",
-            o,
-            "--holdout",
-            "0.01",
-        ],
-        2,
-    );
-    assert!(err.contains("holdout"), "{err}");
 }
 
 #[test]
@@ -483,19 +328,15 @@ fn explicit_cuda_without_a_gpu_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 2, 4);
     let out = dir.path().join("o");
-    let err = fails(
-        &[
-            "train-base",
-            "--data",
-            s(&data),
-            "--random-init",
-            "--out",
-            s(&out),
-            "--device",
-            "cuda",
-        ],
-        2,
-    );
+    let args = [
+        "train-base",
+        "--random-init",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+    ];
+    let err = fails(&[&args[..], &["--device", "cuda"]].concat(), 2);
     assert!(err.contains("no usable CUDA device"), "{err}");
 }
 
@@ -530,22 +371,11 @@ fn finetune_refuses_a_dataset_with_other_classes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 3, 6);
     let run = dir.path().join("run");
-    ok(&[
-        "train-base",
-        "--data",
-        s(&data),
-        "--random-init",
-        "--out",
-        s(&run),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--holdout",
-        "0.25",
-        "--max-steps",
-        "1",
-    ]);
+    train_random(
+        &data,
+        &run,
+        "--epochs 1 --batch-size 4 --holdout 0.25 --max-steps 1",
+    );
     let other = dir.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
     let other = dataset(&other, 4, 6);
@@ -575,18 +405,7 @@ fn real_mini_subset_both_stages_and_both_splits() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base");
     let ft = dir.path().join("ft");
-    ok(&[
-        "train-base",
-        "--data",
-        s(&mini),
-        "--random-init",
-        "--out",
-        s(&base),
-        "--epochs",
-        "1",
-        "--max-steps",
-        "2",
-    ]);
+    train_random(&mini, &base, "--epochs 1 --max-steps 2");
     ok(&[
         "finetune",
         "--data",
@@ -600,25 +419,9 @@ fn real_mini_subset_both_stages_and_both_splits() {
         "--max-steps",
         "2",
     ]);
-    let holdout: Value = serde_json::from_str(
-        ok(&["eval", "--data", s(&mini), "--checkpoint", s(&ft), "--json"]).trim(),
-    )
-    .unwrap();
+    let holdout = eval_json(&mini, &ft, "");
     assert_eq!(holdout["samples"], 50, "5% of 1000 images");
-    let val: Value = serde_json::from_str(
-        ok(&[
-            "eval",
-            "--data",
-            s(&mini),
-            "--checkpoint",
-            s(&ft),
-            "--split",
-            "val",
-            "--json",
-        ])
-        .trim(),
-    )
-    .unwrap();
+    let val = eval_json(&mini, &ft, "--split val");
     assert_eq!(val["samples"], 500);
     for r in [&holdout, &val] {
         let top1 = r["top1"].as_f64().unwrap();
@@ -636,21 +439,12 @@ fn weights_in_ot_format_are_accepted() {
     let weights = dir.path().join("vgg16.ot");
     Tensor::save_multi(&donor.state(), &weights).unwrap();
     let run = dir.path().join("run");
-    ok(&[
-        "train-base",
-        "--data",
+    ok(&words(&format!(
+        "train-base --data {} --weights {} --out {} --max-steps 1 --batch-size 4 --holdout 0.25",
         s(&data),
-        "--weights",
         s(&weights),
-        "--out",
-        s(&run),
-        "--max-steps",
-        "1",
-        "--batch-size",
-        "4",
-        "--holdout",
-        "0.25",
-    ]);
+        s(&run)
+    )));
     let saved = tensors(&run.join("model.safetensors"));
     let want: HashMap<String, Tensor> = donor.state().into_iter().collect();
     assert!(saved["vgg16.features.28.weight"].equal(&want["vgg16.features.28.weight"]));

@@ -65,21 +65,14 @@ def compare(ours, ref, initial, frozen_features):
     assert moved > 0
 
 
-def test_stage1_adam_steps_match(tmp_path, vggtiny, setup):
+@pytest.mark.parametrize("stage,lr,max_lr", [("base", 1e-3, 3e-3), ("finetune", 1e-4, 3e-4)])
+def test_adam_steps_match(tmp_path, vggtiny, setup, stage, lr, max_lr):
     data, init, model = setup
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    run = tmp_path / "base"
-    vggtiny("train-base", "--data", data, "--init", init, "--out", run,
-            *common_flags(1e-3, 3e-3, 2))
-    ref = oracle_train(model, data, True, 1e-3, 3e-3, 2)
-    compare(load_file(str(run / "model.safetensors")), ref, initial, frozen_features=True)
-
-
-def test_stage2_adam_steps_match(tmp_path, vggtiny, setup):
-    data, init, model = setup
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
-    run = tmp_path / "finetune"
-    vggtiny("finetune", "--data", data, "--from", init, "--out", run,
-            *common_flags(1e-4, 3e-4, 2))
-    ref = oracle_train(model, data, False, 1e-4, 3e-4, 2)
-    compare(load_file(str(run / "model.safetensors")), ref, initial, frozen_features=False)
+    run = tmp_path / stage
+    start = ["train-base", "--init"] if stage == "base" else ["finetune", "--from"]
+    vggtiny(start[0], "--data", data, start[1], init, "--out", run,
+            *common_flags(lr, max_lr, 2))
+    frozen = stage == "base"
+    ref = oracle_train(model, data, frozen, lr, max_lr, 2)
+    compare(load_file(str(run / "model.safetensors")), ref, initial, frozen_features=frozen)
