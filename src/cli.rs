@@ -114,6 +114,10 @@ pub struct CommonArgs {
     /// Also log mini-batch accuracy every N optimizer steps
     #[arg(long, default_value_t = 300, value_name = "N")]
     pub pred_interval: u64,
+    /// After each epoch, recompute the head's BatchNorm statistics over N training batches as
+    /// eval sees them (no augmentation, no dropout); 0 keeps the recipe's running statistics
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub precise_bn: usize,
     /// Stop after N optimizer steps (quick trials, smoke tests)
     #[arg(long, value_name = "N")]
     pub max_steps: Option<u64>,

@@ -49,6 +49,8 @@ pub struct TrainConfig {
     pub augment: bool,
     pub dropout: bool,
     pub shuffle: bool,
+    /// Batches of PreciseBN recalibration after each epoch; 0 = off.
+    pub precise_bn: usize,
     pub max_steps: Option<u64>,
     #[serde(skip)]
     pub force: bool,
@@ -163,6 +165,7 @@ impl TrainConfig {
             augment: !c.no_augment,
             dropout: !c.no_dropout,
             shuffle: !c.no_shuffle,
+            precise_bn: c.precise_bn,
             max_steps: c.max_steps,
             force: c.force,
         };

@@ -87,6 +87,15 @@ pub struct Vgg16 {
     dropout: f64,
 }
 
+/// How the head runs: training (batch statistics, running update, dropout), eval (running
+/// statistics), or BatchNorm recalibration (batch statistics, running update, no dropout).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Train,
+    Eval,
+    Calibrate { momentum: f64 },
+}
+
 /// Which part of a weights file to take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -208,7 +217,12 @@ impl Vgg16 {
     }
 
     /// Pool, flatten and the new head: Linear-ReLU-BN-Dropout twice, then Linear; logits out.
-    pub fn classifier(&self, features: &Tensor, train: bool) -> Tensor {
+    fn classifier(&self, features: &Tensor, mode: Mode) -> Tensor {
+        let (batch_stats, momentum, dropout) = match mode {
+            Mode::Train => (true, BN_MOMENTUM, self.dropout),
+            Mode::Eval => (false, BN_MOMENTUM, 0.0),
+            Mode::Calibrate { momentum } => (true, momentum, 0.0),
+        };
         let mut x = features.adaptive_avg_pool2d([7, 7]).flatten(1, -1);
         for (&(w, b), bn) in self.head.fc.iter().zip(&self.head.bn) {
             x = x
@@ -219,12 +233,12 @@ impl Vgg16 {
                     Some(self.t(bn[1])),
                     Some(self.t(bn[2])),
                     Some(self.t(bn[3])),
-                    train,
-                    BN_MOMENTUM,
+                    batch_stats,
+                    momentum,
                     BN_EPS,
                     true,
                 )
-                .dropout(self.dropout, train);
+                .dropout(dropout, mode == Mode::Train);
         }
         let (w, b) = self.head.fc[2];
         x.linear(self.t(w), Some(self.t(b)))
@@ -232,7 +246,7 @@ impl Vgg16 {
 
     /// Training-mode forward: batch statistics, running-statistics update, dropout.
     pub fn forward_train(&mut self, x: &Tensor) -> Tensor {
-        let logits = self.classifier(&self.features(x), true);
+        let logits = self.classifier(&self.features(x), Mode::Train);
         for bn in &self.head.bn {
             // PyTorch counts batches even when a fixed momentum makes the count unused.
             let _ = self.tensors[bn[4]].tensor.shallow_clone().g_add_scalar_(1);
@@ -242,7 +256,25 @@ impl Vgg16 {
 
     /// Inference-mode forward: running statistics, no dropout, no autograd graph.
     pub fn forward_eval(&self, x: &Tensor) -> Tensor {
-        tch::no_grad(|| self.classifier(&self.features(x), false))
+        tch::no_grad(|| self.classifier(&self.features(x), Mode::Eval))
+    }
+
+    /// Precise BatchNorm: replaces the head's running statistics by their exact average over
+    /// `batches` (normalised images) passed as at eval time, without dropout. The recipe's head
+    /// normalises activations that dropout rescales in training only, so the running statistics
+    /// it learns do not match what the layers see at eval time.
+    pub fn recalibrate_batch_norm(&mut self, batches: impl Iterator<Item = Tensor>) {
+        tch::no_grad(|| {
+            for bn in &self.head.bn {
+                let _ = self.tensors[bn[2]].tensor.shallow_clone().zero_();
+                let _ = self.tensors[bn[3]].tensor.shallow_clone().fill_(1.0);
+            }
+            for (k, x) in batches.enumerate() {
+                // Momentum 1/k turns the running update into a cumulative average.
+                let momentum = 1.0 / (k + 1) as f64;
+                let _ = self.classifier(&self.features(&x), Mode::Calibrate { momentum });
+            }
+        });
     }
 
     /// Sets which parameters require gradients: the head in stage 1, everything in stage 2.
@@ -388,6 +420,32 @@ mod tests {
         assert_eq!(count(&model), 1);
         model.set_stage(Stage::Finetune);
         assert_eq!(model.trainable().len(), 26 + 10);
+    }
+
+    #[test]
+    fn recalibration_averages_batch_statistics_without_dropout() {
+        let mut model = Vgg16::new(4, Device::Cpu);
+        let a = Tensor::randn([6, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let b = Tensor::randn([6, 3, 64, 64], (Kind::Float, Device::Cpu)) * 2.0 + 1.0;
+        model.recalibrate_batch_norm([a.shallow_clone(), b.shallow_clone()].into_iter());
+        // Input of the first BatchNorm: Linear then ReLU on the pooled features.
+        let (w, bias) = model.head.fc[0];
+        let pre = |x: &Tensor| {
+            model
+                .features(x)
+                .adaptive_avg_pool2d([7, 7])
+                .flatten(1, -1)
+                .linear(model.t(w), Some(model.t(bias)))
+                .relu()
+        };
+        let (pa, pb) = (pre(&a), pre(&b));
+        let mean = (pa.mean_dim(0, false, Kind::Float) + pb.mean_dim(0, false, Kind::Float)) / 2.0;
+        let var = (pa.var_dim(0, true, false) + pb.var_dim(0, true, false)) / 2.0;
+        let bn = model.head.bn[0];
+        assert!(model.t(bn[2]).allclose(&mean, 1e-4, 1e-5, false));
+        assert!(model.t(bn[3]).allclose(&var, 1e-4, 1e-5, false));
+        // the batch counter is a training statistic and stays untouched
+        assert_eq!(model.t(bn[4]).int64_value(&[]), 0);
     }
 
     #[test]

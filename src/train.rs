@@ -195,6 +195,10 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
         }
         progress.finish();
         let train_seconds = epoch_start.elapsed().as_secs_f64();
+        if cfg.precise_bn > 0 {
+            let batches = order.chunks(cfg.batch_size).take(cfg.precise_bn);
+            model.recalibrate_batch_norm(batches.map(|b| loader.eval_batch(b).images));
+        }
 
         let scores = evaluate(&model, &loader, &split.holdout, EVAL_BATCH);
         let record = EpochRecord {

@@ -252,11 +252,15 @@ fn max_steps_stops_the_stage() {
     train_random(
         &data,
         &run,
-        "--epochs 5 --batch-size 4 --max-steps 3 --log-interval 1",
+        "--epochs 5 --batch-size 4 --max-steps 3 --log-interval 1 --precise-bn 2",
     );
     let events = json_lines(&run.join("metrics.jsonl"));
     assert_eq!(events.iter().filter(|e| e["event"] == "batch").count(), 3);
     assert_eq!(events.iter().filter(|e| e["event"] == "epoch").count(), 1);
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["config"]["precise_bn"], 2);
+    assert_eq!(meta["config"]["max_steps"], 3);
 }
 
 #[test]
