@@ -127,7 +127,7 @@ def freeze_features(model, frozen):
 
 
 def train_stage(model, loader, device, epochs, lr, max_lr, step_size_up, sched_step="batch",
-                frozen=False, log=None):
+                frozen=False, log=None, channels_last=False):
     """One stage of the recipe; returns the per-step (lr, beta1) actually used."""
     freeze_features(model, frozen)
     opt, sched = make_optimizer(model, lr, max_lr, step_size_up)
@@ -136,6 +136,8 @@ def train_stage(model, loader, device, epochs, lr, max_lr, step_size_up, sched_s
         model.train()
         for x, y in loader:
             x, y = x.to(device), y.to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             group = opt.param_groups[0]
             used.append((group["lr"], group["betas"][0]))
             opt.zero_grad()

@@ -26,6 +26,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Write a small learnable synthetic dataset in the Tiny ImageNet layout
     Synth(SynthArgs),
+    /// Measure the pipeline: decode, augmentation, both training stages, eval, memory
+    Bench(BenchArgs),
     /// Diagnostics for the parity suite: vggtiny's view of a dataset, its decoded pixels
     #[command(hide = true, subcommand)]
     Inspect(InspectCommand),
@@ -108,6 +110,12 @@ pub struct CommonArgs {
     /// auto (CUDA when present), cpu, cuda or cuda:N
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Where decoded images are cached [default: ~/.cache/vggtiny]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Decode the images without reading or writing a cache file
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
     /// Log the loss every N optimizer steps
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub log_interval: u64,
@@ -224,6 +232,12 @@ pub struct EvalArgs {
     /// auto (CUDA when present), cpu, cuda or cuda:N
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Where decoded images are cached [default: ~/.cache/vggtiny]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Decode the images without reading or writing a cache file
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -243,4 +257,44 @@ pub struct SynthArgs {
     /// Seed of the generator
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// A part of the pipeline `bench` can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// Cold JPEG decode, and a warm start from the cache
+    Decode,
+    /// Augmented, normalised training batches from the decoded set
+    Augment,
+    /// Stage-1 training steps (frozen features)
+    TrainBase,
+    /// Stage-2 training steps (everything trained)
+    Finetune,
+    /// Eval-mode forward passes
+    Eval,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Tiny ImageNet root or class-folder tree [default: synthetic images written to a temp dir]
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// How many images (the first ones of the training tree)
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub images: usize,
+    /// Images per training batch
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub batch_size: usize,
+    /// Timed optimizer steps per training stage (after two warm-up steps)
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub steps: usize,
+    /// Measure only these workloads (comma separated) [default: all]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Workload>,
+    /// auto (CUDA when present), cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Print one JSON object instead of a table
+    #[arg(long)]
+    pub json: bool,
 }

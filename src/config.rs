@@ -44,16 +44,29 @@ pub struct TrainConfig {
     pub holdout: f64,
     /// As requested (`auto`, `cpu`, `cuda`, `cuda:N`); the run resolves it at start.
     pub device: String,
+    /// Directory of the decoded-image cache; `None` decodes without one.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
     pub log_interval: u64,
     pub pred_interval: u64,
+    #[serde(default = "on")]
     pub augment: bool,
+    #[serde(default = "on")]
     pub dropout: bool,
+    #[serde(default = "on")]
     pub shuffle: bool,
     /// Batches of PreciseBN recalibration after each epoch; 0 = off.
+    #[serde(default)]
     pub precise_bn: usize,
+    #[serde(default)]
     pub max_steps: Option<u64>,
     #[serde(skip)]
     pub force: bool,
+}
+
+/// Serde default of switches that older meta.json files do not record.
+fn on() -> bool {
+    true
 }
 
 /// The settings in which the two stages differ.
@@ -160,6 +173,7 @@ impl TrainConfig {
             seed: s.seed,
             holdout: s.holdout,
             device: c.device,
+            cache_dir: cache_setting(c.cache_dir, c.no_cache),
             log_interval: c.log_interval,
             pred_interval: c.pred_interval,
             augment: !c.no_augment,
@@ -208,6 +222,11 @@ impl TrainConfig {
         resolve_device(&self.device)?;
         Ok(())
     }
+}
+
+/// The cache directory flags resolve to: `--no-cache` none, else `--cache-dir` or the default.
+pub fn cache_setting(dir: Option<PathBuf>, no_cache: bool) -> Option<PathBuf> {
+    (!no_cache).then(|| dir.unwrap_or_else(cache_dir))
 }
 
 pub fn validate_holdout(holdout: f64) -> Result<()> {

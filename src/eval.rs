@@ -2,22 +2,28 @@
 
 use anyhow::Result;
 use serde::Serialize;
-use tch::{Kind, Reduction, Tensor};
+use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::bail_input;
 use crate::checkpoint::{read_tensors, Source};
 use crate::cli::{EvalArgs, EvalSplit};
-use crate::config::{describe, resolve_device, validate_holdout};
-use crate::data::cache::decode_all;
+use crate::config::{cache_setting, describe, resolve_device, validate_holdout};
 use crate::data::ensure_same_classes;
 use crate::data::loader::Loader;
 use crate::data::scan::{find_classes, scan_image_folder, scan_val, DataRoot, Sample};
 use crate::data::split::SplitSpec;
 use crate::metrics::topk_correct;
 use crate::model::{Part, Vgg16};
+use crate::train::{load_images, place};
 
-/// Images per forward pass when evaluating inside a training run.
-pub const EVAL_BATCH: usize = 256;
+/// Images per eval forward pass inside a training run: on a GPU a large batch keeps it busy; on
+/// the CPU, speed does not depend on it and a training-sized batch keeps memory low.
+pub fn eval_batch_size(device: Device, train_batch: usize) -> usize {
+    match device {
+        Device::Cpu => train_batch,
+        _ => 512,
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Scores {
@@ -120,7 +126,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 
     let mut model = Vgg16::new(classes.len() as i64, device);
     model.load(read_tensors(&source.model)?, Part::All, &checkpoint)?;
-    let (set, _) = decode_all(&samples)?;
+    let cache_dir = cache_setting(args.cache_dir.clone(), args.no_cache);
+    let set = place(load_images(&samples, cache_dir.as_deref())?, device);
     let loader = Loader::new(&set, device);
     let indices: Vec<usize> = (0..samples.len()).collect();
     let scores = evaluate(&model, &loader, &indices, args.batch_size);

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use tch::Device;
+use tch::{Device, Tensor};
 
 use crate::bail_input;
 use crate::checkpoint::{read_tensors, save_tensors};
@@ -17,6 +17,7 @@ use crate::cli::InspectCommand;
 use crate::config::validate_holdout;
 use crate::data::augment::{augment, AugmentParams};
 use crate::data::cache::decode_all;
+use crate::data::decode::SIDE;
 use crate::data::scan::{scan_image_folder, scan_val, DataRoot, Sample};
 use crate::data::split::SplitSpec;
 use crate::model::Vgg16;
@@ -36,8 +37,10 @@ pub fn run(command: &InspectCommand) -> Result<()> {
                     label: 0,
                 })
                 .collect();
-            let (set, _) = decode_all(&samples)?;
-            save_tensors(out, &[("images".to_string(), set.images)])
+            let (pixels, _) = decode_all(&samples)?;
+            let side = SIDE as i64;
+            let images = Tensor::from_slice(&pixels).view([samples.len() as i64, side, side, 3]);
+            save_tensors(out, &[("images".to_string(), images)])
         }
         InspectCommand::Augment { input, params, out } => {
             let images = read_tensors(input)?

@@ -4,6 +4,8 @@
 //! network, `optim` Adam and CyclicLR, `train` the one loop of both stages, `eval` the scores,
 //! `checkpoint` the run directory on disk, `metrics` what gets logged.
 
+pub mod atomic_file;
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -30,6 +32,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Finetune(args) => train::run(&TrainConfig::finetune(args)?).map(drop),
         Command::Eval(args) => eval::run(&args),
         Command::Inspect(command) => inspect::run(&command),
+        Command::Bench(args) => bench::run(&args),
         Command::Synth(args) => {
             let spec = SynthSpec {
                 classes: args.classes,

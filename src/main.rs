@@ -7,6 +7,14 @@ fn main() {
     // failing a print.
     // SAFETY: restoring a default signal disposition before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Every training step allocates and frees the same activation buffers, tens of MiB each.
+    // glibc serves blocks that large with fresh mmaps, so each step page-faults all of them
+    // in again (20 % of a CPU stage-1 step); keep them in the heap for reuse instead.
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
     let cli = vggtiny::cli::Cli::parse();
     // libtorch reports failures (CUDA out of memory, bad shapes) as panics carrying a C++
     // backtrace; they become one error message here instead of reaching the user raw.

@@ -19,6 +19,20 @@ pub fn topk_correct(logits: &Tensor, targets: &Tensor, k: i64) -> Tensor {
         .sum(Kind::Int64)
 }
 
+/// A memory figure of this process from /proc/self/status (`VmRSS:` now, `VmHWM:` peak), in
+/// MiB; 0 where the file is not there.
+pub fn host_memory_mb(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 /// Record of one logged optimizer step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BatchRecord {
@@ -48,6 +62,9 @@ pub struct EpochRecord {
     pub lr: f64,
     pub seconds: f64,
     pub images_per_sec: f64,
+    /// Resident host memory at the end of the epoch, MiB.
+    #[serde(default)]
+    pub host_mb: f64,
 }
 
 #[derive(Serialize)]
@@ -129,5 +146,11 @@ mod tests {
         assert_eq!(v["event"], "batch");
         assert_eq!(v["lr"], 1e-4);
         assert!(v.get("acc").is_none());
+    }
+
+    #[test]
+    fn host_memory_is_read() {
+        let rss = host_memory_mb("VmRSS:");
+        assert!(rss > 1.0 && rss <= host_memory_mb("VmHWM:"), "{rss}");
     }
 }

@@ -1,10 +1,11 @@
 //! The training loop shared by both stages. They differ only in their starting weights, what
 //! is frozen (`Stage`) and their hyper-parameters (`TrainConfig`).
 
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::bail_input;
 use crate::checkpoint::{
@@ -12,13 +13,13 @@ use crate::checkpoint::{
 };
 use crate::cli::SchedStep;
 use crate::config::{describe, resolve_device, Init, TrainConfig};
-use crate::data::cache::decode_all;
+use crate::data::cache::{self, ImageSet, Origin};
 use crate::data::ensure_same_classes;
-use crate::data::loader::{mix, Loader};
-use crate::data::scan::{scan_image_folder, DataRoot};
-use crate::data::split::SplitSpec;
-use crate::eval::{evaluate, Scores, EVAL_BATCH};
-use crate::metrics::{topk_correct, BatchRecord, EpochRecord, MetricsLog};
+use crate::data::loader::{mix, Batch, Loader, Planned};
+use crate::data::scan::{scan_image_folder, DataRoot, Sample};
+use crate::data::split::{Split, SplitSpec};
+use crate::eval::{eval_batch_size, evaluate, Scores};
+use crate::metrics::{host_memory_mb, topk_correct, BatchRecord, EpochRecord, MetricsLog};
 use crate::model::{Part, Vgg16};
 use crate::optim::Adam;
 use crate::progress::Progress;
@@ -32,31 +33,45 @@ enum Stream {
     Dropout = 4,
 }
 
-/// Trains one stage as `cfg` says and returns the final holdout scores.
-pub fn run(cfg: &TrainConfig) -> Result<Scores> {
-    let device = resolve_device(&cfg.device)?;
-    eprintln!("device: {}", describe(device));
-    prepare_run_dir(&cfg.out, cfg.force)?;
+/// Weights a stage starts from: the tensors, which part of them to load, and their file's name.
+struct Start {
+    named: Vec<(String, Tensor)>,
+    part: Part,
+    source: String,
+    /// The meta.json of the run they come from, if any.
+    meta: Option<Meta>,
+}
 
-    // Starting weights are read first, so that a bad file fails before any decoding.
-    let (start, from_meta) = match &cfg.init {
-        Init::RandomInit => (None, None),
-        Init::Weights(path) => (
-            Some((
-                read_tensors(path)?,
-                Part::Features,
-                path.display().to_string(),
-            )),
-            None,
-        ),
+fn read_start(init: &Init) -> Result<Option<Start>> {
+    Ok(match init {
+        Init::RandomInit => None,
+        Init::Weights(path) => Some(Start {
+            named: read_tensors(path)?,
+            part: Part::Features,
+            source: path.display().to_string(),
+            meta: None,
+        }),
         Init::From(path) => {
             let source = Source::resolve(path)?;
-            let named = read_tensors(&source.model)?;
-            let name = source.model.display().to_string();
-            (Some((named, Part::All, name)), source.meta)
+            Some(Start {
+                named: read_tensors(&source.model)?,
+                part: Part::All,
+                source: source.model.display().to_string(),
+                meta: source.meta,
+            })
         }
-    };
+    })
+}
 
+/// The training tree, split and decoded.
+struct TrainData {
+    classes: Vec<String>,
+    spec: SplitSpec,
+    split: Split,
+    set: ImageSet,
+}
+
+fn load_data(cfg: &TrainConfig, start: Option<&Start>) -> Result<TrainData> {
     let root = DataRoot::locate(&cfg.data)?;
     let list = scan_image_folder(&root.train)?;
     if list.classes.len() < 2 {
@@ -66,8 +81,13 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
             list.classes.len()
         );
     }
-    if let (Some(meta), Init::From(path)) = (&from_meta, &cfg.init) {
-        ensure_same_classes(&meta.classes, &list.classes, &path.display().to_string())?;
+    if let Some(Start {
+        meta: Some(meta),
+        source,
+        ..
+    }) = start
+    {
+        ensure_same_classes(&meta.classes, &list.classes, source)?;
     }
     // The split draws first from a freshly seeded generator, exactly as random_split does.
     let spec = SplitSpec::new(cfg.seed, cfg.holdout, list.samples.len());
@@ -89,38 +109,104 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
         split.holdout.len(),
         root.train.display()
     );
+    let set = load_images(&list.samples, cfg.cache_dir.as_deref())?;
+    Ok(TrainData {
+        classes: list.classes,
+        spec,
+        split,
+        set,
+    })
+}
+
+/// Decoded images of `samples`, through the cache, with one line saying where they came from.
+pub fn load_images(samples: &[Sample], cache_dir: Option<&Path>) -> Result<ImageSet> {
     let started = Instant::now();
-    let (set, stats) = decode_all(&list.samples)?;
+    let (set, report) = cache::load(samples, cache_dir)?;
+    let how = match report.origin {
+        Origin::Cache => "mapped from the cache",
+        Origin::Decoded => "decoded",
+        Origin::Rebuilt => "decoded again",
+    };
     eprintln!(
-        "decoded {} images in {:.1}s{}",
-        list.samples.len(),
-        started.elapsed().as_secs_f64(),
-        if stats.resized > 0 {
-            format!(
-                " (warning: {} were not 64x64 and were resized)",
-                stats.resized
-            )
-        } else {
-            String::new()
-        }
+        "{} images {how} in {:.2}s",
+        samples.len(),
+        started.elapsed().as_secs_f64()
     );
+    if report.resized > 0 {
+        eprintln!(
+            "warning: {} images were not 64x64 and were resized",
+            report.resized
+        );
+    }
+    Ok(set)
+}
+
+/// On a GPU the whole uint8 set moves to device memory once when it fits, so that batches are
+/// gathered there; otherwise they travel through pinned host memory.
+pub fn place(set: ImageSet, device: Device) -> ImageSet {
+    if device == Device::Cpu {
+        return set;
+    }
+    match set.to_device(device) {
+        Ok(on_device) => on_device,
+        Err(_) => {
+            eprintln!("note: the decoded images do not fit on the GPU; batches are copied in");
+            set
+        }
+    }
+}
+
+/// One optimizer step: training-mode forward, NLL of the log-softmax, backward, Adam.
+/// Returns the loss and the logits, detached, still on the device.
+pub fn train_step(
+    model: &mut Vgg16,
+    adam: &mut Adam,
+    batch: &Batch,
+    lr: f64,
+    beta1: f64,
+) -> (Tensor, Tensor) {
+    let logits = model.forward_train(&batch.images);
+    let loss = logits.log_softmax(1, Kind::Float).nll_loss(&batch.labels);
+    adam.zero_grad();
+    loss.backward();
+    adam.step(lr, beta1);
+    (loss.detach(), logits.detach())
+}
+
+/// Batches of an epoch, minus a last batch of one sample (BatchNorm cannot train on it).
+pub fn batches_per_epoch(train_len: usize, batch_size: usize) -> usize {
+    train_len.div_ceil(batch_size) - usize::from(train_len % batch_size == 1)
+}
+
+/// Trains one stage as `cfg` says and returns the final holdout scores.
+pub fn run(cfg: &TrainConfig) -> Result<Scores> {
+    let device = resolve_device(&cfg.device)?;
+    eprintln!("device: {}", describe(device));
+    if device != Device::Cpu {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    prepare_run_dir(&cfg.out, cfg.force)?;
+
+    // Starting weights are read first, so that a bad file fails before any decoding.
+    let start = read_start(&cfg.init)?;
+    let data = load_data(cfg, start.as_ref())?;
+    let set = place(data.set, device);
+    let split = &data.split;
 
     let key = |parts: &[u64]| mix(&[&[cfg.seed as u64, cfg.stage as u64][..], parts].concat());
     tch::manual_seed(key(&[Stream::Init as u64]) as i64);
-    let mut model = Vgg16::new(list.classes.len() as i64, device);
-    if let Some((named, part, name)) = start {
-        model.load(named, part, &name)?;
+    let mut model = Vgg16::new(data.classes.len() as i64, device);
+    if let Some(start) = start {
+        model.load(start.named, start.part, &start.source)?;
     }
     model.set_stage(cfg.stage);
     model.set_dropout(cfg.dropout);
     let mut adam = Adam::new(model.trainable().into_iter().map(|(_, t)| t).collect());
 
-    let mut meta = Meta::new(cfg.stage, list.classes.clone(), spec, cfg.clone());
+    let mut meta = Meta::new(cfg.stage, data.classes.clone(), data.spec, cfg.clone());
     let mut log = MetricsLog::append(&cfg.out.join(METRICS_FILE))?;
     let loader = Loader::new(&set, device);
-    // BatchNorm cannot train on a single sample: a last batch of one is left out.
-    let batches_per_epoch = split.train.len().div_ceil(cfg.batch_size)
-        - usize::from(split.train.len() % cfg.batch_size == 1);
+    let per_epoch = batches_per_epoch(split.train.len(), cfg.batch_size);
     let stage = cfg.stage.name();
 
     let max_steps = cfg.max_steps.unwrap_or(u64::MAX);
@@ -138,61 +224,66 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
         } else {
             split.train.clone()
         };
+        let batches = per_epoch.min((max_steps - step).try_into().unwrap_or(usize::MAX));
+        let plan: Vec<Planned> = order
+            .chunks(cfg.batch_size)
+            .take(batches)
+            .enumerate()
+            .map(|(b, indices)| Planned {
+                indices: indices.to_vec(),
+                key: epoch_key(Stream::Augment, b as u64),
+            })
+            .collect();
         let progress = Progress::new(order.len() as u64, format!("{stage} epoch {epoch}"));
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut seen = 0usize;
         let mut last_lr = 0.0;
 
-        let batches = batches_per_epoch.min((max_steps - step).try_into().unwrap_or(usize::MAX));
-        for (b, indices) in order.chunks(cfg.batch_size).take(batches).enumerate() {
-            let sched_t = match cfg.sched_step {
-                SchedStep::Batch => step,
-                SchedStep::Epoch => u64::from(epoch - 1),
-            };
-            let (lr, beta1) = cfg.schedule.at(sched_t);
-            let batch =
-                loader.train_batch(indices, epoch_key(Stream::Augment, b as u64), cfg.augment);
-
-            let logits = model.forward_train(&batch.images);
-            let loss = logits.log_softmax(1, Kind::Float).nll_loss(&batch.labels);
-            adam.zero_grad();
-            loss.backward();
-            adam.step(lr, beta1);
-
-            loss_sum += loss.detach().to_kind(Kind::Double) * batch.len as f64;
-            seen += batch.len;
-            last_lr = lr;
-            progress.advance(batch.len as u64);
-            if step.is_multiple_of(cfg.log_interval) {
-                // The only host synchronisation of the loop, at log intervals.
-                let acc = step.is_multiple_of(cfg.pred_interval).then(|| {
-                    topk_correct(&logits.detach(), &batch.labels, 1).int64_value(&[]) as f64
-                        / batch.len as f64
-                });
-                let record = BatchRecord {
-                    stage: stage.to_string(),
-                    epoch,
-                    step,
-                    lr,
-                    beta1,
-                    loss: loss.double_value(&[]),
-                    acc,
+        std::thread::scope(|scope| -> Result<()> {
+            for (b, batch) in loader.prefetch(scope, plan, cfg.augment).enumerate() {
+                let sched_t = match cfg.sched_step {
+                    SchedStep::Batch => step,
+                    SchedStep::Epoch => u64::from(epoch - 1),
                 };
-                log.batch(&record)?;
-                let done = b * cfg.batch_size;
-                let mut line = format!(
-                    "Train Epoch: {epoch} [{done}/{} ({:.0}%)]\tLoss: {:.6}",
-                    order.len(),
-                    100.0 * b as f64 / batches_per_epoch as f64,
-                    record.loss
-                );
-                if let Some(acc) = acc {
-                    line.push_str(&format!("\tBatch acc: {acc:.4}"));
+                let (lr, beta1) = cfg.schedule.at(sched_t);
+                let (loss, logits) = train_step(&mut model, &mut adam, &batch, lr, beta1);
+
+                loss_sum += loss.to_kind(Kind::Double) * batch.len as f64;
+                seen += batch.len;
+                last_lr = lr;
+                progress.advance(batch.len as u64);
+                if step.is_multiple_of(cfg.log_interval) {
+                    // The only host synchronisation of the loop, at log intervals.
+                    let acc = step.is_multiple_of(cfg.pred_interval).then(|| {
+                        topk_correct(&logits, &batch.labels, 1).int64_value(&[]) as f64
+                            / batch.len as f64
+                    });
+                    let record = BatchRecord {
+                        stage: stage.to_string(),
+                        epoch,
+                        step,
+                        lr,
+                        beta1,
+                        loss: loss.double_value(&[]),
+                        acc,
+                    };
+                    log.batch(&record)?;
+                    let mut line = format!(
+                        "Train Epoch: {epoch} [{}/{} ({:.0}%)]\tLoss: {:.6}",
+                        b * cfg.batch_size,
+                        order.len(),
+                        100.0 * b as f64 / per_epoch as f64,
+                        record.loss
+                    );
+                    if let Some(acc) = acc {
+                        line.push_str(&format!("\tBatch acc: {acc:.4}"));
+                    }
+                    progress.line(&line);
                 }
-                progress.line(&line);
+                step += 1;
             }
-            step += 1;
-        }
+            Ok(())
+        })?;
         progress.finish();
         let train_seconds = epoch_start.elapsed().as_secs_f64();
         if cfg.precise_bn > 0 {
@@ -200,7 +291,8 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
             model.recalibrate_batch_norm(batches.map(|b| loader.eval_batch(b).images));
         }
 
-        let scores = evaluate(&model, &loader, &split.holdout, EVAL_BATCH);
+        let eval_batch = eval_batch_size(device, cfg.batch_size);
+        let scores = evaluate(&model, &loader, &split.holdout, eval_batch);
         let record = EpochRecord {
             stage: stage.to_string(),
             epoch,
@@ -211,6 +303,7 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
             lr: last_lr,
             seconds: epoch_start.elapsed().as_secs_f64(),
             images_per_sec: seen as f64 / train_seconds,
+            host_mb: host_memory_mb("VmRSS:"),
         };
         println!(
             "Holdout: Average loss: {:.4}, Top-1: {:.2}%, Top-5: {:.2}% ({} images; epoch {:.1}s, {:.0} train images/s)",

@@ -10,11 +10,15 @@ use vggtiny::data::synth::{write_dataset, SynthSpec};
 use vggtiny::model::Vgg16;
 use vggtiny::optim::CyclicLr;
 
+/// The binary, its image cache kept out of the user's home.
+fn command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vggtiny"));
+    cmd.env("XDG_CACHE_HOME", std::env::temp_dir().join("vggtiny-tests-cache"));
+    cmd
+}
+
 fn vggtiny(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vggtiny"))
-        .args(args)
-        .output()
-        .expect("run vggtiny")
+    command().args(args).output().expect("run vggtiny")
 }
 
 fn ok(args: &[&str]) -> String {
@@ -348,7 +352,7 @@ fn explicit_cuda_without_a_gpu_is_an_error() {
 fn missing_default_weights_say_how_to_get_them() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 2, 4);
-    let out = Command::new(env!("CARGO_BIN_EXE_vggtiny"))
+    let out = command()
         .args([
             "train-base",
             "--data",
@@ -473,4 +477,58 @@ fn binary_links_libtorch_cuda_when_libtorch_has_it() {
     if torch_lib.join("libtorch_cuda.so").exists() {
         assert!(listing.contains("libtorch_cuda.so"), "{listing}");
     }
+}
+
+/// A second run maps the decoded images from the cache and trains on exactly the same batches.
+#[test]
+fn cached_and_decoded_runs_train_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let cache = dir.path().join("cache");
+    let run = |name: &str| {
+        let out = dir.path().join(name);
+        let args = format!(
+            "train-base --random-init --data {} --out {} --cache-dir {} --batch-size 4 \
+             --holdout 0.25 --max-steps 3 --log-interval 1",
+            s(&data),
+            s(&out),
+            s(&cache)
+        );
+        let output = vggtiny(&words(&args));
+        assert!(output.status.success());
+        let losses: Vec<f64> = json_lines(&out.join("metrics.jsonl"))
+            .iter()
+            .filter(|e| e["event"] == "batch")
+            .map(|e| e["loss"].as_f64().unwrap())
+            .collect();
+        (String::from_utf8_lossy(&output.stderr).into_owned(), losses)
+    };
+    let (first_log, first) = run("a");
+    let (second_log, second) = run("b");
+    assert!(first_log.contains("decoded"), "{first_log}");
+    assert!(second_log.contains("mapped from the cache"), "{second_log}");
+    assert_eq!(first, second);
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+}
+
+#[test]
+fn bench_json_has_every_figure() {
+    let out = ok(&words(
+        "bench --images 16 --batch-size 8 --steps 1 --device cpu --json",
+    ));
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    for key in [
+        "device",
+        "decode_images_per_sec",
+        "augment_images_per_sec",
+        "train_base_images_per_sec",
+        "finetune_images_per_sec",
+        "eval_images_per_sec",
+        "peak_host_mb",
+        "peak_device_mb",
+        "warm_start_seconds",
+    ] {
+        assert!(report.get(key).is_some(), "no {key} in {report}");
+    }
+    assert!(report["train_base_images_per_sec"].as_f64().unwrap() > 0.0);
 }

@@ -2,12 +2,16 @@
 //! Every random draw comes from a generator keyed by (seed, stage, epoch, batch), so a run, or a
 //! resumed run, sees the same batches.
 
+use std::marker::PhantomData;
+use std::sync::mpsc;
+use std::thread::Scope;
+
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor};
 
-use super::augment::{augment, normalize, to_float, AugmentParams};
+use super::augment::{augment, normalize_channels_last, to_float, AugmentParams};
 use super::cache::ImageSet;
 
 /// One batch on the training device: normalised float NCHW images and int64 labels.
@@ -27,15 +31,42 @@ pub fn mix(parts: &[u64]) -> u64 {
     })
 }
 
+/// One planned training batch: its rows, and the key of its augmentation draws.
+pub struct Planned {
+    pub indices: Vec<usize>,
+    pub key: u64,
+}
+
+/// Delivers batches of a decoded set on the training device. Holds handles to the set's
+/// tensors (so that a background thread can take its own), tied to the set's lifetime.
 pub struct Loader<'a> {
-    set: &'a ImageSet,
+    images: Tensor,
+    labels: Tensor,
     device: Device,
+    // Ties the loader to the set (whose mapping the tensors may point into) without making it
+    // depend on the set being shareable between threads.
+    _set: PhantomData<fn() -> &'a ImageSet>,
 }
 
 impl<'a> Loader<'a> {
     /// Batches of `set` (on the CPU or already on `device`) delivered on `device`.
     pub fn new(set: &'a ImageSet, device: Device) -> Loader<'a> {
-        Loader { set, device }
+        Loader {
+            images: set.images.shallow_clone(),
+            labels: set.labels.shallow_clone(),
+            device,
+            _set: PhantomData,
+        }
+    }
+
+    /// Another loader over the same tensors, for another thread.
+    fn handle(&self) -> Loader<'a> {
+        Loader {
+            images: self.images.shallow_clone(),
+            labels: self.labels.shallow_clone(),
+            device: self.device,
+            _set: PhantomData,
+        }
     }
 
     /// Where batches are delivered.
@@ -50,34 +81,43 @@ impl<'a> Loader<'a> {
         order
     }
 
-    /// Gathers the rows `indices` and moves them to the training device.
+    /// Gathers the rows `indices` on the device holding the set and brings them to the
+    /// training device: from host memory through a pinned buffer and an asynchronous copy.
     fn gather(&self, indices: &[usize]) -> (Tensor, Tensor) {
         let index: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-        let index = Tensor::from_slice(&index).to_device(self.set.images.device());
-        (
-            self.set
-                .images
-                .index_select(0, &index)
-                .to_device(self.device),
-            self.set
-                .labels
-                .index_select(0, &index)
-                .to_device(self.device),
-        )
+        let index = Tensor::from_slice(&index).to_device(self.images.device());
+        let images = self.images.index_select(0, &index);
+        let labels = self.labels.index_select(0, &index);
+        if images.device() == self.device {
+            return (images, labels);
+        }
+        let to_device = |t: Tensor| {
+            t.pin_memory(self.device)
+                .to_device_(self.device, t.kind(), true, false)
+        };
+        (to_device(images), to_device(labels))
     }
 
     /// A training batch of `indices`, augmented with parameters drawn from `key` unless
     /// `augment_images` is off.
     pub fn train_batch(&self, indices: &[usize], key: u64, augment_images: bool) -> Batch {
-        let (images, labels) = self.gather(indices);
-        let images = if augment_images {
-            let params = AugmentParams::sample(indices.len(), &mut ChaCha8Rng::seed_from_u64(key));
-            augment(&images, &params)
-        } else {
-            to_float(&images)
-        };
+        if !augment_images {
+            let (images, labels) = self.gather(indices);
+            return Batch {
+                images: normalize_channels_last(&to_float(&images)),
+                labels,
+                len: indices.len(),
+            };
+        }
+        let drawn = AugmentParams::sample(indices.len(), &mut ChaCha8Rng::seed_from_u64(key));
+        // The order of samples within a batch does not matter to training; grouping them by
+        // the order of their colour ops does to the speed of augmentation.
+        let order = drawn.grouped_order();
+        let rows: Vec<usize> = order.iter().map(|&i| indices[i]).collect();
+        let (images, labels) = self.gather(&rows);
+        let images = augment(&images, &drawn.select(&order));
         Batch {
-            images: normalize(&images),
+            images: normalize_channels_last(&images),
             labels,
             len: indices.len(),
         }
@@ -87,10 +127,37 @@ impl<'a> Loader<'a> {
     pub fn eval_batch(&self, indices: &[usize]) -> Batch {
         let (images, labels) = self.gather(indices);
         Batch {
-            images: normalize(&to_float(&images)),
+            images: normalize_channels_last(&to_float(&images)),
             labels,
             len: indices.len(),
         }
+    }
+
+    /// The batches of `plan`, assembled by a thread of `scope` while the consumer computes:
+    /// at most two wait ready.
+    pub fn prefetch<'scope>(
+        &self,
+        scope: &'scope Scope<'scope, '_>,
+        plan: Vec<Planned>,
+        augment_images: bool,
+    ) -> mpsc::IntoIter<Batch>
+    where
+        'a: 'scope,
+    {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let loader = self.handle();
+        scope.spawn(move || {
+            for p in plan {
+                // A closed channel means the consumer stopped early: nothing left to do.
+                if tx
+                    .send(loader.train_batch(&p.indices, p.key, augment_images))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        rx.into_iter()
     }
 }
 
@@ -123,10 +190,7 @@ mod tests {
             .remainder(256)
             .to_kind(Kind::Uint8)
             .view([4, 64, 64, 3]);
-        let set = ImageSet {
-            images,
-            labels: Tensor::from_slice(&[0i64, 1, 2, 3]),
-        };
+        let set = ImageSet::from_tensors(images, Tensor::from_slice(&[0i64, 1, 2, 3]));
         let loader = Loader::new(&set, Device::Cpu);
         let b = loader.eval_batch(&[3, 1]);
         assert_eq!(b.images.size(), vec![2, 3, 64, 64]);

@@ -20,12 +20,16 @@ def _binary():
 
 
 @pytest.fixture(scope="session")
-def vggtiny():
+def vggtiny(tmp_path_factory):
     """Runs the binary; returns stdout, failing the test with stderr on a non-zero exit."""
     path = _binary()
+    cache = tmp_path_factory.mktemp("cache")
+
+    # The image cache goes to a throwaway directory, not the user's ~/.cache.
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache))
 
     def run(*args, check=True):
-        proc = subprocess.run([path, *map(str, args)], capture_output=True, text=True)
+        proc = subprocess.run([path, *map(str, args)], capture_output=True, text=True, env=env)
         if check and proc.returncode != 0:
             pytest.fail(f"vggtiny {' '.join(map(str, args))} exited {proc.returncode}:\n"
                         f"{proc.stderr}")

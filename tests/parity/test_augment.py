@@ -37,7 +37,10 @@ def torchvision_augment(img, p, i):
     return x.numpy()
 
 
-def test_given_parameters_match_torchvision(tmp_path, vggtiny):
+# "interleaved" takes vggtiny's gather/scatter path, "grouped" (how training batches come) its
+# slice path.
+@pytest.mark.parametrize("orders", ["interleaved", "grouped"])
+def test_given_parameters_match_torchvision(tmp_path, vggtiny, orders):
     n = 32
     imgs = images(n)
     rng = np.random.default_rng(1)
@@ -48,7 +51,8 @@ def test_given_parameters_match_torchvision(tmp_path, vggtiny):
         "flip": [bool(v) for v in np.arange(n) % 2],
         "saturation": [0.5, 2.0] + [float(v) for v in rng.uniform(0.5, 2.0, n - 2)],
         "hue": [-0.05, 0.05] + [float(v) for v in rng.uniform(-0.05, 0.05, n - 2)],
-        "saturation_first": [bool(v) for v in (np.arange(n) // 2) % 2],
+        "saturation_first": [bool(v) for v in ((np.arange(n) // 2) % 2 if orders == "interleaved"
+                                                else np.arange(n) < n // 3)],
     }
     save_file({"images": imgs}, str(tmp_path / "in.safetensors"))
     (tmp_path / "p.json").write_text(json.dumps(params))

@@ -25,8 +25,10 @@ def oracle_train(model, data, frozen, lr, max_lr, step_size_up):
     for m in model.vgg16.classifier:
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
+    # channels-last, as vggtiny runs (and as PyTorch recommends for oneDNN and tensor cores)
+    model.to(memory_format=torch.channels_last)
     recipe.train_stage(model, loader, "cpu", EPOCHS, lr, max_lr, step_size_up,
-                       frozen=frozen)
+                       frozen=frozen, channels_last=True)
     return model.state_dict()
 
 
