@@ -10,6 +10,7 @@ use anyhow::Result;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::amp::{Amp, LossScaler};
 use crate::bail_input;
 use crate::cli::{BenchArgs, Workload};
 use crate::config::{describe, resolve_device};
@@ -28,6 +29,7 @@ use crate::train::{place, train_step};
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub device: String,
+    pub amp: Amp,
     pub images: usize,
     pub batch_size: usize,
     pub decode_images_per_sec: Option<f64>,
@@ -120,6 +122,7 @@ fn train_throughput(
     set: &ImageSet,
     device: Device,
     stage: Stage,
+    amp: Amp,
     batch_size: usize,
     steps: usize,
 ) -> (f64, f64) {
@@ -127,7 +130,9 @@ fn train_throughput(
     tch::manual_seed(0);
     let mut model = Vgg16::new(classes, device);
     model.set_stage(stage);
+    model.set_compute_kind(amp.compute_kind());
     let mut adam = Adam::new(model.trainable().into_iter().map(|(_, t)| t).collect());
+    let mut scaler = (amp == Amp::Fp16).then(|| LossScaler::standard(device));
     let schedule = CyclicLr::triangular2(1e-4, 6e-4, 1404);
     let n = set.len();
     let warmup = 2;
@@ -153,8 +158,13 @@ fn train_throughput(
                 break;
             };
             waited += wait.elapsed().as_secs_f64();
-            let (lr, beta1) = schedule.at(step as u64);
-            let _ = train_step(&mut model, &mut adam, &batch, lr, beta1);
+            let _ = train_step(
+                &mut model,
+                &mut adam,
+                scaler.as_mut(),
+                &batch,
+                schedule.at(step as u64),
+            );
         }
     });
     sync(device);
@@ -167,6 +177,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bail_input!("--images must be at least --batch-size, and --batch-size at least 2");
     }
     let device = resolve_device(&args.device)?;
+    if args.amp == Amp::Fp16 && device == Device::Cpu {
+        bail_input!("--amp fp16 needs a CUDA device; on the CPU use --amp bf16 or off");
+    }
     eprintln!("device: {}", describe(device));
     if device != Device::Cpu {
         tch::Cuda::cudnn_set_benchmark(true);
@@ -177,6 +190,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let wants = |w: Workload| args.only.is_empty() || args.only.contains(&w);
     let mut report = Report {
         device: describe(device),
+        amp: args.amp,
         images: list.len(),
         batch_size: args.batch_size,
         ..Report::default()
@@ -222,18 +236,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Some((batches * batch) as f64 / started.elapsed().as_secs_f64());
     }
     if wants(Workload::TrainBase) {
-        let (ips, wait) = train_throughput(&set, device, Stage::Base, batch, args.steps);
+        let (ips, wait) = train_throughput(&set, device, Stage::Base, args.amp, batch, args.steps);
         report.train_base_images_per_sec = Some(ips);
         report.train_base_data_wait = Some(wait);
     }
     if wants(Workload::Finetune) {
-        let (ips, wait) = train_throughput(&set, device, Stage::Finetune, batch, args.steps);
+        let (ips, wait) =
+            train_throughput(&set, device, Stage::Finetune, args.amp, batch, args.steps);
         report.finetune_images_per_sec = Some(ips);
         report.finetune_data_wait = Some(wait);
     }
     if wants(Workload::Eval) {
         tch::manual_seed(0);
-        let model = Vgg16::new(200, device);
+        let mut model = Vgg16::new(200, device);
+        model.set_compute_kind(args.amp.compute_kind());
         let eval_batch = eval_batch_size(device, batch);
         let rows: Vec<usize> = (0..n).collect();
         let _ = model.forward_eval(&loader.eval_batch(&rows[..eval_batch.min(n)]).images);

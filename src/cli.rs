@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::amp::Amp;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "vggtiny",
@@ -122,6 +124,9 @@ pub struct CommonArgs {
     /// Also log mini-batch accuracy every N optimizer steps
     #[arg(long, default_value_t = 300, value_name = "N")]
     pub pred_interval: u64,
+    /// Mixed precision: fp16 (CUDA, with loss scaling) or bf16; off computes in fp32 as the recipe
+    #[arg(long, value_enum, default_value_t = Amp::Off)]
+    pub amp: Amp,
     /// After each epoch, recompute the head's BatchNorm statistics over N training batches as
     /// eval sees them (no augmentation, no dropout); 0 keeps the recipe's running statistics
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -288,6 +293,9 @@ pub struct BenchArgs {
     /// Timed optimizer steps per training stage (after two warm-up steps)
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub steps: usize,
+    /// Mixed precision of the training and eval workloads
+    #[arg(long, value_enum, default_value_t = Amp::Off)]
+    pub amp: Amp,
     /// Measure only these workloads (comma separated) [default: all]
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Workload>,

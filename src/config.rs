@@ -7,6 +7,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
+use crate::amp::Amp;
 use crate::bail_input;
 use crate::checkpoint::Source;
 use crate::cli::{CommonArgs, FinetuneArgs, SchedStep, TrainBaseArgs};
@@ -55,6 +56,8 @@ pub struct TrainConfig {
     pub dropout: bool,
     #[serde(default = "on")]
     pub shuffle: bool,
+    #[serde(default)]
+    pub amp: Amp,
     /// Batches of PreciseBN recalibration after each epoch; 0 = off.
     #[serde(default)]
     pub precise_bn: usize,
@@ -180,6 +183,7 @@ impl TrainConfig {
             dropout: !c.no_dropout,
             shuffle: !c.no_shuffle,
             precise_bn: c.precise_bn,
+            amp: c.amp,
             max_steps: c.max_steps,
             force: c.force,
         };
@@ -219,7 +223,10 @@ impl TrainConfig {
         if self.log_interval < 1 || self.pred_interval < 1 {
             bail_input!("--log-interval and --pred-interval must be at least 1");
         }
-        resolve_device(&self.device)?;
+        let device = resolve_device(&self.device)?;
+        if self.amp == Amp::Fp16 && device == Device::Cpu {
+            bail_input!("--amp fp16 needs a CUDA device; on the CPU use --amp bf16 or off");
+        }
         Ok(())
     }
 }

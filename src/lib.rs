@@ -4,6 +4,7 @@
 //! network, `optim` Adam and CyclicLR, `train` the one loop of both stages, `eval` the scores,
 //! `checkpoint` the run directory on disk, `metrics` what gets logged.
 
+pub mod amp;
 pub mod atomic_file;
 pub mod bench;
 pub mod checkpoint;

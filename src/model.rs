@@ -85,6 +85,8 @@ pub struct Vgg16 {
     head: Head,
     num_classes: i64,
     dropout: f64,
+    /// Type of convolutions and linear layers under mixed precision; `None` computes in fp32.
+    compute: Option<Kind>,
 }
 
 /// How the head runs: training (batch statistics, running update, dropout), eval (running
@@ -194,6 +196,21 @@ impl Vgg16 {
             },
             num_classes,
             dropout: DROPOUT,
+            compute: None,
+        }
+    }
+
+    /// Mixed precision: convolutions and linear layers compute in `kind` on cast copies of the
+    /// fp32 weights; `None` for fp32 throughout.
+    pub fn set_compute_kind(&mut self, kind: Option<Kind>) {
+        self.compute = kind;
+    }
+
+    /// `t` in the compute type (itself in fp32 mode).
+    fn compute(&self, t: &Tensor) -> Tensor {
+        match self.compute {
+            Some(kind) => t.to_kind(kind),
+            None => t.shallow_clone(),
         }
     }
 
@@ -212,12 +229,13 @@ impl Vgg16 {
 
     /// The convolutional trunk: (N, 3, H, W) -> (N, 512, H/32, W/32).
     pub fn features(&self, x: &Tensor) -> Tensor {
-        let mut x = x.shallow_clone();
+        let mut x = self.compute(x);
         for layer in &self.features {
             x = match *layer {
-                Layer::Conv(w, b) => x
-                    .conv2d(self.t(w), Some(self.t(b)), [1, 1], [1, 1], [1, 1], 1)
-                    .relu_(),
+                Layer::Conv(w, b) => {
+                    let (w, b) = (self.compute(self.t(w)), self.compute(self.t(b)));
+                    x.conv2d(&w, Some(&b), [1, 1], [1, 1], [1, 1], 1).relu_()
+                }
                 Layer::MaxPool => x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
             };
         }
@@ -231,11 +249,16 @@ impl Vgg16 {
             Mode::Eval => (false, BN_MOMENTUM, 0.0),
             Mode::Calibrate { momentum } => (true, momentum, 0.0),
         };
+        let linear = |x: &Tensor, (w, b): (usize, usize)| {
+            self.compute(x)
+                .linear(&self.compute(self.t(w)), Some(&self.compute(self.t(b))))
+        };
         let mut x = features.adaptive_avg_pool2d([7, 7]).flatten(1, -1);
-        for (&(w, b), bn) in self.head.fc.iter().zip(&self.head.bn) {
-            x = x
-                .linear(self.t(w), Some(self.t(b)))
+        for (&fc, bn) in self.head.fc.iter().zip(&self.head.bn) {
+            // BatchNorm runs in fp32 whatever the compute type, as under autocast.
+            x = linear(&x, fc)
                 .relu()
+                .to_kind(Kind::Float)
                 .batch_norm(
                     Some(self.t(bn[0])),
                     Some(self.t(bn[1])),
@@ -248,8 +271,7 @@ impl Vgg16 {
                 )
                 .dropout(dropout, mode == Mode::Train);
         }
-        let (w, b) = self.head.fc[2];
-        x.linear(self.t(w), Some(self.t(b)))
+        linear(&x, self.head.fc[2]).to_kind(Kind::Float)
     }
 
     /// Training-mode forward: batch statistics, running-statistics update, dropout.
@@ -454,6 +476,24 @@ mod tests {
         assert!(model.t(bn[3]).allclose(&var, 1e-4, 1e-5, false));
         // the batch counter is a training statistic and stays untouched
         assert_eq!(model.t(bn[4]).int64_value(&[]), 0);
+    }
+
+    #[test]
+    fn bf16_compute_stays_close_to_fp32_and_trains_fp32_weights() {
+        let mut model = Vgg16::new(5, Device::Cpu);
+        let x = Tensor::randn([3, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let fp32 = model.forward_eval(&x);
+        model.set_compute_kind(Some(Kind::BFloat16));
+        let bf16 = model.forward_eval(&x);
+        assert_eq!(bf16.kind(), Kind::Float);
+        let rel = ((&bf16 - &fp32).norm().double_value(&[])) / fp32.norm().double_value(&[]);
+        assert!(rel < 0.05, "relative difference {rel}");
+        model.set_stage(Stage::Finetune);
+        model.forward_train(&x).sum(Kind::Float).backward();
+        for (name, t) in model.trainable() {
+            assert_eq!(t.kind(), Kind::Float, "{name}");
+            assert_eq!(t.grad().kind(), Kind::Float, "{name}");
+        }
     }
 
     #[test]

@@ -76,6 +76,11 @@ impl Adam {
         }
     }
 
+    /// The parameters it updates.
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
             p.zero_grad();

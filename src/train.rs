@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
+use crate::amp::{Amp, LossScaler};
 use crate::bail_input;
 use crate::checkpoint::{
     prepare_run_dir, read_tensors, save_meta, save_tensors, Meta, Source, METRICS_FILE, MODEL_FILE,
@@ -156,20 +157,31 @@ pub fn place(set: ImageSet, device: Device) -> ImageSet {
     }
 }
 
-/// One optimizer step: training-mode forward, NLL of the log-softmax, backward, Adam.
+/// One optimizer step: training-mode forward, NLL of the log-softmax, backward, Adam. Under
+/// fp16 the backward runs on the scaled loss and a step with overflowed gradients is skipped.
 /// Returns the loss and the logits, detached, still on the device.
 pub fn train_step(
     model: &mut Vgg16,
     adam: &mut Adam,
+    scaler: Option<&mut LossScaler>,
     batch: &Batch,
-    lr: f64,
-    beta1: f64,
+    (lr, beta1): (f64, f64),
 ) -> (Tensor, Tensor) {
     let logits = model.forward_train(&batch.images);
     let loss = logits.log_softmax(1, Kind::Float).nll_loss(&batch.labels);
     adam.zero_grad();
-    loss.backward();
-    adam.step(lr, beta1);
+    match scaler {
+        None => {
+            loss.backward();
+            adam.step(lr, beta1);
+        }
+        Some(scaler) => {
+            scaler.scaled(&loss).backward();
+            if scaler.unscale(adam.params()) {
+                adam.step(lr, beta1);
+            }
+        }
+    }
     (loss.detach(), logits.detach())
 }
 
@@ -201,7 +213,9 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
     }
     model.set_stage(cfg.stage);
     model.set_dropout(cfg.dropout);
+    model.set_compute_kind(cfg.amp.compute_kind());
     let mut adam = Adam::new(model.trainable().into_iter().map(|(_, t)| t).collect());
+    let mut scaler = (cfg.amp == Amp::Fp16).then(|| LossScaler::standard(device));
 
     let mut meta = Meta::new(cfg.stage, data.classes.clone(), data.spec, cfg.clone());
     let mut log = MetricsLog::append(&cfg.out.join(METRICS_FILE))?;
@@ -246,7 +260,8 @@ pub fn run(cfg: &TrainConfig) -> Result<Scores> {
                     SchedStep::Epoch => u64::from(epoch - 1),
                 };
                 let (lr, beta1) = cfg.schedule.at(sched_t);
-                let (loss, logits) = train_step(&mut model, &mut adam, &batch, lr, beta1);
+                let (loss, logits) =
+                    train_step(&mut model, &mut adam, scaler.as_mut(), &batch, (lr, beta1));
 
                 loss_sum += loss.to_kind(Kind::Double) * batch.len as f64;
                 seen += batch.len;

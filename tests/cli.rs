@@ -13,7 +13,10 @@ use vggtiny::optim::CyclicLr;
 /// The binary, its image cache kept out of the user's home.
 fn command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vggtiny"));
-    cmd.env("XDG_CACHE_HOME", std::env::temp_dir().join("vggtiny-tests-cache"));
+    cmd.env(
+        "XDG_CACHE_HOME",
+        std::env::temp_dir().join("vggtiny-tests-cache"),
+    );
     cmd
 }
 
@@ -308,6 +311,10 @@ fn input_errors_exit_2_with_a_clear_message() {
         (format!("{base} --max-steps 0"), "--max-steps"),
         (format!("{base} --device tpu"), "--device"),
         (
+            format!("{base} --amp fp16 --device cpu"),
+            "--amp fp16 needs a CUDA device",
+        ),
+        (
             "train-base --random-init --data /nonexistent".to_string(),
             "/nonexistent",
         ),
@@ -531,4 +538,22 @@ fn bench_json_has_every_figure() {
         assert!(report.get(key).is_some(), "no {key} in {report}");
     }
     assert!(report["train_base_images_per_sec"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bf16_training_keeps_fp32_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 6);
+    let run = dir.path().join("run");
+    train_random(
+        &data,
+        &run,
+        "--amp bf16 --max-steps 2 --batch-size 4 --holdout 0.25",
+    );
+    for (name, t) in tensors(&run.join("model.safetensors")) {
+        if !name.ends_with("num_batches_tracked") {
+            assert_eq!(t.kind(), tch::Kind::Float, "{name}");
+            assert!(t.isfinite().all().int64_value(&[]) == 1, "{name}");
+        }
+    }
 }

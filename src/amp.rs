@@ -1,0 +1,129 @@
+//! Mixed precision. libtorch's autocast as tch exposes it is CUDA-only and fp16-only, so the
+//! model casts instead: convolutions and linear layers run in the low-precision type on
+//! low-precision copies of the fp32 master weights (autograd carries the gradients back to
+//! fp32), BatchNorm, the loss and the optimizer stay fp32. fp16 needs dynamic loss scaling,
+//! built here from libtorch's own `_amp_update_scale_`; bf16 has fp32's range and needs none.
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+/// `--amp`: the type the model computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Amp {
+    /// fp32 throughout, as the recipe
+    #[default]
+    Off,
+    /// float16 compute with dynamic loss scaling (CUDA)
+    Fp16,
+    /// bfloat16 compute
+    Bf16,
+}
+
+impl Amp {
+    /// The compute type of convolutions and linear layers; `None` for fp32.
+    pub fn compute_kind(self) -> Option<Kind> {
+        match self {
+            Amp::Off => None,
+            Amp::Fp16 => Some(Kind::Half),
+            Amp::Bf16 => Some(Kind::BFloat16),
+        }
+    }
+}
+
+/// Dynamic loss scaling, as `torch.amp.GradScaler` does it: the loss is multiplied by a scale
+/// before backward; gradients are divided by it before the step; a step whose gradients
+/// overflowed is skipped and the scale halved; after `growth_interval` clean steps it doubles.
+pub struct LossScaler {
+    scale: Tensor,
+    growth_tracker: Tensor,
+    growth_interval: i64,
+}
+
+impl LossScaler {
+    pub fn new(device: Device, init_scale: f64, growth_interval: i64) -> LossScaler {
+        LossScaler {
+            scale: Tensor::full([], init_scale, (Kind::Float, device)),
+            growth_tracker: Tensor::zeros([], (Kind::Int, device)),
+            growth_interval,
+        }
+    }
+
+    /// The recipe-independent defaults of GradScaler: 2^16, doubling every 2000 clean steps.
+    pub fn standard(device: Device) -> LossScaler {
+        LossScaler::new(device, 65536.0, 2000)
+    }
+
+    pub fn scale(&self) -> f64 {
+        self.scale.double_value(&[])
+    }
+
+    pub fn scaled(&self, loss: &Tensor) -> Tensor {
+        loss * &self.scale
+    }
+
+    /// Unscales the gradients of `params` in place and updates the scale. Returns whether they
+    /// are all finite, i.e. whether the optimizer may step. One host read per step, as
+    /// GradScaler's.
+    pub fn unscale(&mut self, params: &[Tensor]) -> bool {
+        let inv = self.scale.reciprocal();
+        let mut found_inf = Tensor::zeros([], (Kind::Float, self.scale.device()));
+        tch::no_grad(|| {
+            for p in params {
+                let mut grad = p.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let _ = grad.g_mul_(&inv);
+                let bad = grad.isfinite().logical_not().any().to_kind(Kind::Float);
+                found_inf = found_inf.maximum(&bad);
+            }
+        });
+        let _ = self.scale.internal_amp_update_scale_(
+            &self.growth_tracker,
+            &found_inf,
+            2.0,
+            0.5,
+            self.growth_interval,
+        );
+        found_inf.double_value(&[]) == 0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param_with_grad(grad: &[f32]) -> Tensor {
+        let p =
+            Tensor::zeros([grad.len() as i64], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        (&p * Tensor::from_slice(grad)).sum(Kind::Float).backward();
+        p
+    }
+
+    #[test]
+    fn overflow_skips_and_halves_clean_steps_grow() {
+        let mut scaler = LossScaler::new(Device::Cpu, 1024.0, 2);
+        let good = param_with_grad(&[2048.0, -1024.0]);
+        assert!(scaler.unscale(std::slice::from_ref(&good)));
+        assert_eq!(
+            Vec::<f32>::try_from(&good.grad()).unwrap(),
+            vec![2.0, -1.0],
+            "gradients divided by the scale"
+        );
+        assert_eq!(scaler.scale(), 1024.0);
+        let good2 = param_with_grad(&[1.0]);
+        assert!(scaler.unscale(&[good2]));
+        assert_eq!(scaler.scale(), 2048.0, "doubled after 2 clean steps");
+        let bad = param_with_grad(&[f32::INFINITY, 1.0]);
+        assert!(!scaler.unscale(&[bad]));
+        assert_eq!(scaler.scale(), 1024.0, "halved on overflow");
+    }
+
+    #[test]
+    fn compute_kinds() {
+        assert_eq!(Amp::Off.compute_kind(), None);
+        assert_eq!(Amp::Fp16.compute_kind(), Some(Kind::Half));
+        assert_eq!(Amp::Bf16.compute_kind(), Some(Kind::BFloat16));
+    }
+}
