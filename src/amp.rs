@@ -4,6 +4,8 @@
 //! fp32), BatchNorm, the loss and the optimizer stay fp32. fp16 needs dynamic loss scaling,
 //! built here from libtorch's own `_amp_update_scale_`; bf16 has fp32's range and needs none.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -52,6 +54,30 @@ impl LossScaler {
     /// The recipe-independent defaults of GradScaler: 2^16, doubling every 2000 clean steps.
     pub fn standard(device: Device) -> LossScaler {
         LossScaler::new(device, 65536.0, 2000)
+    }
+
+    /// Scale and growth tracker under `amp.scale` and `amp.growth_tracker`.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("amp.scale".into(), self.scale.shallow_clone()),
+            (
+                "amp.growth_tracker".into(),
+                self.growth_tracker.shallow_clone(),
+            ),
+        ]
+    }
+
+    /// Restores what `state` saved, when it is there (a run that had no scaler saved none).
+    pub fn load_state(&mut self, saved: &mut HashMap<String, Tensor>) {
+        tch::no_grad(|| {
+            if let Some(scale) = saved.remove("amp.scale") {
+                self.scale.copy_(&scale.to_device(self.scale.device()));
+            }
+            if let Some(tracker) = saved.remove("amp.growth_tracker") {
+                self.growth_tracker
+                    .copy_(&tracker.to_device(self.growth_tracker.device()));
+            }
+        });
     }
 
     pub fn scale(&self) -> f64 {

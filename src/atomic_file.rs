@@ -4,11 +4,28 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 
+/// Test hook for file systems that cannot be made full for real: with
+/// `VGGTINY_FAULT_DISK_FULL_AFTER=N` set, every atomic write after the first N fails as a full
+/// disk would.
+fn injected_disk_full() -> Option<std::io::Error> {
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+    let limit: usize = std::env::var("VGGTINY_FAULT_DISK_FULL_AFTER")
+        .ok()?
+        .parse()
+        .ok()?;
+    (WRITES.fetch_add(1, Ordering::SeqCst) >= limit)
+        .then(|| std::io::Error::from_raw_os_error(libc::ENOSPC))
+}
+
 /// Writes `path` through a synced temporary file and a rename; `write` fills the temporary path.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if let Some(err) = injected_disk_full() {
+        return Err(err).with_context(|| format!("cannot write {}", path.display()));
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -23,7 +23,7 @@ use crate::eval::eval_batch_size;
 use crate::metrics::host_memory_mb;
 use crate::model::{Stage, Vgg16};
 use crate::optim::{Adam, CyclicLr};
-use crate::train::{place, train_step};
+use crate::train::{forward_loss, optimize, place};
 
 /// Results, in the JSON shape `--json` prints. Absent workloads are null.
 #[derive(Debug, Default, Serialize)]
@@ -131,7 +131,7 @@ fn train_throughput(
     let mut model = Vgg16::new(classes, device);
     model.set_stage(stage);
     model.set_compute_kind(amp.compute_kind());
-    let mut adam = Adam::new(model.trainable().into_iter().map(|(_, t)| t).collect());
+    let mut adam = Adam::new(model.trainable());
     let mut scaler = (amp == Amp::Fp16).then(|| LossScaler::standard(device));
     let schedule = CyclicLr::triangular2(1e-4, 6e-4, 1404);
     let n = set.len();
@@ -158,13 +158,8 @@ fn train_throughput(
                 break;
             };
             waited += wait.elapsed().as_secs_f64();
-            let _ = train_step(
-                &mut model,
-                &mut adam,
-                scaler.as_mut(),
-                &batch,
-                schedule.at(step as u64),
-            );
+            let (loss, _) = forward_loss(&mut model, &batch);
+            optimize(&mut adam, scaler.as_mut(), &loss, schedule.at(step as u64));
         }
     });
     sync(device);
@@ -202,10 +197,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         report.decode_images_per_sec = Some(list.len() as f64 / started.elapsed().as_secs_f64());
         // A repeat run's start: scan, find and map the cache, build the model, first batch.
         let cache_dir = scratch.0.join("cache");
-        cache::load(&list, Some(&cache_dir))?;
+        cache::load(&list, Some(&cache_dir), false)?;
         let started = Instant::now();
         let warm_list = samples(&tree, args.images)?;
-        let (warm, _) = cache::load(&warm_list, Some(&cache_dir))?;
+        let (warm, _) = cache::load(&warm_list, Some(&cache_dir), false)?;
         let warm = place(warm, device);
         let _model = Vgg16::new(200, device);
         let first: Vec<usize> = (0..args.batch_size).collect();

@@ -3,12 +3,15 @@
 //! Every file is written to a temporary name in the same directory, synced, then renamed, so a
 //! crash leaves either the old file or the new one.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use crate::atomic_file::{write_atomic, write_bytes_atomic};
 use crate::bail_input;
@@ -21,6 +24,81 @@ use crate::model::Stage;
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const META_FILE: &str = "meta.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
+/// Everything a run needs to continue: model, optimizer moments, loss scale, and its
+/// `TrainState` in the file's metadata. Written whole and atomically, so it is never torn.
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+const STATE_KEY: &str = "vggtiny.state";
+
+/// The best holdout top-1 so far and the epoch that reached it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    pub epoch: u32,
+    pub top1: f64,
+}
+
+/// Where a run stands, saved with every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub stage: Stage,
+    /// The epoch in progress (1-based), or the next one at an epoch boundary.
+    pub epoch: u32,
+    /// Batches of `epoch` already trained.
+    pub batch: usize,
+    /// Optimizer steps taken in this stage (the scheduler position).
+    pub step: u64,
+    pub adam_steps: u64,
+    /// Sum and count of the per-sample losses of `epoch` so far.
+    pub loss_sum: f64,
+    pub seen: usize,
+    pub last_lr: f64,
+    pub nan_skips: u64,
+    pub best: Option<Best>,
+    /// Bytes of metrics.jsonl that belong to this state; a resume cuts what came after.
+    pub metrics_len: u64,
+    pub finished: bool,
+}
+
+impl TrainState {
+    pub fn new(stage: Stage) -> TrainState {
+        TrainState {
+            stage,
+            epoch: 1,
+            batch: 0,
+            step: 0,
+            adam_steps: 0,
+            loss_sum: 0.0,
+            seen: 0,
+            last_lr: 0.0,
+            nan_skips: 0,
+            best: None,
+            metrics_len: 0,
+            finished: false,
+        }
+    }
+}
+
+/// Writes a checkpoint: `tensors` (model, optimizer, scaler) with `state` as metadata.
+pub fn save_checkpoint(dir: &Path, tensors: &[(String, Tensor)], state: &TrainState) -> Result<()> {
+    let metadata = HashMap::from([(STATE_KEY.to_string(), serde_json::to_string(state)?)]);
+    save_safetensors(&dir.join(CHECKPOINT_FILE), tensors, Some(metadata))
+}
+
+/// Reads a checkpoint written by `save_checkpoint`; errors name the file.
+pub fn load_checkpoint(dir: &Path) -> Result<(HashMap<String, Tensor>, TrainState)> {
+    let path = dir.join(CHECKPOINT_FILE);
+    if !path.is_file() {
+        bail_input!(
+            "{}: no checkpoint to resume from (was the run started with this version?)",
+            path.display()
+        );
+    }
+    let (tensors, metadata) = read_safetensors(&path)?;
+    let state = metadata
+        .get(STATE_KEY)
+        .and_then(|json| serde_json::from_str(json).ok())
+        .ok_or_else(|| input_error(format!("{}: no training state in it", path.display())))?;
+    Ok((tensors.into_iter().collect(), state))
+}
 
 /// What `meta.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,6 +111,11 @@ pub struct Meta {
     pub split: SplitSpec,
     pub config: TrainConfig,
     pub epochs: Vec<EpochRecord>,
+    /// Images left out because they could not be decoded (`--skip-bad-images`).
+    #[serde(default)]
+    pub skipped: Vec<PathBuf>,
+    #[serde(default)]
+    pub best: Option<Best>,
 }
 
 impl Meta {
@@ -45,19 +128,116 @@ impl Meta {
             split,
             config,
             epochs: Vec::new(),
+            skipped: Vec::new(),
+            best: None,
         }
     }
 }
 
-/// Saves named tensors as safetensors, atomically. Tensors are copied to the CPU first.
-pub fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
-    let cpu: Vec<(&str, Tensor)> = named
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.to_device(tch::Device::Cpu).contiguous()))
-        .collect();
-    write_atomic(path, |tmp| {
-        Tensor::write_safetensors(&cpu, tmp).map_err(anyhow::Error::from)
+/// A tensor's bytes in the form the safetensors writer takes.
+struct Bytes {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &Bytes {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn to_bytes(t: &Tensor) -> Result<Bytes> {
+    let t = t.to_device(Device::Cpu).contiguous();
+    let numel = t.numel();
+    let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut data, numel)?;
+    Ok(Bytes {
+        dtype: Dtype::try_from(t.kind())?,
+        shape: t.size().iter().map(|&d| d as usize).collect(),
+        data,
     })
+}
+
+/// Metadata key of the CRC-32 of every tensor's bytes (in name order): safetensors has no
+/// checksum of its own, and a flipped bit in the data would load as a silently wrong weight.
+const CRC_KEY: &str = "vggtiny.crc32";
+
+fn tensors_crc<'a>(named: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut sorted: Vec<_> = named.collect();
+    sorted.sort_by_key(|(name, _)| *name);
+    let mut crc = crc32fast::Hasher::new();
+    for (name, data) in sorted {
+        crc.update(name.as_bytes());
+        crc.update(data);
+    }
+    format!("{:08x}", crc.finalize())
+}
+
+/// Saves named tensors (copied to the CPU) and string metadata as safetensors, atomically,
+/// with a checksum of the tensors in the metadata.
+pub fn save_safetensors(
+    path: &Path,
+    named: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let bytes = named
+        .iter()
+        .map(|(n, t)| Ok((n.as_str(), to_bytes(t)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut metadata = metadata.unwrap_or_default();
+    let crc = tensors_crc(bytes.iter().map(|(n, b)| (*n, b.data.as_slice())));
+    metadata.insert(CRC_KEY.to_string(), crc);
+    write_atomic(path, |tmp| {
+        let views = bytes.iter().map(|(n, b)| (*n, b));
+        safetensors::tensor::serialize_to_file(views, &Some(metadata), tmp)?;
+        Ok(())
+    })
+}
+
+/// Saves named tensors as safetensors, atomically.
+pub fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
+    save_safetensors(path, named, None)
+}
+
+/// Named tensors, as files hold them.
+pub type Named = Vec<(String, Tensor)>;
+
+/// Reads a safetensors file: its tensors and its metadata. Errors name the file.
+pub fn read_safetensors(path: &Path) -> Result<(Named, HashMap<String, String>)> {
+    let bytes =
+        fs::read(path).map_err(|e| input_error(format!("cannot read {}: {e}", path.display())))?;
+    let bad = |e: &dyn std::fmt::Display| {
+        input_error(format!(
+            "{}: not a readable safetensors file: {e}",
+            path.display()
+        ))
+    };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(&e))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(&e))?;
+    if let Some(stored) = metadata.get(CRC_KEY) {
+        let views = file.tensors();
+        let actual = tensors_crc(views.iter().map(|(n, v)| (n.as_str(), v.data())));
+        if *stored != actual {
+            return Err(bad(&"checksum mismatch: the file is corrupt"));
+        }
+    }
+    let tensors = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| Ok((name, Tensor::try_from(view).map_err(|e| bad(&e))?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((tensors, metadata))
 }
 
 /// Reads named tensors from a `.safetensors` or `.ot` file (by extension; anything else is
@@ -66,16 +246,15 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if !path.is_file() {
         bail_input!("{}: no such file", path.display());
     }
-    let result = match path.extension().and_then(|e| e.to_str()) {
-        Some("ot") => Tensor::load_multi(path),
-        _ => Tensor::read_safetensors(path),
-    };
-    result.map_err(|e| {
-        input_error(format!(
-            "{}: not a readable weights file: {e}",
-            path.display()
-        ))
-    })
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("ot") => Tensor::load_multi(path).map_err(|e| {
+            input_error(format!(
+                "{}: not a readable weights file: {e}",
+                path.display()
+            ))
+        }),
+        _ => Ok(read_safetensors(path)?.0),
+    }
 }
 
 pub fn save_meta(dir: &Path, meta: &Meta) -> Result<()> {
@@ -123,19 +302,36 @@ impl Source {
     }
 }
 
+/// Cuts `metrics.jsonl` in `dir` back to `len` bytes (what a checkpoint covers).
+pub fn truncate_metrics(dir: &Path, len: u64) -> Result<()> {
+    let path = dir.join(METRICS_FILE);
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.set_len(len)
+        .with_context(|| format!("cannot truncate {}", path.display()))
+}
+
 /// Makes sure `dir` exists and holds no model, unless `force`.
 pub fn prepare_run_dir(dir: &Path, force: bool) -> Result<()> {
-    if dir.join(MODEL_FILE).exists() && !force {
+    let used = dir.join(MODEL_FILE).exists() || dir.join(CHECKPOINT_FILE).exists();
+    if used && !force {
         bail_input!(
-            "{} already holds a model; pass --force to overwrite it, or choose another --out",
+            "{} already holds a run; pass --resume to continue it, --force to overwrite it, \
+             or choose another --out",
             dir.display()
         );
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let metrics = dir.join(METRICS_FILE);
-    if metrics.exists() {
-        fs::remove_file(&metrics)
-            .with_context(|| format!("cannot remove {}", metrics.display()))?;
+    // A forced fresh start must not leave the old run's log or checkpoint behind.
+    for stale in [METRICS_FILE, CHECKPOINT_FILE] {
+        let path = dir.join(stale);
+        if path.exists() {
+            fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
     }
     Ok(())
 }
@@ -167,5 +363,22 @@ mod tests {
         fs::write(&path, b"garbage").unwrap();
         let err = read_tensors(&path).unwrap_err().to_string();
         assert!(err.contains("m.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn a_flipped_bit_in_tensor_data_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let t = Tensor::arange(1000, (tch::Kind::Float, Device::Cpu));
+        save_tensors(&path, &[("w".into(), t)]).unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 10;
+        bytes[last] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        let err = read_tensors(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("corrupt") && err.contains("m.safetensors"),
+            "{err}"
+        );
     }
 }

@@ -131,6 +131,20 @@ pub struct CommonArgs {
     /// eval sees them (no augmentation, no dropout); 0 keeps the recipe's running statistics
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub precise_bn: usize,
+    /// Continue the stopped run in --out from its last checkpoint: same split, schedule
+    /// position, optimizer state and random draws
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
+    /// Also write a resumable checkpoint every N optimizer steps [default: after each epoch only]
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Skip up to N batches whose loss is not finite (checked every step); with 0 a non-finite
+    /// loss stops the run at the next log interval, keeping the last good checkpoint
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_nan_skips: u64,
+    /// Train without the images that cannot be decoded (listed in meta.json) instead of stopping
+    #[arg(long)]
+    pub skip_bad_images: bool,
     /// Stop after N optimizer steps (quick trials, smoke tests)
     #[arg(long, value_name = "N")]
     pub max_steps: Option<u64>,
@@ -243,6 +257,9 @@ pub struct EvalArgs {
     /// Decode the images without reading or writing a cache file
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
+    /// Score without the images that cannot be decoded instead of stopping
+    #[arg(long)]
+    pub skip_bad_images: bool,
 }
 
 #[derive(Debug, Clone, Args)]

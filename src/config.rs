@@ -63,8 +63,16 @@ pub struct TrainConfig {
     pub precise_bn: usize,
     #[serde(default)]
     pub max_steps: Option<u64>,
+    #[serde(default)]
+    pub checkpoint_every: Option<u64>,
+    #[serde(default)]
+    pub max_nan_skips: u64,
+    #[serde(default)]
+    pub skip_bad_images: bool,
     #[serde(skip)]
     pub force: bool,
+    #[serde(skip)]
+    pub resume: bool,
 }
 
 /// Serde default of switches that older meta.json files do not record.
@@ -106,7 +114,8 @@ impl TrainConfig {
             Init::RandomInit
         } else {
             let path = args.weights.unwrap_or_else(default_weights_path);
-            if !path.is_file() {
+            // A resumed run has its weights in its checkpoint.
+            if !path.is_file() && !args.common.resume {
                 bail_input!(
                     "no ImageNet VGG16 weights at {}\n\
                      Get them with `scripts/fetch-weights`, or convert a downloaded \
@@ -185,7 +194,11 @@ impl TrainConfig {
             precise_bn: c.precise_bn,
             amp: c.amp,
             max_steps: c.max_steps,
+            checkpoint_every: c.checkpoint_every,
+            max_nan_skips: c.max_nan_skips,
+            skip_bad_images: c.skip_bad_images,
             force: c.force,
+            resume: c.resume,
         };
         config.validate()?;
         Ok(config)
@@ -217,8 +230,8 @@ impl TrainConfig {
         if s.step_size_up < 1 {
             bail_input!("--step-size-up must be at least 1");
         }
-        if self.max_steps == Some(0) {
-            bail_input!("--max-steps must be at least 1");
+        if self.max_steps == Some(0) || self.checkpoint_every == Some(0) {
+            bail_input!("--max-steps and --checkpoint-every must be at least 1");
         }
         if self.log_interval < 1 || self.pred_interval < 1 {
             bail_input!("--log-interval and --pred-interval must be at least 1");
@@ -229,6 +242,53 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// The configuration a resumed run continues with: the one it recorded, but for the settings
+/// that may change between sessions (device, length, logging, checkpoints, cache), taken from
+/// this command line. Any other flag that differs from the recording is an error naming it.
+pub fn resumed(requested: &TrainConfig, recorded: &TrainConfig) -> Result<TrainConfig> {
+    const MAY_CHANGE: [&str; 10] = [
+        "device",
+        "epochs",
+        "log_interval",
+        "pred_interval",
+        "cache_dir",
+        "max_steps",
+        "checkpoint_every",
+        "max_nan_skips",
+        "skip_bad_images",
+        "init",
+    ];
+    let a = serde_json::to_value(requested)?;
+    let b = serde_json::to_value(recorded)?;
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        anyhow::bail!("configuration is not a JSON object");
+    };
+    let differing: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| !MAY_CHANGE.contains(&k.as_str()) && b.get(*k) != Some(*v))
+        .map(|(k, _)| format!("--{}", k.replace('_', "-")))
+        .collect();
+    if !differing.is_empty() {
+        bail_input!(
+            "--resume: {} differ(s) from the run being resumed; resume with its original flags \
+             (see config in {}/meta.json)",
+            differing.join(", "),
+            recorded.out.display()
+        );
+    }
+    let mut config = recorded.clone();
+    config.device = requested.device.clone();
+    config.epochs = requested.epochs;
+    config.log_interval = requested.log_interval;
+    config.pred_interval = requested.pred_interval;
+    config.cache_dir = requested.cache_dir.clone();
+    config.max_steps = requested.max_steps;
+    config.checkpoint_every = requested.checkpoint_every;
+    config.max_nan_skips = requested.max_nan_skips;
+    config.resume = true;
+    Ok(config)
 }
 
 /// The cache directory flags resolve to: `--no-cache` none, else `--cache-dir` or the default.

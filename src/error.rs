@@ -28,9 +28,27 @@ macro_rules! bail_input {
     };
 }
 
+/// A run stopped by a signal after saving a checkpoint: exits 128 + the signal number.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub signal: i32,
+    /// What was saved and how to resume.
+    pub message: String,
+}
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// The process exit code for an error chain.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|cause| cause.is::<InputError>()) {
+    if let Some(stop) = err.downcast_ref::<Interrupted>() {
+        128 + stop.signal
+    } else if err.chain().any(|cause| cause.is::<InputError>()) {
         2
     } else {
         1

@@ -84,10 +84,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 
     let (classes, samples): (Vec<String>, Vec<Sample>) = match args.split {
         EvalSplit::Holdout => {
-            let list = scan_image_folder(&root.train)?;
+            let mut list = scan_image_folder(&root.train)?;
             let spec = match &source.meta {
                 Some(meta) => {
                     ensure_same_classes(&meta.classes, &list.classes, &checkpoint)?;
+                    // The run split the images it could decode: so does its holdout here.
+                    list.samples.retain(|s| !meta.skipped.contains(&s.path));
                     if meta.split.dataset_size != list.samples.len() {
                         bail_input!(
                             "{checkpoint} was split over {} images, {} has {}: the holdout \
@@ -127,7 +129,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let mut model = Vgg16::new(classes.len() as i64, device);
     model.load(read_tensors(&source.model)?, Part::All, &checkpoint)?;
     let cache_dir = cache_setting(args.cache_dir.clone(), args.no_cache);
-    let set = place(load_images(&samples, cache_dir.as_deref())?, device);
+    let (set, skipped) = load_images(&samples, cache_dir.as_deref(), args.skip_bad_images)?;
+    let set = place(set, device);
+    let samples: Vec<Sample> = samples
+        .into_iter()
+        .filter(|s| !skipped.contains(&s.path))
+        .collect();
     let loader = Loader::new(&set, device);
     let indices: Vec<usize> = (0..samples.len()).collect();
     let scores = evaluate(&model, &loader, &indices, args.batch_size);

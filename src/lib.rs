@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod progress;
+pub mod signals;
 pub mod train;
 
 use anyhow::Result;

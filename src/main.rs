@@ -25,9 +25,13 @@ fn main() {
         Ok(Err(err)) => err,
         Err(payload) => vggtiny::error::from_panic(payload),
     };
-    eprintln!("error: {err}");
-    for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+    if err.is::<vggtiny::error::Interrupted>() {
+        eprintln!("{err}");
+    } else {
+        eprintln!("error: {err}");
+        for cause in err.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
     }
     std::process::exit(vggtiny::error::exit_code(&err));
 }

@@ -97,6 +97,11 @@ impl MetricsLog {
         self.out.flush().context("cannot write metrics.jsonl")
     }
 
+    /// Bytes written to the log so far (everything is flushed line by line).
+    pub fn bytes_written(&self) -> Result<u64> {
+        Ok(self.out.get_ref().metadata()?.len())
+    }
+
     pub fn batch(&mut self, record: &BatchRecord) -> Result<()> {
         self.write(Event::Batch(record))
     }

@@ -1,113 +1,16 @@
 //! The command line end to end, on datasets and weight files each test makes for itself.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::*;
 use serde_json::Value;
 use tch::{Device, Tensor};
-use vggtiny::data::synth::{write_dataset, SynthSpec};
 use vggtiny::model::Vgg16;
 use vggtiny::optim::CyclicLr;
-
-/// The binary, its image cache kept out of the user's home.
-fn command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vggtiny"));
-    cmd.env(
-        "XDG_CACHE_HOME",
-        std::env::temp_dir().join("vggtiny-tests-cache"),
-    );
-    cmd
-}
-
-fn vggtiny(args: &[&str]) -> Output {
-    command().args(args).output().expect("run vggtiny")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = vggtiny(args);
-    assert!(
-        out.status.success(),
-        "vggtiny {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail with `code`; returns its stderr.
-fn fails(args: &[&str], code: i32) -> String {
-    let out = vggtiny(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(code), "vggtiny {args:?}: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// A command line split at spaces (test paths have none).
-fn words(line: &str) -> Vec<&str> {
-    line.split_whitespace().collect()
-}
-
-/// `eval --json` of `checkpoint` on `data`, plus space-separated `flags`.
-fn eval_json(data: &Path, checkpoint: &Path, flags: &str) -> Value {
-    let mut args = vec![
-        "eval",
-        "--json",
-        "--data",
-        s(data),
-        "--checkpoint",
-        s(checkpoint),
-    ];
-    args.extend(flags.split_whitespace());
-    serde_json::from_str(ok(&args).trim()).unwrap()
-}
-
-/// `train-base --random-init` on `data` into `out`, plus space-separated `flags`.
-fn train_random(data: &Path, out: &Path, flags: &str) -> String {
-    let mut args = vec![
-        "train-base",
-        "--random-init",
-        "--data",
-        s(data),
-        "--out",
-        s(out),
-    ];
-    args.extend(flags.split_whitespace());
-    ok(&args)
-}
-
-/// A synthetic Tiny ImageNet tree: `classes` x `per_class` train images, 3 val images a class.
-fn dataset(dir: &Path, classes: usize, per_class: usize) -> PathBuf {
-    let root = dir.join("data");
-    let spec = SynthSpec {
-        classes,
-        per_class,
-        val_per_class: 3,
-        seed: 1,
-    };
-    write_dataset(&root, &spec).unwrap();
-    root
-}
-
-fn tensors(path: &Path) -> HashMap<String, Tensor> {
-    Tensor::read_safetensors(path)
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
-fn json_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 #[test]
 fn train_base_finetune_eval_end_to_end() {
@@ -121,7 +24,7 @@ fn train_base_finetune_eval_end_to_end() {
         .into_iter()
         .map(|(n, t)| (n.trim_start_matches("vgg16.").to_string(), t))
         .collect();
-    Tensor::write_safetensors(&bare, &weights).unwrap();
+    vggtiny::checkpoint::save_tensors(&weights, &bare).unwrap();
     let base = dir.path().join("base");
     ok(&words(&format!(
         "train-base --data {} --weights {} --out {} --epochs 2 --batch-size 8 \

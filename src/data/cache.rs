@@ -77,11 +77,13 @@ pub enum Origin {
     Rebuilt,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadReport {
     pub origin: Origin,
     /// Images that were not 64x64 and were resized.
     pub resized: usize,
+    /// Indices (into the list loaded) of images left out because they could not be decoded.
+    pub skipped: Vec<usize>,
 }
 
 /// Digest of the image list: each path with its size and modification time.
@@ -113,7 +115,7 @@ pub fn cache_path(dir: &Path, digest: &[u8; 32]) -> PathBuf {
     dir.join(format!("images-{}.u8", &hex(digest)[..32]))
 }
 
-fn header(count: usize, digest: &[u8; 32], crc: u32) -> [u8; HEADER_BYTES] {
+fn header(count: usize, bad: usize, digest: &[u8; 32], crc: u32) -> [u8; HEADER_BYTES] {
     let mut h = [0u8; HEADER_BYTES];
     h[..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -121,30 +123,43 @@ fn header(count: usize, digest: &[u8; 32], crc: u32) -> [u8; HEADER_BYTES] {
     h[16..24].copy_from_slice(&(count as u64).to_le_bytes());
     h[24..56].copy_from_slice(digest);
     h[56..60].copy_from_slice(&crc.to_le_bytes());
+    h[60..64].copy_from_slice(&(bad as u32).to_le_bytes());
     h
 }
 
-/// Maps `path` and checks it holds `count` images of the list with `digest`, intact.
-fn open_valid(path: &Path, count: usize, digest: &[u8; 32]) -> Result<Mmap> {
+/// Maps `path` and checks it holds `count` images of the list with `digest`, intact. Returns
+/// the mapping and the indices of the images that could not be decoded (stored as zeros).
+fn open_valid(path: &Path, count: usize, digest: &[u8; 32]) -> Result<(Mmap, Vec<usize>)> {
     let file = File::open(path)?;
     // SAFETY: cache files are only ever replaced by rename, never written in place.
     let map = unsafe { Mmap::map(&file)? };
-    anyhow::ensure!(
-        map.len() == HEADER_BYTES + count * IMAGE_BYTES,
-        "size {} instead of {}",
-        map.len(),
-        HEADER_BYTES + count * IMAGE_BYTES
-    );
+    anyhow::ensure!(map.len() >= HEADER_BYTES, "shorter than its header");
     let crc = u32::from_le_bytes(map[56..60].try_into()?);
+    let bad = u32::from_le_bytes(map[60..64].try_into()?) as usize;
+    let payload = count * IMAGE_BYTES;
+    let expected = HEADER_BYTES + payload + bad * 8;
     anyhow::ensure!(
-        map[..HEADER_BYTES] == header(count, digest, crc),
+        map.len() == expected,
+        "size {} instead of {expected}",
+        map.len()
+    );
+    anyhow::ensure!(
+        map[..HEADER_BYTES] == header(count, bad, digest, crc),
         "header does not match"
     );
     anyhow::ensure!(
         crc32fast::hash(&map[HEADER_BYTES..]) == crc,
-        "pixel checksum does not match"
+        "checksum does not match"
     );
-    Ok(map)
+    let bad = map[HEADER_BYTES + payload..]
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8-byte chunk")) as usize)
+        .collect::<Vec<_>>();
+    anyhow::ensure!(
+        bad.iter().all(|&i| i < count),
+        "bad-image index out of range"
+    );
+    Ok((map, bad))
 }
 
 fn labels_of(samples: &[Sample]) -> Tensor {
@@ -153,8 +168,14 @@ fn labels_of(samples: &[Sample]) -> Tensor {
 }
 
 /// Decoded pixels of `samples`, from the cache in `cache_dir` when a valid file is there,
-/// otherwise decoded (and cached there). `None` decodes without any cache file.
-pub fn load(samples: &[Sample], cache_dir: Option<&Path>) -> Result<(ImageSet, LoadReport)> {
+/// otherwise decoded (and cached there). `None` decodes without any cache file. Images that
+/// cannot be decoded are all reported in one input error, unless `skip_bad`: then the set holds
+/// only the good ones and the report lists the others.
+pub fn load(
+    samples: &[Sample],
+    cache_dir: Option<&Path>,
+    skip_bad: bool,
+) -> Result<(ImageSet, LoadReport)> {
     let mut origin = Origin::Decoded;
     let target = match cache_dir {
         Some(dir) => {
@@ -162,7 +183,21 @@ pub fn load(samples: &[Sample], cache_dir: Option<&Path>) -> Result<(ImageSet, L
             let path = cache_path(dir, &digest);
             if path.exists() {
                 match open_valid(&path, samples.len(), &digest) {
-                    Ok(map) => return Ok((mapped(map, samples), cache_report())),
+                    Ok((map, bad)) => {
+                        if !bad.is_empty() && !skip_bad {
+                            // The cache keeps which images failed, not why: ask them again.
+                            let failed: Vec<Sample> =
+                                bad.iter().map(|&i| samples[i].clone()).collect();
+                            let messages = decode(&failed).failures;
+                            return Err(bad_images_error(&failed, &messages));
+                        }
+                        let report = LoadReport {
+                            origin: Origin::Cache,
+                            resized: 0,
+                            skipped: bad.clone(),
+                        };
+                        return Ok((without(mapped(map, samples), &bad, samples.len()), report));
+                    }
                     Err(e) => {
                         eprintln!(
                             "warning: cache file {} is unusable ({e}); rebuilding it",
@@ -176,26 +211,42 @@ pub fn load(samples: &[Sample], cache_dir: Option<&Path>) -> Result<(ImageSet, L
         }
         None => None,
     };
-    let (pixels, resized) = decode_all(samples)?;
+    let decoded = decode(samples);
+    let bad: Vec<usize> = decoded.failures.iter().map(|(i, _)| *i).collect();
     if let Some((path, digest)) = target {
-        if let Err(e) = write_cache(&path, &digest, samples.len(), &pixels) {
+        if let Err(e) = write_cache(&path, &digest, samples.len(), &decoded.pixels, &bad) {
             eprintln!("warning: cannot write the image cache: {e:#}");
         }
     }
+    if !bad.is_empty() && !skip_bad {
+        return Err(bad_images_error(samples, &decoded.failures));
+    }
     let n = samples.len() as i64;
     let side = SIDE as i64;
-    let images = Tensor::from_slice(&pixels).view([n, side, side, 3]);
-    Ok((
-        ImageSet::from_tensors(images, labels_of(samples)),
-        LoadReport { origin, resized },
-    ))
+    let images = Tensor::from_slice(&decoded.pixels).view([n, side, side, 3]);
+    let set = ImageSet::from_tensors(images, labels_of(samples));
+    let report = LoadReport {
+        origin,
+        resized: decoded.resized,
+        skipped: bad.clone(),
+    };
+    Ok((without(set, &bad, samples.len()), report))
 }
 
-fn cache_report() -> LoadReport {
-    LoadReport {
-        origin: Origin::Cache,
-        resized: 0,
+/// The set without the rows `bad` (a copy, made only when there are any).
+fn without(set: ImageSet, bad: &[usize], count: usize) -> ImageSet {
+    if bad.is_empty() {
+        return set;
     }
+    let keep: Vec<i64> = (0..count)
+        .filter(|i| !bad.contains(i))
+        .map(|i| i as i64)
+        .collect();
+    let keep = Tensor::from_slice(&keep);
+    ImageSet::from_tensors(
+        set.images.index_select(0, &keep),
+        set.labels.index_select(0, &keep),
+    )
 }
 
 fn mapped(map: Mmap, samples: &[Sample]) -> ImageSet {
@@ -220,22 +271,39 @@ fn mapped(map: Mmap, samples: &[Sample]) -> ImageSet {
     }
 }
 
-fn write_cache(path: &Path, digest: &[u8; 32], count: usize, pixels: &[u8]) -> Result<()> {
+fn write_cache(
+    path: &Path,
+    digest: &[u8; 32],
+    count: usize,
+    pixels: &[u8],
+    bad: &[usize],
+) -> Result<()> {
     let dir = path.parent().context("cache path has no directory")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let crc = crc32fast::hash(pixels);
+    let bad_bytes: Vec<u8> = bad.iter().flat_map(|&i| (i as u64).to_le_bytes()).collect();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(pixels);
+    crc.update(&bad_bytes);
+    let crc = crc.finalize();
     write_atomic(path, |tmp| {
         let mut f = std::io::BufWriter::new(File::create(tmp)?);
-        f.write_all(&header(count, digest, crc))?;
+        f.write_all(&header(count, bad.len(), digest, crc))?;
         f.write_all(pixels)?;
+        f.write_all(&bad_bytes)?;
         f.flush()?;
         Ok(())
     })
 }
 
-/// Decodes every sample in parallel. Files that cannot be read or decoded are all collected and
-/// reported together, with their paths, as one input error. Returns pixels and the resize count.
-pub fn decode_all(samples: &[Sample]) -> Result<(Vec<u8>, usize)> {
+/// Pixels of every sample, decoded in parallel; rows of files that fail stay zero.
+struct Decoded {
+    pixels: Vec<u8>,
+    resized: usize,
+    /// (index, reason) of each sample that could not be read or decoded.
+    failures: Vec<(usize, String)>,
+}
+
+fn decode(samples: &[Sample]) -> Decoded {
     let mut pixels = vec![0u8; samples.len() * IMAGE_BYTES];
     let outcomes: Vec<Result<bool, String>> = pixels
         .par_chunks_mut(IMAGE_BYTES)
@@ -245,27 +313,47 @@ pub fn decode_all(samples: &[Sample]) -> Result<(Vec<u8>, usize)> {
             decode_into(&bytes, dst).map_err(|e| format!("{e:#}"))
         })
         .collect();
-    let mut failures = Vec::new();
     let mut resized = 0;
-    for (sample, outcome) in samples.iter().zip(&outcomes) {
+    let mut failures = Vec::new();
+    for (i, outcome) in outcomes.into_iter().enumerate() {
         match outcome {
-            Ok(r) => resized += usize::from(*r),
-            Err(e) => failures.push(format!("  {}: {e}", sample.path.display())),
+            Ok(r) => resized += usize::from(r),
+            Err(e) => failures.push((i, e)),
         }
     }
-    if !failures.is_empty() {
-        let shown = failures.len().min(20);
-        let mut msg = format!(
-            "{} image(s) could not be decoded:\n{}",
-            failures.len(),
-            failures[..shown].join("\n")
-        );
-        if failures.len() > shown {
-            msg.push_str(&format!("\n  ... and {} more", failures.len() - shown));
-        }
-        return Err(input_error(msg));
+    Decoded {
+        pixels,
+        resized,
+        failures,
     }
-    Ok((pixels, resized))
+}
+
+/// One input error listing every image that failed (indices into `samples`), with why.
+fn bad_images_error(samples: &[Sample], failures: &[(usize, String)]) -> anyhow::Error {
+    let lines: Vec<String> = failures
+        .iter()
+        .map(|(i, e)| format!("  {}: {e}", samples[*i].path.display()))
+        .collect();
+    let shown = lines.len().min(20);
+    let mut msg = format!(
+        "{} image(s) could not be decoded:\n{}",
+        lines.len(),
+        lines[..shown].join("\n")
+    );
+    if lines.len() > shown {
+        msg.push_str(&format!("\n  ... and {} more", lines.len() - shown));
+    }
+    msg.push_str("\nfix or remove them, or pass --skip-bad-images to train without them");
+    input_error(msg)
+}
+
+/// Decodes every sample, all or nothing: pixels and the count of resized images.
+pub fn decode_all(samples: &[Sample]) -> Result<(Vec<u8>, usize)> {
+    let decoded = decode(samples);
+    if !decoded.failures.is_empty() {
+        return Err(bad_images_error(samples, &decoded.failures));
+    }
+    Ok((decoded.pixels, decoded.resized))
 }
 
 #[cfg(test)]
@@ -291,11 +379,11 @@ mod tests {
     fn cached_pixels_equal_decoded_pixels() {
         let (dir, samples) = fixture();
         let cache = dir.path().join("cache");
-        let (first, report) = load(&samples, Some(&cache)).unwrap();
+        let (first, report) = load(&samples, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Decoded);
-        let (second, report) = load(&samples, Some(&cache)).unwrap();
+        let (second, report) = load(&samples, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Cache);
-        let (plain, _) = load(&samples, None).unwrap();
+        let (plain, _) = load(&samples, None, false).unwrap();
         assert!(second.images.equal(&plain.images));
         assert!(first.images.equal(&plain.images));
         assert!(second.labels.equal(&plain.labels));
@@ -305,7 +393,7 @@ mod tests {
     fn a_changed_file_gets_a_new_cache_file() {
         let (dir, samples) = fixture();
         let cache = dir.path().join("cache");
-        load(&samples, Some(&cache)).unwrap();
+        load(&samples, Some(&cache), false).unwrap();
         let before = list_digest(&samples).unwrap();
         // Rewrite one image with other content: size or mtime moves, so does the digest.
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -313,7 +401,7 @@ mod tests {
         fs::write(&samples[0].path, other).unwrap();
         let after = list_digest(&samples).unwrap();
         assert_ne!(before, after);
-        let (set, report) = load(&samples, Some(&cache)).unwrap();
+        let (set, report) = load(&samples, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Decoded);
         assert!(set.images.get(0).equal(&set.images.get(1)));
     }
@@ -322,24 +410,55 @@ mod tests {
     fn corrupt_and_truncated_cache_files_are_rebuilt() {
         let (dir, samples) = fixture();
         let cache = dir.path().join("cache");
-        let (good, _) = load(&samples, Some(&cache)).unwrap();
+        let (good, _) = load(&samples, Some(&cache), false).unwrap();
         let path = cache_path(&cache, &list_digest(&samples).unwrap());
 
         let mut bytes = fs::read(&path).unwrap();
         bytes[HEADER_BYTES + 1000] ^= 0x40;
         fs::write(&path, &bytes).unwrap();
-        let (set, report) = load(&samples, Some(&cache)).unwrap();
+        let (set, report) = load(&samples, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Rebuilt);
         assert!(set.images.equal(&good.images));
         assert_eq!(
-            load(&samples, Some(&cache)).unwrap().1.origin,
+            load(&samples, Some(&cache), false).unwrap().1.origin,
             Origin::Cache
         );
 
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-        let (set, report) = load(&samples, Some(&cache)).unwrap();
+        let (set, report) = load(&samples, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Rebuilt);
         assert!(set.images.equal(&good.images));
+    }
+
+    #[test]
+    fn undecodable_images_are_reported_or_skipped_and_remembered() {
+        let (dir, samples) = fixture();
+        fs::write(&samples[3].path, b"not a jpeg").unwrap();
+        let cache = dir.path().join("cache");
+        let err = load(&samples, Some(&cache), false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(&samples[3].path.display().to_string()),
+            "{err}"
+        );
+        assert!(err.contains("--skip-bad-images"), "{err}");
+        for origin in [Origin::Cache, Origin::Cache] {
+            let (set, report) = load(&samples, Some(&cache), true).unwrap();
+            assert_eq!(report.origin, origin);
+            assert_eq!(report.skipped, vec![3]);
+            assert_eq!(set.len(), samples.len() - 1);
+        }
+        // the cached failure still stops a strict run, naming the file
+        let err = load(&samples, Some(&cache), false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(&samples[3].path.display().to_string()),
+            "{err}"
+        );
     }
 }

@@ -297,4 +297,69 @@ mod tests {
             .to_string();
         assert!(err.contains(":1"), "{err}");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any text, any class list: the parser answers with samples or an error, never a
+            /// panic; every sample it returns is well formed.
+            #[test]
+            fn val_annotations_never_panic(
+                text in ".{0,400}",
+                lines in proptest::collection::vec(("[a-zA-Z0-9_. /]{0,12}", "n[0-9]{0,3}", "[\\t 0-9a-z-]{0,12}"), 0..8),
+                classes in proptest::collection::vec("n[0-9]{0,3}", 0..5),
+            ) {
+                let structured: String = lines
+                    .iter()
+                    .map(|(f, w, rest)| format!("{f}\t{w}\t{rest}\n"))
+                    .collect();
+                for input in [text.as_str(), structured.as_str()] {
+                    if let Ok(samples) = parse_val_annotations(input, Path::new("v.txt"), Path::new("img"), &classes) {
+                        prop_assert!(!samples.is_empty());
+                        for sample in samples {
+                            prop_assert!(sample.label < classes.len());
+                            prop_assert!(sample.path.starts_with("img"));
+                        }
+                    }
+                }
+            }
+
+            /// Any tree of oddly named files and folders: the scan finds classes and samples or
+            /// says why not, never panics; what it finds exists, is an image by name, and is
+            /// labelled with one of its classes.
+            #[test]
+            fn scanning_arbitrary_trees_never_panics(
+                entries in proptest::collection::vec(
+                    ("[a-zA-Z0-9 ._\\-é]{1,10}", proptest::option::of("[a-zA-Z0-9 ._\\-é]{1,10}"), "(\\.(jpg|JPEG|png|txt|Tiff|webp))?", any::<bool>()),
+                    0..12,
+                ),
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                for (class, sub, ext, is_dir) in &entries {
+                    let class_dir = dir.path().join(class);
+                    let parent = match sub {
+                        Some(sub) => class_dir.join(sub),
+                        None => class_dir,
+                    };
+                    if fs::create_dir_all(&parent).is_err() {
+                        continue; // a name taken by a file: the tree is what it is
+                    }
+                    let leaf = parent.join(format!("f{ext}"));
+                    let _ = if *is_dir { fs::create_dir_all(&leaf) } else { fs::write(&leaf, b"x") };
+                }
+                if let Ok(list) = scan_image_folder(dir.path()) {
+                    prop_assert!(!list.classes.is_empty());
+                    for sample in &list.samples {
+                        prop_assert!(sample.path.is_file());
+                        prop_assert!(has_image_extension(&sample.path));
+                        prop_assert!(sample.label < list.classes.len());
+                    }
+                }
+            }
+        }
+    }
 }
