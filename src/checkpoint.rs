@@ -24,6 +24,19 @@ use crate::model::Stage;
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const META_FILE: &str = "meta.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
+/// The model of the epoch with the best holdout top-1 so far.
+pub const BEST_FILE: &str = "best.safetensors";
+
+/// Which model of a run directory to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Which {
+    /// The model of the last epoch (model.safetensors)
+    #[default]
+    Last,
+    /// The model of the epoch with the best holdout top-1 (best.safetensors)
+    Best,
+}
 /// Everything a run needs to continue: model, optimizer moments, loss scale, and its
 /// `TrainState` in the file's metadata. Written whole and atomically, so it is never torn.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -108,6 +121,9 @@ pub struct Meta {
     pub stage: Stage,
     /// Class names (wnids) in label order.
     pub classes: Vec<String>,
+    /// Human names of the classes, from words.txt ("" where unknown).
+    #[serde(default)]
+    pub class_names: Vec<String>,
     pub split: SplitSpec,
     pub config: TrainConfig,
     pub epochs: Vec<EpochRecord>,
@@ -125,6 +141,7 @@ impl Meta {
             version: env!("CARGO_PKG_VERSION").to_string(),
             stage,
             classes,
+            class_names: Vec::new(),
             split,
             config,
             epochs: Vec::new(),
@@ -277,12 +294,17 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn resolve(path: &Path) -> Result<Source> {
+    /// `path` is a run directory (its last or best model, as `which` says) or a model file.
+    pub fn resolve(path: &Path, which: Which) -> Result<Source> {
         let (model, meta_path) = if path.is_dir() {
-            let model = path.join(MODEL_FILE);
+            let file = match which {
+                Which::Last => MODEL_FILE,
+                Which::Best => BEST_FILE,
+            };
+            let model = path.join(file);
             if !model.is_file() {
                 bail_input!(
-                    "{}: no {MODEL_FILE} in this directory; is it a finished run?",
+                    "{}: no {file} in this directory; is it a run with a finished epoch?",
                     path.display()
                 );
             }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::amp::Amp;
+use crate::checkpoint::Which;
+use crate::eval::Tta;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,8 +30,17 @@ pub enum Command {
     Eval(EvalArgs),
     /// Write a small learnable synthetic dataset in the Tiny ImageNet layout
     Synth(SynthArgs),
+    /// The five most likely classes of images of any size or format
+    Predict(PredictArgs),
+    /// Download and unpack Tiny ImageNet (resumable, MD5-checked)
+    Download(DownloadArgs),
     /// Measure the pipeline: decode, augmentation, both training stages, eval, memory
     Bench(BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Diagnostics for the parity suite: vggtiny's view of a dataset, its decoded pixels
     #[command(hide = true, subcommand)]
     Inspect(InspectCommand),
@@ -145,6 +156,15 @@ pub struct CommonArgs {
     /// Train without the images that cannot be decoded (listed in meta.json) instead of stopping
     #[arg(long)]
     pub skip_bad_images: bool,
+    /// Also write the logged scalars as TensorBoard event files in DIR
+    #[arg(long, value_name = "DIR")]
+    pub tensorboard: Option<PathBuf>,
+    /// Stop when the holdout top-1 has not improved by more than --min-delta for PATIENCE epochs
+    #[arg(long, value_name = "PATIENCE")]
+    pub early_stop: Option<u32>,
+    /// Smallest holdout top-1 gain (a fraction, e.g. 0.001) that counts as an improvement
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    pub min_delta: f64,
     /// Stop after N optimizer steps (quick trials, smoke tests)
     #[arg(long, value_name = "N")]
     pub max_steps: Option<u64>,
@@ -199,6 +219,9 @@ pub struct FinetuneArgs {
     /// Stage-1 run directory (or model .safetensors) to start from
     #[arg(long, default_value = "runs/base", value_name = "RUN")]
     pub from: PathBuf,
+    /// Which model of the --from run: the last epoch's or the best holdout top-1's
+    #[arg(long, value_enum, default_value_t = Which::Last)]
+    pub which: Which,
     /// Run directory to write
     #[arg(long, default_value = "runs/finetune", value_name = "DIR")]
     pub out: PathBuf,
@@ -233,12 +256,18 @@ pub struct EvalArgs {
     /// Run directory or model .safetensors file
     #[arg(long, default_value = "runs/finetune", value_name = "RUN")]
     pub checkpoint: PathBuf,
+    /// Which model of the run: the last epoch's or the best holdout top-1's
+    #[arg(long, value_enum, default_value_t = Which::Last)]
+    pub which: Which,
     /// Which images to score
     #[arg(long, value_enum, default_value_t = EvalSplit::Holdout)]
     pub split: EvalSplit,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
+    /// Test-time augmentation: average the class probabilities over views of each image
+    #[arg(long, value_enum, default_value_t = Tta::None)]
+    pub tta: Tta,
     /// Split seed for a checkpoint without meta.json
     #[arg(long, default_value_t = 42)]
     pub seed: i64,
@@ -279,6 +308,44 @@ pub struct SynthArgs {
     /// Seed of the generator
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DownloadArgs {
+    /// Folder to put the zip and the unpacked dataset in
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Where to download from (a mirror, say)
+    #[arg(long, default_value = crate::download::DEFAULT_URL)]
+    pub url: String,
+    /// Expected MD5 of the zip
+    #[arg(long, default_value = crate::download::DEFAULT_MD5)]
+    pub md5: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PredictArgs {
+    /// Image files (any size or format; resized to 64x64)
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// Run directory or model .safetensors file
+    #[arg(long, default_value = "runs/finetune", value_name = "RUN")]
+    pub checkpoint: PathBuf,
+    /// Which model of the run: the last epoch's or the best holdout top-1's
+    #[arg(long, value_enum, default_value_t = Which::Last)]
+    pub which: Which,
+    /// Dataset root whose classes a bare model file (no meta.json) was trained on
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Test-time augmentation: average the class probabilities over views of each image
+    #[arg(long, value_enum, default_value_t = Tta::None)]
+    pub tta: Tta,
+    /// Print one JSON array instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// auto (CUDA when present), cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 /// A part of the pipeline `bench` can measure.

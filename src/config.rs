@@ -9,7 +9,7 @@ use tch::Device;
 
 use crate::amp::Amp;
 use crate::bail_input;
-use crate::checkpoint::Source;
+use crate::checkpoint::{Source, Which};
 use crate::cli::{CommonArgs, FinetuneArgs, SchedStep, TrainBaseArgs};
 use crate::model::Stage;
 use crate::optim::CyclicLr;
@@ -66,6 +66,15 @@ pub struct TrainConfig {
     #[serde(default)]
     pub checkpoint_every: Option<u64>,
     #[serde(default)]
+    pub tensorboard: Option<PathBuf>,
+    #[serde(default)]
+    pub early_stop: Option<u32>,
+    #[serde(default)]
+    pub min_delta: f64,
+    /// Which model of an `Init::From` run to start from.
+    #[serde(default)]
+    pub which: Which,
+    #[serde(default)]
     pub max_nan_skips: u64,
     #[serde(default)]
     pub skip_bad_images: bool,
@@ -83,6 +92,7 @@ fn on() -> bool {
 /// The settings in which the two stages differ.
 struct StageSettings {
     stage: Stage,
+    which: Which,
     out: PathBuf,
     init: Init,
     epochs: u32,
@@ -129,6 +139,7 @@ impl TrainConfig {
         let c = args.common;
         let stage = StageSettings {
             stage: Stage::Base,
+            which: Which::Last,
             seed: c.seed.unwrap_or(DEFAULT_SEED),
             holdout: c.holdout.unwrap_or(DEFAULT_HOLDOUT),
             out: args.out,
@@ -141,7 +152,7 @@ impl TrainConfig {
 
     /// Stage 2 takes the split of the run it starts from unless told otherwise.
     pub fn finetune(args: FinetuneArgs) -> Result<TrainConfig> {
-        let source = Source::resolve(&args.from)?;
+        let source = Source::resolve(&args.from, args.which)?;
         let split = source.meta.as_ref().map(|m| &m.split);
         let c = args.common;
         let seed = c.seed.or(split.map(|s| s.seed)).unwrap_or(DEFAULT_SEED);
@@ -162,6 +173,7 @@ impl TrainConfig {
         }
         let stage = StageSettings {
             stage: Stage::Finetune,
+            which: args.which,
             seed,
             holdout,
             out: args.out,
@@ -195,6 +207,10 @@ impl TrainConfig {
             amp: c.amp,
             max_steps: c.max_steps,
             checkpoint_every: c.checkpoint_every,
+            early_stop: c.early_stop,
+            tensorboard: c.tensorboard,
+            min_delta: c.min_delta,
+            which: s.which,
             max_nan_skips: c.max_nan_skips,
             skip_bad_images: c.skip_bad_images,
             force: c.force,
@@ -233,6 +249,9 @@ impl TrainConfig {
         if self.max_steps == Some(0) || self.checkpoint_every == Some(0) {
             bail_input!("--max-steps and --checkpoint-every must be at least 1");
         }
+        if !(self.min_delta >= 0.0 && self.min_delta < 1.0) || self.early_stop == Some(0) {
+            bail_input!("--min-delta must be in [0, 1) and --early-stop at least 1");
+        }
         if self.log_interval < 1 || self.pred_interval < 1 {
             bail_input!("--log-interval and --pred-interval must be at least 1");
         }
@@ -248,7 +267,10 @@ impl TrainConfig {
 /// that may change between sessions (device, length, logging, checkpoints, cache), taken from
 /// this command line. Any other flag that differs from the recording is an error naming it.
 pub fn resumed(requested: &TrainConfig, recorded: &TrainConfig) -> Result<TrainConfig> {
-    const MAY_CHANGE: [&str; 10] = [
+    const MAY_CHANGE: [&str; 13] = [
+        "tensorboard",
+        "early_stop",
+        "min_delta",
         "device",
         "epochs",
         "log_interval",
@@ -287,6 +309,9 @@ pub fn resumed(requested: &TrainConfig, recorded: &TrainConfig) -> Result<TrainC
     config.max_steps = requested.max_steps;
     config.checkpoint_every = requested.checkpoint_every;
     config.max_nan_skips = requested.max_nan_skips;
+    config.early_stop = requested.early_stop;
+    config.tensorboard = requested.tensorboard.clone();
+    config.min_delta = requested.min_delta;
     config.resume = true;
     Ok(config)
 }

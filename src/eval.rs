@@ -13,7 +13,7 @@ use crate::data::loader::Loader;
 use crate::data::scan::{find_classes, scan_image_folder, scan_val, DataRoot, Sample};
 use crate::data::split::SplitSpec;
 use crate::metrics::topk_correct;
-use crate::model::{Part, Vgg16};
+use crate::model::{channels_last, Part, Vgg16};
 use crate::train::{load_images, place};
 
 /// Images per eval forward pass inside a training run: on a GPU a large batch keeps it busy; on
@@ -34,25 +34,80 @@ pub struct Scores {
     pub top5: f64,
 }
 
+/// Test-time augmentation: which views of each image are scored and averaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Tta {
+    /// The image as it is
+    None,
+    /// The image and its mirror image
+    Flip,
+    /// Four corner crops and the centre crop at 56x56 resized to 64, and their mirror images
+    #[value(name = "10crop")]
+    #[serde(rename = "10crop")]
+    TenCrop,
+}
+
+/// The views `tta` scores of a normalised NCHW batch.
+fn views(x: &Tensor, tta: Tta) -> Vec<Tensor> {
+    const CROP: i64 = 56;
+    const SIDE: i64 = 64;
+    match tta {
+        Tta::None => vec![x.shallow_clone()],
+        Tta::Flip => vec![x.shallow_clone(), x.flip([3])],
+        Tta::TenCrop => {
+            let far = SIDE - CROP;
+            let corners = [(0, 0), (0, far), (far, 0), (far, far), (far / 2, far / 2)];
+            let crops: Vec<Tensor> = corners
+                .iter()
+                .map(|&(top, left)| {
+                    // Enlarging, so plain bilinear equals torchvision's antialiased resize.
+                    let crop = x.narrow(2, top, CROP).narrow(3, left, CROP).contiguous();
+                    channels_last(&crop.upsample_bilinear2d([SIDE, SIDE], false, None, None))
+                })
+                .collect();
+            let mirrors: Vec<Tensor> = crops.iter().map(|c| c.flip([3])).collect();
+            crops.into_iter().chain(mirrors).collect()
+        }
+    }
+}
+
+/// Log-probabilities of a normalised batch: of the logits, or of the class probabilities
+/// averaged over the test-time views.
+pub fn log_probs(model: &Vgg16, images: &Tensor, tta: Tta) -> Tensor {
+    if tta == Tta::None {
+        return model.forward_eval(images).log_softmax(1, Kind::Float);
+    }
+    let views = views(images, tta);
+    let count = views.len() as f64;
+    let sum = views
+        .iter()
+        .map(|v| model.forward_eval(v).softmax(1, Kind::Float))
+        .reduce(|a, b| a + b)
+        .expect("at least one view");
+    (sum / count).log()
+}
+
 /// Scores `model` on the rows `indices` of the loader's set, in eval mode. Sums stay on the
 /// device until the end.
-pub fn evaluate(model: &Vgg16, loader: &Loader, indices: &[usize], batch_size: usize) -> Scores {
+pub fn evaluate(
+    model: &Vgg16,
+    loader: &Loader,
+    indices: &[usize],
+    batch_size: usize,
+    tta: Tta,
+) -> Scores {
     let device = loader.device();
     let mut loss = Tensor::zeros([], (Kind::Double, device));
     let mut top1 = Tensor::zeros([], (Kind::Int64, device));
     let mut top5 = Tensor::zeros([], (Kind::Int64, device));
     for chunk in indices.chunks(batch_size) {
         let batch = loader.eval_batch(chunk);
-        let logits = model.forward_eval(&batch.images);
-        let nll = logits.log_softmax(1, Kind::Float).g_nll_loss::<Tensor>(
-            &batch.labels,
-            None,
-            Reduction::Sum,
-            -100,
-        );
+        let log_probs = log_probs(model, &batch.images, tta);
+        let nll = log_probs.g_nll_loss::<Tensor>(&batch.labels, None, Reduction::Sum, -100);
         loss += nll.to_kind(Kind::Double);
-        top1 += topk_correct(&logits, &batch.labels, 1);
-        top5 += topk_correct(&logits, &batch.labels, 5);
+        top1 += topk_correct(&log_probs, &batch.labels, 1);
+        top5 += topk_correct(&log_probs, &batch.labels, 5);
     }
     let n = indices.len().max(1) as f64;
     Scores {
@@ -66,6 +121,7 @@ pub fn evaluate(model: &Vgg16, loader: &Loader, indices: &[usize], batch_size: u
 #[derive(Serialize)]
 struct Report<'a> {
     split: &'a str,
+    tta: Tta,
     #[serde(flatten)]
     scores: Scores,
 }
@@ -78,7 +134,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     let device = resolve_device(&args.device)?;
     eprintln!("device: {}", describe(device));
-    let source = Source::resolve(&args.checkpoint)?;
+    let source = Source::resolve(&args.checkpoint, args.which)?;
     let checkpoint = source.model.display().to_string();
     let root = DataRoot::locate(&args.data)?;
 
@@ -137,17 +193,31 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .collect();
     let loader = Loader::new(&set, device);
     let indices: Vec<usize> = (0..samples.len()).collect();
-    let scores = evaluate(&model, &loader, &indices, args.batch_size);
+    let scores = evaluate(&model, &loader, &indices, args.batch_size, args.tta);
 
     let split = match args.split {
         EvalSplit::Holdout => "holdout",
         EvalSplit::Val => "val",
     };
     if args.json {
-        println!("{}", serde_json::to_string(&Report { split, scores })?);
-    } else {
         println!(
-            "{split}: {} images, mean loss {:.4}",
+            "{}",
+            serde_json::to_string(&Report {
+                split,
+                tta: args.tta,
+                scores
+            })?
+        );
+    } else {
+        let tta = match args.tta {
+            Tta::None => String::new(),
+            other => format!(
+                ", test-time augmentation {}",
+                serde_json::to_string(&other)?
+            ),
+        };
+        println!(
+            "{split}: {} images{tta}, mean loss {:.4}",
             scores.samples, scores.loss
         );
         println!(

@@ -11,14 +11,17 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod download;
 pub mod error;
 pub mod eval;
 pub mod inspect;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod predict;
 pub mod progress;
 pub mod signals;
+pub mod tensorboard;
 pub mod train;
 
 use anyhow::Result;
@@ -35,6 +38,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval::run(&args),
         Command::Inspect(command) => inspect::run(&command),
         Command::Bench(args) => bench::run(&args),
+        Command::Predict(args) => predict::run(&args),
+        Command::Download(args) => download::run(&args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "vggtiny", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Synth(args) => {
             let spec = SynthSpec {
                 classes: args.classes,

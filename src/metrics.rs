@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::tensorboard::EventWriter;
+
 /// Per-row count of targets among the `k` largest logits, summed: a 0-dim int64 tensor on the
 /// logits' device (no host synchronisation).
 pub fn topk_correct(logits: &Tensor, targets: &Tensor, k: i64) -> Tensor {
@@ -74,13 +76,15 @@ enum Event<'a> {
     Epoch(&'a EpochRecord),
 }
 
-/// Appends one JSON object per line to `metrics.jsonl`, flushed line by line.
+/// Appends one JSON object per line to `metrics.jsonl`, flushed line by line, and the same
+/// scalars to a TensorBoard event file when asked.
 pub struct MetricsLog {
     out: BufWriter<File>,
+    tensorboard: Option<EventWriter>,
 }
 
 impl MetricsLog {
-    pub fn append(path: &Path) -> Result<MetricsLog> {
+    pub fn append(path: &Path, tensorboard: Option<&Path>) -> Result<MetricsLog> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -88,7 +92,20 @@ impl MetricsLog {
             .with_context(|| format!("cannot open {}", path.display()))?;
         Ok(MetricsLog {
             out: BufWriter::new(file),
+            tensorboard: tensorboard.map(EventWriter::create).transpose()?,
         })
+    }
+
+    fn scalars(&mut self, step: u64, values: &[(&str, Option<f64>)]) -> Result<()> {
+        if let Some(tb) = &mut self.tensorboard {
+            for (tag, value) in values {
+                if let Some(value) = value {
+                    tb.scalar(tag, step as i64, *value)?;
+                }
+            }
+            tb.flush()?;
+        }
+        Ok(())
     }
 
     fn write(&mut self, event: Event) -> Result<()> {
@@ -103,11 +120,31 @@ impl MetricsLog {
     }
 
     pub fn batch(&mut self, record: &BatchRecord) -> Result<()> {
-        self.write(Event::Batch(record))
+        self.write(Event::Batch(record))?;
+        self.scalars(
+            record.step,
+            &[
+                ("train/loss", Some(record.loss)),
+                ("train/batch_acc", record.acc),
+                ("train/lr", Some(record.lr)),
+                ("train/beta1", Some(record.beta1)),
+            ],
+        )
     }
 
     pub fn epoch(&mut self, record: &EpochRecord) -> Result<()> {
-        self.write(Event::Epoch(record))
+        self.write(Event::Epoch(record))?;
+        self.scalars(
+            u64::from(record.epoch),
+            &[
+                ("epoch/train_loss", Some(record.train_loss)),
+                ("epoch/holdout_loss", Some(record.holdout_loss)),
+                ("epoch/holdout_top1", Some(record.holdout_top1)),
+                ("epoch/holdout_top5", Some(record.holdout_top5)),
+                ("epoch/lr", Some(record.lr)),
+                ("epoch/images_per_sec", Some(record.images_per_sec)),
+            ],
+        )
     }
 }
 
@@ -135,7 +172,7 @@ mod tests {
     fn log_lines_are_tagged_events() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metrics.jsonl");
-        let mut log = MetricsLog::append(&path).unwrap();
+        let mut log = MetricsLog::append(&path, None).unwrap();
         log.batch(&BatchRecord {
             stage: "base".into(),
             epoch: 1,

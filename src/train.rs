@@ -16,8 +16,8 @@ use crate::amp::{Amp, LossScaler};
 use crate::bail_input;
 use crate::checkpoint::{
     load_checkpoint, load_meta, prepare_run_dir, read_tensors, save_checkpoint, save_meta,
-    save_tensors, truncate_metrics, Best, Meta, Source, TrainState, META_FILE, METRICS_FILE,
-    MODEL_FILE,
+    save_tensors, truncate_metrics, Best, Meta, Source, TrainState, Which, BEST_FILE, META_FILE,
+    METRICS_FILE, MODEL_FILE,
 };
 use crate::cli::SchedStep;
 use crate::config::{describe, resolve_device, resumed, Init, TrainConfig};
@@ -27,7 +27,7 @@ use crate::data::loader::{mix, Batch, Loader, Planned};
 use crate::data::scan::{scan_image_folder, DataRoot, Sample};
 use crate::data::split::{Split, SplitSpec};
 use crate::error::Interrupted;
-use crate::eval::{eval_batch_size, evaluate, Scores};
+use crate::eval::{eval_batch_size, evaluate, Scores, Tta};
 use crate::metrics::{host_memory_mb, topk_correct, BatchRecord, EpochRecord, MetricsLog};
 use crate::model::{Part, Vgg16};
 use crate::optim::Adam;
@@ -52,7 +52,7 @@ struct Start {
     meta: Option<Meta>,
 }
 
-fn read_start(init: &Init) -> Result<Option<Start>> {
+fn read_start(init: &Init, which: Which) -> Result<Option<Start>> {
     Ok(match init {
         Init::RandomInit => None,
         Init::Weights(path) => Some(Start {
@@ -62,7 +62,7 @@ fn read_start(init: &Init) -> Result<Option<Start>> {
             meta: None,
         }),
         Init::From(path) => {
-            let source = Source::resolve(path)?;
+            let source = Source::resolve(path, which)?;
             Some(Start {
                 named: read_tensors(&source.model)?,
                 part: Part::All,
@@ -76,6 +76,7 @@ fn read_start(init: &Init) -> Result<Option<Start>> {
 /// The training tree, split and decoded.
 struct TrainData {
     classes: Vec<String>,
+    class_names: Vec<String>,
     spec: SplitSpec,
     split: Split,
     set: ImageSet,
@@ -135,6 +136,7 @@ fn load_data(cfg: &TrainConfig, expected: Option<(&Meta, &str)>) -> Result<Train
         root.train.display()
     );
     Ok(TrainData {
+        class_names: root.class_names(&list.classes)?,
         classes: list.classes,
         spec,
         split,
@@ -317,7 +319,7 @@ pub fn run(requested: &TrainConfig) -> Result<Scores> {
         (cfg, Some(meta), Some(checkpoint), None)
     } else {
         prepare_run_dir(&requested.out, requested.force)?;
-        let start = read_start(&requested.init)?;
+        let start = read_start(&requested.init, requested.which)?;
         (requested.clone(), None, None, start)
     };
     let cfg = &cfg;
@@ -347,6 +349,7 @@ pub fn run(requested: &TrainConfig) -> Result<Scores> {
     let mut scaler = (cfg.amp == Amp::Fp16).then(|| LossScaler::standard(device));
     let mut meta = Meta::new(cfg.stage, data.classes.clone(), data.spec, cfg.clone());
     meta.skipped = data.skipped;
+    meta.class_names = data.class_names;
     let mut state = TrainState::new(cfg.stage);
     match (resume, start) {
         (Some((mut saved, saved_state)), _) => {
@@ -383,7 +386,7 @@ pub fn run(requested: &TrainConfig) -> Result<Scores> {
         (None, None) => {}
     }
 
-    let mut log = MetricsLog::append(&cfg.out.join(METRICS_FILE))?;
+    let mut log = MetricsLog::append(&cfg.out.join(METRICS_FILE), cfg.tensorboard.as_deref())?;
     let loader = Loader::new(&set, device);
     let per_epoch = batches_per_epoch(split.train.len(), cfg.batch_size);
     let stage = cfg.stage.name();
@@ -550,7 +553,7 @@ pub fn run(requested: &TrainConfig) -> Result<Scores> {
         }
 
         let eval_batch = eval_batch_size(device, cfg.batch_size);
-        let scores = evaluate(&model, &loader, &split.holdout, eval_batch);
+        let scores = evaluate(&model, &loader, &split.holdout, eval_batch, Tta::None);
         let record = EpochRecord {
             stage: stage.to_string(),
             epoch,
@@ -580,11 +583,15 @@ pub fn run(requested: &TrainConfig) -> Result<Scores> {
             save_meta(&cfg.out, &meta)?;
             break;
         }
-        if meta.best.is_none_or(|b| scores.top1 > b.top1) {
+        if meta
+            .best
+            .is_none_or(|b| scores.top1 > b.top1 + cfg.min_delta)
+        {
             meta.best = Some(Best {
                 epoch,
                 top1: scores.top1,
             });
+            save_tensors(&cfg.out.join(BEST_FILE), &model.state())?;
         }
         state.best = meta.best;
         state.epoch += 1;
@@ -595,6 +602,21 @@ pub fn run(requested: &TrainConfig) -> Result<Scores> {
         save(&model, &adam, scaler.as_ref(), &mut state, &log, &meta)?;
         if let Some(signal) = signals.caught() {
             return Err(interrupted(signal, &state));
+        }
+        let best = meta.best.expect("set above");
+        if cfg
+            .early_stop
+            .is_some_and(|patience| epoch - best.epoch >= patience)
+        {
+            println!(
+                "Early stop: no holdout top-1 gain above {} for {} epochs; best {:.4} at epoch {} in {}",
+                cfg.min_delta,
+                epoch - best.epoch,
+                best.top1,
+                best.epoch,
+                cfg.out.join(BEST_FILE).display()
+            );
+            break;
         }
     }
     let scores = holdout.context("no epoch ran")?;

@@ -189,7 +189,7 @@ pub fn load(
                             let failed: Vec<Sample> =
                                 bad.iter().map(|&i| samples[i].clone()).collect();
                             let messages = decode(&failed).failures;
-                            return Err(bad_images_error(&failed, &messages));
+                            return Err(bad_images_error(&failed, &messages, true));
                         }
                         let report = LoadReport {
                             origin: Origin::Cache,
@@ -219,7 +219,7 @@ pub fn load(
         }
     }
     if !bad.is_empty() && !skip_bad {
-        return Err(bad_images_error(samples, &decoded.failures));
+        return Err(bad_images_error(samples, &decoded.failures, true));
     }
     let n = samples.len() as i64;
     let side = SIDE as i64;
@@ -328,8 +328,13 @@ fn decode(samples: &[Sample]) -> Decoded {
     }
 }
 
-/// One input error listing every image that failed (indices into `samples`), with why.
-fn bad_images_error(samples: &[Sample], failures: &[(usize, String)]) -> anyhow::Error {
+/// One input error listing every image that failed (indices into `samples`), with why;
+/// `skippable` where `--skip-bad-images` applies.
+fn bad_images_error(
+    samples: &[Sample],
+    failures: &[(usize, String)],
+    skippable: bool,
+) -> anyhow::Error {
     let lines: Vec<String> = failures
         .iter()
         .map(|(i, e)| format!("  {}: {e}", samples[*i].path.display()))
@@ -343,7 +348,9 @@ fn bad_images_error(samples: &[Sample], failures: &[(usize, String)]) -> anyhow:
     if lines.len() > shown {
         msg.push_str(&format!("\n  ... and {} more", lines.len() - shown));
     }
-    msg.push_str("\nfix or remove them, or pass --skip-bad-images to train without them");
+    if skippable {
+        msg.push_str("\nfix or remove them, or pass --skip-bad-images to go on without them");
+    }
     input_error(msg)
 }
 
@@ -351,7 +358,7 @@ fn bad_images_error(samples: &[Sample], failures: &[(usize, String)]) -> anyhow:
 pub fn decode_all(samples: &[Sample]) -> Result<(Vec<u8>, usize)> {
     let decoded = decode(samples);
     if !decoded.failures.is_empty() {
-        return Err(bad_images_error(samples, &decoded.failures));
+        return Err(bad_images_error(samples, &decoded.failures, false));
     }
     Ok((decoded.pixels, decoded.resized))
 }

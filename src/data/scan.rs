@@ -35,6 +35,8 @@ pub struct DataRoot {
     pub train: PathBuf,
     /// `val/` of a Tiny ImageNet root; `None` when `--data` is a bare class-folder tree.
     pub val: Option<PathBuf>,
+    /// `words.txt` (wnid, tab, human names) of a Tiny ImageNet root, when there is one.
+    pub words: Option<PathBuf>,
 }
 
 impl DataRoot {
@@ -46,16 +48,39 @@ impl DataRoot {
         let train = dir.join("train");
         if train.is_dir() {
             let val = dir.join("val");
+            let words = dir.join("words.txt");
             Ok(DataRoot {
                 train,
                 val: val.is_dir().then_some(val),
+                words: words.is_file().then_some(words),
             })
         } else {
             Ok(DataRoot {
                 train: dir.to_path_buf(),
                 val: None,
+                words: None,
             })
         }
+    }
+
+    /// Human names of `classes` from `words.txt` (its first name for each wnid); empty strings
+    /// where there is no such file or line.
+    pub fn class_names(&self, classes: &[String]) -> Result<Vec<String>> {
+        let mut names = HashMap::new();
+        if let Some(path) = &self.words {
+            let text = fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            for line in text.lines() {
+                if let Some((wnid, rest)) = line.split_once('\t') {
+                    let first = rest.split(',').next().unwrap_or("").trim();
+                    names.insert(wnid.trim().to_string(), first.to_string());
+                }
+            }
+        }
+        Ok(classes
+            .iter()
+            .map(|c| names.get(c).cloned().unwrap_or_default())
+            .collect())
     }
 }
 
