@@ -28,24 +28,28 @@ def state_dict_of(obj):
     sys.exit("error: no state_dict of tensors found in the file")
 
 
+def convert(pth, out):
+    """Writes the tensors of `pth` to `out` (safetensors, atomically); prints its SHA-256."""
+    tensors = state_dict_of(torch.load(pth, map_location="cpu", weights_only=True))
+    names = [k.removeprefix("vgg16.") for k in tensors]
+    if not any(n.startswith("features.") for n in names):
+        sys.exit(f"error: {pth} has no features.* tensors; not a VGG16 checkpoint")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+    os.replace(tmp, out)
+    with open(out, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    print(f"wrote {len(tensors)} tensors to {out}")
+    print(f"sha256 {digest}  {os.path.basename(out)}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("pth", help="PyTorch checkpoint (.pth)")
     p.add_argument("--out", default=default_out(), help="output .safetensors [%(default)s]")
     args = p.parse_args()
-
-    tensors = state_dict_of(torch.load(args.pth, map_location="cpu", weights_only=True))
-    names = [k.removeprefix("vgg16.") for k in tensors]
-    if not any(n.startswith("features.") for n in names):
-        sys.exit(f"error: {args.pth} has no features.* tensors; not a VGG16 checkpoint")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
-    os.replace(tmp, args.out)
-    with open(args.out, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    print(f"wrote {len(tensors)} tensors to {args.out}")
-    print(f"sha256 {digest}")
+    convert(args.pth, args.out)
 
 
 if __name__ == "__main__":

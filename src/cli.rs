@@ -30,6 +30,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Write a small learnable synthetic dataset in the Tiny ImageNet layout
     Synth(SynthArgs),
+    /// Training curves of runs (report.png), accuracy per class, most confused classes
+    Report(ReportArgs),
     /// The five most likely classes of images of any size or format
     Predict(PredictArgs),
     /// Download and unpack Tiny ImageNet (resumable, MD5-checked)
@@ -202,10 +204,10 @@ pub struct TrainBaseArgs {
     #[arg(long, default_value_t = 10)]
     pub epochs: u32,
     /// CyclicLR base learning rate (Adam's lr)
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value = "1e-4")]
     pub lr: f64,
     /// CyclicLR peak learning rate
-    #[arg(long, default_value_t = 6e-4)]
+    #[arg(long, default_value = "6e-4")]
     pub max_lr: f64,
     /// CyclicLR half cycle, in scheduler steps
     #[arg(long, default_value_t = 1404, value_name = "STEPS")]
@@ -229,10 +231,10 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 5)]
     pub epochs: u32,
     /// CyclicLR base learning rate (Adam's lr)
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, default_value = "1e-5")]
     pub lr: f64,
     /// CyclicLR peak learning rate
-    #[arg(long, default_value_t = 6e-5)]
+    #[arg(long, default_value = "6e-5")]
     pub max_lr: f64,
     /// CyclicLR half cycle, in scheduler steps
     #[arg(long, default_value_t = 1200, value_name = "STEPS")]
@@ -308,6 +310,28 @@ pub struct SynthArgs {
     /// Seed of the generator
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Run directories, overlaid in the plots; the last one is also scored per class
+    #[arg(required = true, value_name = "RUN")]
+    pub runs: Vec<PathBuf>,
+    /// The PNG to write
+    #[arg(long, default_value = "report.png", value_name = "FILE")]
+    pub out: PathBuf,
+    /// Dataset to score the last run on [default: the one it trained on]
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Which images to score per class
+    #[arg(long, value_enum, default_value_t = EvalSplit::Holdout)]
+    pub split: EvalSplit,
+    /// Which model of the last run: the last epoch's or the best holdout top-1's
+    #[arg(long, value_enum, default_value_t = Which::Last)]
+    pub which: Which,
+    /// auto (CUDA when present), cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,5 +1,7 @@
 //! Scoring a model: mean NLL, top-1 and top-5 over a list of samples, and the `eval` command.
 
+use std::path::Path;
+
 use anyhow::Result;
 use serde::Serialize;
 use tch::{Device, Kind, Reduction, Tensor};
@@ -8,6 +10,7 @@ use crate::bail_input;
 use crate::checkpoint::{read_tensors, Source};
 use crate::cli::{EvalArgs, EvalSplit};
 use crate::config::{cache_setting, describe, resolve_device, validate_holdout};
+use crate::data::cache::ImageSet;
 use crate::data::ensure_same_classes;
 use crate::data::loader::Loader;
 use crate::data::scan::{find_classes, scan_image_folder, scan_val, DataRoot, Sample};
@@ -126,25 +129,36 @@ struct Report<'a> {
     scores: Scores,
 }
 
-/// `vggtiny eval`: the checkpoint's holdout (its recorded split) or the official val set.
-pub fn run(args: &EvalArgs) -> Result<()> {
-    validate_holdout(args.holdout)?;
-    if args.batch_size < 1 {
-        bail_input!("--batch-size must be at least 1");
-    }
-    let device = resolve_device(&args.device)?;
-    eprintln!("device: {}", describe(device));
-    let source = Source::resolve(&args.checkpoint, args.which)?;
-    let checkpoint = source.model.display().to_string();
-    let root = DataRoot::locate(&args.data)?;
+/// A model and the labelled images to score it on, decoded and on its device.
+pub struct Scoring {
+    pub model: Vgg16,
+    pub classes: Vec<String>,
+    pub samples: Vec<Sample>,
+    pub set: ImageSet,
+}
 
-    let (classes, samples): (Vec<String>, Vec<Sample>) = match args.split {
+/// Where the images to score come from.
+pub struct ScoringData<'a> {
+    pub root: &'a DataRoot,
+    pub split: EvalSplit,
+    /// Split of a checkpoint without meta.json.
+    pub seed: i64,
+    pub holdout: f64,
+    pub cache_dir: Option<&'a Path>,
+    pub skip_bad_images: bool,
+}
+
+/// The images of `data.split`: the checkpoint's own holdout (its recorded split, over the
+/// images it could decode) or the official val set; and their classes.
+fn split_samples(source: &Source, data: &ScoringData) -> Result<(Vec<String>, Vec<Sample>)> {
+    let checkpoint = source.model.display().to_string();
+    let root = data.root;
+    Ok(match data.split {
         EvalSplit::Holdout => {
             let mut list = scan_image_folder(&root.train)?;
             let spec = match &source.meta {
                 Some(meta) => {
                     ensure_same_classes(&meta.classes, &list.classes, &checkpoint)?;
-                    // The run split the images it could decode: so does its holdout here.
                     list.samples.retain(|s| !meta.skipped.contains(&s.path));
                     if meta.split.dataset_size != list.samples.len() {
                         bail_input!(
@@ -157,7 +171,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                     }
                     meta.split.clone()
                 }
-                None => SplitSpec::new(args.seed, args.holdout, list.samples.len()),
+                None => SplitSpec::new(data.seed, data.holdout, list.samples.len()),
             };
             let holdout = spec.split().holdout;
             let samples = holdout.iter().map(|&i| list.samples[i].clone()).collect();
@@ -167,7 +181,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             let Some(val_dir) = &root.val else {
                 bail_input!(
                     "--split val needs a Tiny ImageNet root with val/; {} has none",
-                    args.data.display()
+                    root.train.display()
                 );
             };
             let classes = match &source.meta {
@@ -177,37 +191,82 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             let samples = scan_val(val_dir, &classes)?;
             (classes, samples)
         }
-    };
+    })
+}
+
+/// Loads the model of `source` and the images `data` names, on `device`.
+pub fn prepare(source: &Source, data: &ScoringData, device: Device) -> Result<Scoring> {
+    let (classes, samples) = split_samples(source, data)?;
     if samples.is_empty() {
         bail_input!("nothing to evaluate: the holdout has 0 images");
     }
-
     let mut model = Vgg16::new(classes.len() as i64, device);
+    let checkpoint = source.model.display().to_string();
     model.load(read_tensors(&source.model)?, Part::All, &checkpoint)?;
-    let cache_dir = cache_setting(args.cache_dir.clone(), args.no_cache);
-    let (set, skipped) = load_images(&samples, cache_dir.as_deref(), args.skip_bad_images)?;
-    let set = place(set, device);
-    let samples: Vec<Sample> = samples
+    let (set, skipped) = load_images(&samples, data.cache_dir, data.skip_bad_images)?;
+    let samples = samples
         .into_iter()
         .filter(|s| !skipped.contains(&s.path))
         .collect();
-    let loader = Loader::new(&set, device);
-    let indices: Vec<usize> = (0..samples.len()).collect();
-    let scores = evaluate(&model, &loader, &indices, args.batch_size, args.tta);
+    Ok(Scoring {
+        model,
+        classes,
+        samples,
+        set: place(set, device),
+    })
+}
+
+/// The predicted class of each row `indices` (argmax of the log-probabilities).
+pub fn predicted_classes(
+    model: &Vgg16,
+    loader: &Loader,
+    indices: &[usize],
+    batch_size: usize,
+) -> Result<Vec<i64>> {
+    let mut out = Vec::with_capacity(indices.len());
+    for chunk in indices.chunks(batch_size) {
+        let batch = loader.eval_batch(chunk);
+        let guess = log_probs(model, &batch.images, Tta::None).argmax(1, false);
+        out.extend(Vec::<i64>::try_from(&guess.to_device(Device::Cpu))?);
+    }
+    Ok(out)
+}
+
+/// `vggtiny eval`: the checkpoint's holdout (its recorded split) or the official val set.
+pub fn run(args: &EvalArgs) -> Result<()> {
+    validate_holdout(args.holdout)?;
+    if args.batch_size < 1 {
+        bail_input!("--batch-size must be at least 1");
+    }
+    let device = resolve_device(&args.device)?;
+    eprintln!("device: {}", describe(device));
+    let source = Source::resolve(&args.checkpoint, args.which)?;
+    let root = DataRoot::locate(&args.data)?;
+    let cache_dir = cache_setting(args.cache_dir.clone(), args.no_cache);
+    let data = ScoringData {
+        root: &root,
+        split: args.split,
+        seed: args.seed,
+        holdout: args.holdout,
+        cache_dir: cache_dir.as_deref(),
+        skip_bad_images: args.skip_bad_images,
+    };
+    let scoring = prepare(&source, &data, device)?;
+    let loader = Loader::new(&scoring.set, device);
+    let indices: Vec<usize> = (0..scoring.samples.len()).collect();
+    let scores = evaluate(&scoring.model, &loader, &indices, args.batch_size, args.tta);
 
     let split = match args.split {
         EvalSplit::Holdout => "holdout",
         EvalSplit::Val => "val",
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&Report {
-                split,
-                tta: args.tta,
-                scores
-            })?
-        );
+        let report = Report {
+            split,
+            tta: args.tta,
+            scores,
+        };
+        println!("{}", serde_json::to_string(&report)?);
     } else {
         let tta = match args.tta {
             Tta::None => String::new(),

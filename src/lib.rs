@@ -14,12 +14,15 @@ pub mod data;
 pub mod download;
 pub mod error;
 pub mod eval;
+pub mod font;
 pub mod inspect;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod plot;
 pub mod predict;
 pub mod progress;
+pub mod report;
 pub mod signals;
 pub mod tensorboard;
 pub mod train;
@@ -39,6 +42,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(command) => inspect::run(&command),
         Command::Bench(args) => bench::run(&args),
         Command::Predict(args) => predict::run(&args),
+        Command::Report(args) => report::run(&args),
         Command::Download(args) => download::run(&args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
