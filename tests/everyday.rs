@@ -128,8 +128,7 @@ fn report_draws_every_run_and_tables_the_last_per_class() {
     let rows = out
         .lines()
         .filter(|l| {
-            l.trim_start()
-                .split_whitespace()
+            l.split_whitespace()
                 .nth(1)
                 .is_some_and(|w| w.starts_with("n9"))
         })
