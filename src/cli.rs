@@ -104,6 +104,28 @@ pub enum SchedStep {
     Epoch,
 }
 
+/// Where decoded images are cached.
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
+    /// Where decoded images are cached [default: ~/.cache/vggtiny]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Decode the images without reading or writing a cache file
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+}
+
+impl CacheArgs {
+    /// The cache directory to use: none with --no-cache, else --cache-dir or the default.
+    pub fn dir(&self) -> Option<PathBuf> {
+        (!self.no_cache).then(|| {
+            self.cache_dir
+                .clone()
+                .unwrap_or_else(crate::config::cache_dir)
+        })
+    }
+}
+
 /// Flags shared by both training stages.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
@@ -125,12 +147,8 @@ pub struct CommonArgs {
     /// auto (CUDA when present), cpu, cuda or cuda:N
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Where decoded images are cached [default: ~/.cache/vggtiny]
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// Decode the images without reading or writing a cache file
-    #[arg(long, conflicts_with = "cache_dir")]
-    pub no_cache: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Log the loss every N optimizer steps
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub log_interval: u64,
@@ -282,12 +300,8 @@ pub struct EvalArgs {
     /// auto (CUDA when present), cpu, cuda or cuda:N
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Where decoded images are cached [default: ~/.cache/vggtiny]
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
-    /// Decode the images without reading or writing a cache file
-    #[arg(long, conflicts_with = "cache_dir")]
-    pub no_cache: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Score without the images that cannot be decoded instead of stopping
     #[arg(long)]
     pub skip_bad_images: bool,

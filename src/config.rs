@@ -197,7 +197,7 @@ impl TrainConfig {
             seed: s.seed,
             holdout: s.holdout,
             device: c.device,
-            cache_dir: cache_setting(c.cache_dir, c.no_cache),
+            cache_dir: c.cache.dir(),
             log_interval: c.log_interval,
             pred_interval: c.pred_interval,
             augment: !c.no_augment,
@@ -314,11 +314,6 @@ pub fn resumed(requested: &TrainConfig, recorded: &TrainConfig) -> Result<TrainC
     config.min_delta = requested.min_delta;
     config.resume = true;
     Ok(config)
-}
-
-/// The cache directory flags resolve to: `--no-cache` none, else `--cache-dir` or the default.
-pub fn cache_setting(dir: Option<PathBuf>, no_cache: bool) -> Option<PathBuf> {
-    (!no_cache).then(|| dir.unwrap_or_else(cache_dir))
 }
 
 pub fn validate_holdout(holdout: f64) -> Result<()> {

@@ -9,7 +9,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 use crate::bail_input;
 use crate::checkpoint::{read_tensors, Source};
 use crate::cli::{EvalArgs, EvalSplit};
-use crate::config::{cache_setting, describe, resolve_device, validate_holdout};
+use crate::config::{describe, resolve_device, validate_holdout};
 use crate::data::cache::ImageSet;
 use crate::data::ensure_same_classes;
 use crate::data::loader::Loader;
@@ -242,7 +242,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     eprintln!("device: {}", describe(device));
     let source = Source::resolve(&args.checkpoint, args.which)?;
     let root = DataRoot::locate(&args.data)?;
-    let cache_dir = cache_setting(args.cache_dir.clone(), args.no_cache);
+    let cache_dir = args.cache.dir();
     let data = ScoringData {
         root: &root,
         split: args.split,

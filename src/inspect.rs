@@ -9,15 +9,14 @@ use anyhow::{Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use tch::{Device, Tensor};
+use tch::Device;
 
 use crate::bail_input;
 use crate::checkpoint::{read_tensors, save_tensors};
 use crate::cli::InspectCommand;
 use crate::config::validate_holdout;
 use crate::data::augment::{augment, AugmentParams};
-use crate::data::cache::decode_all;
-use crate::data::decode::SIDE;
+use crate::data::cache::decode_files;
 use crate::data::scan::{scan_image_folder, scan_val, DataRoot, Sample};
 use crate::data::split::SplitSpec;
 use crate::model::Vgg16;
@@ -30,17 +29,7 @@ pub fn run(command: &InspectCommand) -> Result<()> {
             holdout,
         } => dataset(data, *seed, *holdout),
         InspectCommand::Decode { out, images } => {
-            let samples: Vec<Sample> = images
-                .iter()
-                .map(|path| Sample {
-                    path: path.clone(),
-                    label: 0,
-                })
-                .collect();
-            let (pixels, _) = decode_all(&samples)?;
-            let side = SIDE as i64;
-            let images = Tensor::from_slice(&pixels).view([samples.len() as i64, side, side, 3]);
-            save_tensors(out, &[("images".to_string(), images)])
+            save_tensors(out, &[("images".to_string(), decode_files(images)?)])
         }
         InspectCommand::Augment { input, params, out } => {
             let images = read_tensors(input)?

@@ -4,16 +4,15 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::Serialize;
-use tch::{Kind, Tensor};
+use tch::Kind;
 
 use crate::bail_input;
 use crate::checkpoint::{read_tensors, Source};
 use crate::cli::PredictArgs;
 use crate::config::{describe, resolve_device};
 use crate::data::augment::normalize_channels_last;
-use crate::data::cache::decode_all;
-use crate::data::decode::SIDE;
-use crate::data::scan::{find_classes, DataRoot, Sample};
+use crate::data::cache::decode_files;
+use crate::data::scan::{find_classes, DataRoot};
 use crate::eval::log_probs;
 use crate::model::{Part, Vgg16};
 
@@ -50,20 +49,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let mut model = Vgg16::new(classes.len() as i64, device);
     model.load(read_tensors(&source.model)?, Part::All, &checkpoint)?;
 
-    let samples: Vec<Sample> = args
-        .images
-        .iter()
-        .map(|path| Sample {
-            path: path.clone(),
-            label: 0,
-        })
-        .collect();
-    // Any size or format: decoding resizes to 64x64 and converts to RGB.
-    let (pixels, _) = decode_all(&samples)?;
-    let side = SIDE as i64;
-    let images = Tensor::from_slice(&pixels)
-        .view([samples.len() as i64, side, side, 3])
-        .to_device(device);
+    let images = decode_files(&args.images)?.to_device(device);
     let x = images
         .permute([0, 3, 1, 2])
         .to_kind(Kind::Float)
@@ -74,11 +60,12 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let top_p = Vec::<f64>::try_from(&top_p.to_kind(Kind::Double).flatten(0, -1))?;
     let top_i = Vec::<i64>::try_from(&top_i.flatten(0, -1))?;
 
-    let predictions: Vec<Prediction> = samples
+    let predictions: Vec<Prediction> = args
+        .images
         .iter()
         .enumerate()
-        .map(|(n, sample)| Prediction {
-            image: sample.path.clone(),
+        .map(|(n, path)| Prediction {
+            image: path.clone(),
             top5: (0..k as usize)
                 .map(|j| {
                     let at = n * k as usize + j;

@@ -15,19 +15,6 @@ use serde_json::Value;
 const RUN: &str = "--batch-size 8 --holdout 0.2 --epochs 2 --checkpoint-every 3 --log-interval 1 \
                    --device cpu";
 
-fn train_args<'a>(data: &'a Path, out: &'a Path, flags: &'a str) -> Vec<&'a str> {
-    let mut args = vec![
-        "train-base",
-        "--random-init",
-        "--data",
-        s(data),
-        "--out",
-        s(out),
-    ];
-    args.extend(flags.split_whitespace());
-    args
-}
-
 fn spawn(args: &[&str]) -> Child {
     command()
         .args(args)

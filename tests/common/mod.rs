@@ -66,8 +66,9 @@ pub fn eval_json(data: &Path, checkpoint: &Path, flags: &str) -> Value {
     serde_json::from_str(ok(&args).trim()).unwrap()
 }
 
-/// `train-base --random-init` on `data` into `out`, plus space-separated `flags`.
-pub fn train_random(data: &Path, out: &Path, flags: &str) -> String {
+/// The arguments of `train-base --random-init` on `data` into `out`, plus space-separated
+/// `flags`.
+pub fn train_args<'a>(data: &'a Path, out: &'a Path, flags: &'a str) -> Vec<&'a str> {
     let mut args = vec![
         "train-base",
         "--random-init",
@@ -77,7 +78,12 @@ pub fn train_random(data: &Path, out: &Path, flags: &str) -> String {
         s(out),
     ];
     args.extend(flags.split_whitespace());
-    ok(&args)
+    args
+}
+
+/// Runs `train-base --random-init` on `data` into `out` with `flags`; returns stdout.
+pub fn train_random(data: &Path, out: &Path, flags: &str) -> String {
+    ok(&train_args(data, out, flags))
 }
 
 /// A synthetic Tiny ImageNet tree: `classes` x `per_class` train images, 3 val images a class.
