@@ -8,14 +8,13 @@ use std::time::Instant;
 
 use anyhow::Result;
 use serde::Serialize;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 use crate::amp::{Amp, LossScaler};
 use crate::bail_input;
 use crate::cli::{BenchArgs, Workload};
 use crate::config::{describe, resolve_device};
-use crate::data::cache::{self, decode_all, ImageSet};
-use crate::data::decode::SIDE;
+use crate::data::cache::{self, ImageSet};
 use crate::data::loader::{Loader, Planned};
 use crate::data::scan::{scan_image_folder, DataRoot, Sample};
 use crate::data::synth::{write_dataset, SynthSpec};
@@ -192,7 +191,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
 
     let started = Instant::now();
-    let (pixels, _) = decode_all(&list)?;
+    let (decoded, _) = cache::load(&list, None, false)?;
     if wants(Workload::Decode) {
         report.decode_images_per_sec = Some(list.len() as f64 / started.elapsed().as_secs_f64());
         // A repeat run's start: scan, find and map the cache, build the model, first batch.
@@ -208,11 +207,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         sync(device);
         report.warm_start_seconds = Some(started.elapsed().as_secs_f64());
     }
-    let side = SIDE as i64;
-    let images = Tensor::from_slice(&pixels).view([list.len() as i64, side, side, 3]);
-    drop(pixels);
-    let labels = Tensor::from_slice(&list.iter().map(|s| s.label as i64).collect::<Vec<_>>());
-    let set = place(ImageSet::from_tensors(images, labels), device);
+    let set = place(decoded, device);
     let loader = Loader::new(&set, device);
     let n = set.len();
     let batch = args.batch_size;

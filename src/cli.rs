@@ -268,6 +268,15 @@ pub enum EvalSplit {
     Val,
 }
 
+impl EvalSplit {
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalSplit::Holdout => "holdout",
+            EvalSplit::Val => "val",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
     /// Tiny ImageNet root (with train/ and val/), or a class-folder tree

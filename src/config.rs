@@ -267,10 +267,7 @@ impl TrainConfig {
 /// that may change between sessions (device, length, logging, checkpoints, cache), taken from
 /// this command line. Any other flag that differs from the recording is an error naming it.
 pub fn resumed(requested: &TrainConfig, recorded: &TrainConfig) -> Result<TrainConfig> {
-    const MAY_CHANGE: [&str; 13] = [
-        "tensorboard",
-        "early_stop",
-        "min_delta",
+    const FROM_COMMAND_LINE: [&str; 11] = [
         "device",
         "epochs",
         "log_interval",
@@ -279,17 +276,27 @@ pub fn resumed(requested: &TrainConfig, recorded: &TrainConfig) -> Result<TrainC
         "max_steps",
         "checkpoint_every",
         "max_nan_skips",
-        "skip_bad_images",
-        "init",
+        "early_stop",
+        "min_delta",
+        "tensorboard",
     ];
-    let a = serde_json::to_value(requested)?;
-    let b = serde_json::to_value(recorded)?;
-    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+    // Not compared either: a resumed run needs its starting weights no more, and its split
+    // already left out the images it could not decode.
+    const KEPT_AS_RECORDED: [&str; 2] = ["init", "skip_bad_images"];
+    let (serde_json::Value::Object(requested_fields), serde_json::Value::Object(mut fields)) = (
+        serde_json::to_value(requested)?,
+        serde_json::to_value(recorded)?,
+    ) else {
         anyhow::bail!("configuration is not a JSON object");
     };
-    let differing: Vec<String> = a
+    let differing: Vec<String> = requested_fields
         .iter()
-        .filter(|(k, v)| !MAY_CHANGE.contains(&k.as_str()) && b.get(*k) != Some(*v))
+        .filter(|(k, v)| {
+            let k = k.as_str();
+            !FROM_COMMAND_LINE.contains(&k)
+                && !KEPT_AS_RECORDED.contains(&k)
+                && fields.get(k) != Some(*v)
+        })
         .map(|(k, _)| format!("--{}", k.replace('_', "-")))
         .collect();
     if !differing.is_empty() {
@@ -300,18 +307,12 @@ pub fn resumed(requested: &TrainConfig, recorded: &TrainConfig) -> Result<TrainC
             recorded.out.display()
         );
     }
-    let mut config = recorded.clone();
-    config.device = requested.device.clone();
-    config.epochs = requested.epochs;
-    config.log_interval = requested.log_interval;
-    config.pred_interval = requested.pred_interval;
-    config.cache_dir = requested.cache_dir.clone();
-    config.max_steps = requested.max_steps;
-    config.checkpoint_every = requested.checkpoint_every;
-    config.max_nan_skips = requested.max_nan_skips;
-    config.early_stop = requested.early_stop;
-    config.tensorboard = requested.tensorboard.clone();
-    config.min_delta = requested.min_delta;
+    for key in FROM_COMMAND_LINE {
+        if let Some(value) = requested_fields.get(key) {
+            fields.insert(key.to_string(), value.clone());
+        }
+    }
+    let mut config: TrainConfig = serde_json::from_value(serde_json::Value::Object(fields))?;
     config.resume = true;
     Ok(config)
 }

@@ -256,10 +256,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let indices: Vec<usize> = (0..scoring.samples.len()).collect();
     let scores = evaluate(&scoring.model, &loader, &indices, args.batch_size, args.tta);
 
-    let split = match args.split {
-        EvalSplit::Holdout => "holdout",
-        EvalSplit::Val => "val",
-    };
+    let split = args.split.name();
     if args.json {
         let report = Report {
             split,

@@ -148,8 +148,8 @@ impl Canvas {
     }
 }
 
-/// About five round tick values (1, 2 or 5 times a power of ten) covering [lo, hi].
-pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+/// About five round tick values (1, 2 or 5 times a power of ten) within [lo, hi], and their step.
+pub fn ticks(lo: f64, hi: f64) -> (Vec<f64>, f64) {
     let span = (hi - lo).max(f64::EPSILON);
     let raw = span / 5.0;
     let power = 10f64.powf(raw.log10().floor());
@@ -160,7 +160,7 @@ pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
         .unwrap_or(10.0 * power);
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
-    (first..=last).map(|k| k as f64 * step).collect()
+    ((first..=last).map(|k| k as f64 * step).collect(), step)
 }
 
 /// A tick label: plain with the decimals the step needs, scientific for small magnitudes.
@@ -218,12 +218,7 @@ pub fn draw_chart(canvas: &mut Canvas, area: Rect, chart: &Chart) {
     let sx = |x: f64| plot.x + (x - x_lo) / (x_hi - x_lo) * plot.w;
     let sy = |y: f64| plot.y + plot.h - (y - y_lo) / (y_hi - y_lo) * plot.h;
 
-    let x_ticks = ticks(x_lo, x_hi);
-    let x_step = x_ticks
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .next()
-        .unwrap_or(1.0);
+    let (x_ticks, x_step) = ticks(x_lo, x_hi);
     for &t in &x_ticks {
         let x = sx(t);
         canvas.line((x, plot.y), (x, plot.y + plot.h), GRID, 1, false);
@@ -231,12 +226,7 @@ pub fn draw_chart(canvas: &mut Canvas, area: Rect, chart: &Chart) {
         let w = Canvas::text_width(&label, 2);
         canvas.text(x - w / 2.0, plot.y + plot.h + 8.0, &label, BLACK, 2, false);
     }
-    let y_ticks = ticks(y_lo, y_hi);
-    let y_step = y_ticks
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .next()
-        .unwrap_or(1.0);
+    let (y_ticks, y_step) = ticks(y_lo, y_hi);
     for &t in &y_ticks {
         let y = sy(t);
         canvas.line((plot.x, y), (plot.x + plot.w, y), GRID, 1, false);
@@ -308,8 +298,8 @@ mod tests {
 
     #[test]
     fn ticks_are_round_and_cover_the_range() {
-        assert_eq!(ticks(0.0, 10.0), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
-        let t = ticks(0.13, 0.87);
+        assert_eq!(ticks(0.0, 10.0), (vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0], 2.0));
+        let (t, _) = ticks(0.13, 0.87);
         assert!(
             t.iter().all(|v| (0.13..=0.87).contains(v)) && t.len() >= 3,
             "{t:?}"

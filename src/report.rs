@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::checkpoint::{load_meta, Source, META_FILE, METRICS_FILE};
-use crate::cli::{EvalSplit, ReportArgs};
+use crate::cli::ReportArgs;
 use crate::config::{cache_dir, describe, resolve_device, DEFAULT_HOLDOUT, DEFAULT_SEED};
 use crate::data::loader::Loader;
 use crate::data::scan::DataRoot;
@@ -165,10 +165,7 @@ fn per_class(run: &Path, args: &ReportArgs) -> Result<()> {
     for (sample, &guess) in scoring.samples.iter().zip(&guesses) {
         confusion[sample.label][guess as usize] += 1;
     }
-    let split = match args.split {
-        EvalSplit::Holdout => "holdout",
-        EvalSplit::Val => "val",
-    };
+    let split = args.split.name();
     println!(
         "\nPer-class accuracy of {} on the {split} ({} images), best first:",
         source.model.display(),

@@ -102,12 +102,7 @@ impl<'a> Loader<'a> {
     /// `augment_images` is off.
     pub fn train_batch(&self, indices: &[usize], key: u64, augment_images: bool) -> Batch {
         if !augment_images {
-            let (images, labels) = self.gather(indices);
-            return Batch {
-                images: normalize_channels_last(&to_float(&images)),
-                labels,
-                len: indices.len(),
-            };
+            return self.eval_batch(indices);
         }
         let drawn = AugmentParams::sample(indices.len(), &mut ChaCha8Rng::seed_from_u64(key));
         // The order of samples within a batch does not matter to training; grouping them by
