@@ -126,8 +126,15 @@ def freeze_features(model, frozen):
         p.requires_grad = not (frozen and not name.startswith("vgg16.classifier."))
 
 
+def loss_of(model, x, y, label_smoothing=0.0):
+    """The recipe's LogSoftmax + NLLLoss; with label smoothing, cross_entropy on the logits."""
+    if label_smoothing:
+        return F.cross_entropy(model.vgg16(x), y, label_smoothing=label_smoothing)
+    return F.nll_loss(model(x), y)
+
+
 def train_stage(model, loader, device, epochs, lr, max_lr, step_size_up, sched_step="batch",
-                frozen=False, log=None, channels_last=False):
+                frozen=False, log=None, channels_last=False, label_smoothing=0.0):
     """One stage of the recipe; returns the per-step (lr, beta1) actually used."""
     freeze_features(model, frozen)
     opt, sched = make_optimizer(model, lr, max_lr, step_size_up)
@@ -141,7 +148,7 @@ def train_stage(model, loader, device, epochs, lr, max_lr, step_size_up, sched_s
             group = opt.param_groups[0]
             used.append((group["lr"], group["betas"][0]))
             opt.zero_grad()
-            loss = F.nll_loss(model(x), y)
+            loss = loss_of(model, x, y, label_smoothing)
             loss.backward()
             opt.step()
             if sched_step == "batch":
@@ -167,9 +174,109 @@ def datasets_for(data, holdout=0.05, seed=42, augment=True):
     return train_part, holdout_eval, val, train_full.classes
 
 
+def sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def fit(model, loader, device, epochs, lr, max_lr, step_size_up, sched_step, frozen,
+        max_steps=None, warmup=10):
+    """One stage as `train_stage` runs it, timed: seconds per epoch, and images/s over the
+    steps after `warmup` (so that a run cut short by `max_steps` still projects an epoch)."""
+    freeze_features(model, frozen)
+    opt, sched = make_optimizer(model, lr, max_lr, step_size_up)
+    epoch_seconds, steps, timed_images, timed_start = [], 0, 0, None
+    for _ in range(epochs):
+        model.train()
+        start = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            opt.zero_grad()
+            F.nll_loss(model(x), y).backward()
+            opt.step()
+            if sched_step == "batch":
+                sched.step()
+            steps += 1
+            if steps == warmup:
+                sync(device)
+                timed_start = time.perf_counter()
+            elif steps > warmup:
+                timed_images += len(y)
+            if max_steps and steps >= max_steps:
+                break
+        sync(device)
+        epoch_seconds.append(time.perf_counter() - start)
+        if sched_step == "epoch":
+            sched.step()
+        if max_steps and steps >= max_steps:
+            break
+    rate = timed_images / (time.perf_counter() - timed_start) if timed_images else None
+    return {"steps": steps, "epoch_seconds": epoch_seconds, "train_images_per_sec": rate}
+
+
+def train_main(args):
+    """`train`: one stage from a state_dict, scored on the holdout and val afterwards."""
+    from safetensors.torch import load_file, save_file
+    train_part, holdout, val, classes = datasets_for(args.data, args.holdout, args.seed)
+    torch.manual_seed(args.seed)
+    model = Net(len(classes))
+    model.load_state_dict(load_file(args.init), strict=True)
+    model.to(args.device)
+    loader = DataLoader(train_part, batch_size=args.batch_size, shuffle=True,
+                        num_workers=args.workers, persistent_workers=args.workers > 0,
+                        pin_memory=args.device.startswith("cuda"), drop_last=False)
+    report = fit(model, loader, args.device, args.epochs, args.lr, args.max_lr,
+                 args.step_size_up, args.sched_step, args.stage == "base", args.max_steps)
+
+    def score(ds):
+        return evaluate(model, DataLoader(ds, batch_size=256, num_workers=args.workers),
+                        args.device)
+
+    report["holdout"] = score(holdout)
+    report["val"] = score(val) if val else None
+    os.makedirs(args.out, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, os.path.join(args.out, "model.safetensors"))
+    print(json.dumps(report))
+
+
+def init_main(args):
+    """`init`: a fresh model's state_dict, its features from torchvision's ImageNet file
+    (`vgg16-397923af.pth`) when given."""
+    from safetensors.torch import save_file
+    torch.manual_seed(args.seed)
+    model = Net(args.classes)
+    if args.features:
+        imagenet = torch.load(args.features, map_location="cpu", weights_only=True)
+        features = {k: v for k, v in imagenet.items() if k.startswith("features.")}
+        model.vgg16.load_state_dict(features, strict=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
+    i = sub.add_parser("init", help="write a fresh model's state_dict (safetensors)")
+    i.add_argument("--classes", type=int, required=True)
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--features", help="torchvision's vgg16-397923af.pth for ImageNet features")
+    i.add_argument("--out", required=True)
+    t = sub.add_parser("train", help="train one stage from a state_dict (safetensors)")
+    t.add_argument("--data", required=True)
+    t.add_argument("--init", required=True, help="every tensor of the starting model")
+    t.add_argument("--out", required=True)
+    t.add_argument("--stage", choices=["base", "finetune"], required=True)
+    t.add_argument("--epochs", type=int, required=True)
+    t.add_argument("--lr", type=float, required=True)
+    t.add_argument("--max-lr", type=float, required=True)
+    t.add_argument("--step-size-up", type=int, required=True)
+    t.add_argument("--sched-step", choices=["batch", "epoch"], default="batch")
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--holdout", type=float, default=0.05)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--workers", type=int, default=0)
+    t.add_argument("--max-steps", type=int, default=None)
     e = sub.add_parser("eval", help="score a state_dict (safetensors) on holdout or val")
     e.add_argument("--data", required=True)
     e.add_argument("--weights", required=True)
@@ -179,6 +286,10 @@ def main():
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default="cpu")
     args = p.parse_args()
+    if args.cmd == "train":
+        return train_main(args)
+    if args.cmd == "init":
+        return init_main(args)
 
     from safetensors.torch import load_file
     _, holdout, val, classes = datasets_for(args.data, args.holdout, args.seed)

@@ -1,8 +1,7 @@
-//! `vggtiny bench`: throughput of each part of the pipeline on this machine (cold decode,
-//! augmented batch assembly, stage-1 and stage-2 training steps, eval), peak memory, and how
-//! long a warm start takes. Runs on `--data` or on synthetic data it writes itself.
+//! Throughput of each part of the pipeline on this machine (cold decode, augmented batch
+//! assembly, stage-1 and stage-2 training steps, eval), peak memory, and how long a warm start
+//! takes, on a given image tree or on synthetic data written for the purpose.
 
-use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -10,25 +9,61 @@ use anyhow::Result;
 use serde::Serialize;
 use tch::{Device, Kind};
 
-use crate::amp::{Amp, LossScaler};
-use crate::bail_input;
-use crate::cli::{BenchArgs, Workload};
-use crate::config::{describe, resolve_device};
 use crate::data::cache::{self, ImageSet};
+use crate::data::images::place;
 use crate::data::loader::{Loader, Planned};
 use crate::data::scan::{scan_image_folder, DataRoot, Sample};
 use crate::data::synth::{write_dataset, SynthSpec};
+use crate::device::{self, cuda_memory_mb, synchronize};
 use crate::eval::eval_batch_size;
-use crate::metrics::host_memory_mb;
-use crate::model::{Stage, Vgg16};
-use crate::optim::{Adam, CyclicLr};
-use crate::train::{forward_loss, optimize, place};
+use crate::io::memory::host_memory_mb;
+use crate::model::{Amp, Stage, Vgg16};
+use crate::optim::schedule::CyclicLr;
+use crate::train::step::Learner;
+
+/// A part of the pipeline `bench` can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Cold JPEG decode, and a warm start from the cache
+    Decode,
+    /// Augmented, normalised training batches from the decoded set
+    Augment,
+    /// Stage-1 training steps (frozen features)
+    TrainBase,
+    /// Stage-2 training steps (everything trained)
+    Finetune,
+    /// Eval-mode forward passes
+    Eval,
+}
+
+/// What to measure.
+pub struct Plan<'a> {
+    /// Image tree to measure on; `None` writes a synthetic one.
+    pub data: Option<&'a Path>,
+    pub images: usize,
+    pub batch_size: usize,
+    /// Timed optimizer steps per training stage.
+    pub steps: usize,
+    pub amp: Amp,
+    /// Side of the images the network sees.
+    pub image_size: u32,
+    /// Workloads to measure; empty measures all.
+    pub only: &'a [Workload],
+    pub device: Device,
+}
+
+impl Plan<'_> {
+    fn wants(&self, w: Workload) -> bool {
+        self.only.is_empty() || self.only.contains(&w)
+    }
+}
 
 /// Results, in the JSON shape `--json` prints. Absent workloads are null.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub device: String,
     pub amp: Amp,
+    pub image_size: u32,
     pub images: usize,
     pub batch_size: usize,
     pub decode_images_per_sec: Option<f64>,
@@ -42,6 +77,7 @@ pub struct Report {
     pub finetune_data_wait: Option<f64>,
     pub eval_images_per_sec: Option<f64>,
     pub peak_host_mb: f64,
+    /// Device memory this run reserved at its peak on its own device (CUDA only).
     pub peak_device_mb: Option<f64>,
 }
 
@@ -63,34 +99,15 @@ impl Drop for Scratch {
     }
 }
 
-/// Device memory in use (total minus free, as the CUDA runtime already loaded by libtorch
-/// reports it), in MiB. The caching allocator keeps what it once reserved, so after a workload
-/// this is that workload's peak.
+/// Memory used on the run's CUDA device, MiB; `None` on the CPU.
 fn device_used_mb(device: Device) -> Option<f64> {
-    if device == Device::Cpu {
-        return None;
-    }
-    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
-    // SAFETY: looks up a symbol of the already loaded CUDA runtime and calls it as declared in
-    // cuda_runtime_api.h; null when the runtime is not loaded.
-    unsafe {
-        let sym: *mut c_void = libc::dlsym(libc::RTLD_DEFAULT, c"cudaMemGetInfo".as_ptr());
-        if sym.is_null() {
-            return None;
-        }
-        let get: MemGetInfo = std::mem::transmute(sym);
-        let (mut free, mut total) = (0usize, 0usize);
-        (get(&mut free, &mut total) == 0).then(|| (total - free) as f64 / (1024.0 * 1024.0))
+    match device {
+        Device::Cuda(n) => cuda_memory_mb(n).map(|m| m.used()),
+        _ => None,
     }
 }
 
-fn sync(device: Device) {
-    if let Device::Cuda(n) = device {
-        tch::Cuda::synchronize(n as i64);
-    }
-}
-
-/// The class-folder tree to measure on: `--data`'s, or a synthetic one of `n` images.
+/// The class-folder tree to measure on: `data`'s, or a synthetic one of `n` images.
 fn tree(data: Option<&Path>, n: usize, scratch: &Scratch) -> Result<PathBuf> {
     Ok(match data {
         Some(dir) => DataRoot::locate(dir)?.train,
@@ -116,186 +133,141 @@ fn samples(tree: &Path, n: usize) -> Result<Vec<Sample>> {
     Ok(list)
 }
 
-/// Trains `steps` timed steps (after two warm-up steps) of `stage`; images/s and data wait.
-fn train_throughput(
-    set: &ImageSet,
-    device: Device,
-    stage: Stage,
-    amp: Amp,
-    batch_size: usize,
-    steps: usize,
-) -> (f64, f64) {
-    let classes = (set.labels.max().int64_value(&[]) + 1).max(200);
+/// Measures what `plan` asks for.
+pub fn run(plan: &Plan) -> Result<Report> {
+    let device = plan.device;
+    let baseline = device_used_mb(device);
+    let scratch = Scratch::new("work")?;
+    let tree = tree(plan.data, plan.images, &scratch)?;
+    let list = samples(&tree, plan.images)?;
+    let mut report = Report {
+        device: device::describe(device),
+        amp: plan.amp,
+        image_size: plan.image_size,
+        images: list.len(),
+        batch_size: plan.batch_size,
+        ..Report::default()
+    };
+    let started = Instant::now();
+    let (decoded, _) = cache::load(&list, None, false)?;
+    if plan.wants(Workload::Decode) {
+        report.decode_images_per_sec = Some(list.len() as f64 / started.elapsed().as_secs_f64());
+        report.warm_start_seconds = Some(warm_start(&tree, plan, &scratch)?);
+    }
+    let set = place(decoded, device)?;
+    if plan.wants(Workload::Augment) {
+        report.augment_images_per_sec = Some(augment_throughput(&set, plan));
+    }
+    if plan.wants(Workload::TrainBase) {
+        let (ips, wait) = train_throughput(&set, plan, Stage::Base)?;
+        report.train_base_images_per_sec = Some(ips);
+        report.train_base_data_wait = Some(wait);
+    }
+    if plan.wants(Workload::Finetune) {
+        let (ips, wait) = train_throughput(&set, plan, Stage::Finetune)?;
+        report.finetune_images_per_sec = Some(ips);
+        report.finetune_data_wait = Some(wait);
+    }
+    if plan.wants(Workload::Eval) {
+        report.eval_images_per_sec = Some(eval_throughput(&set, plan));
+    }
+    report.peak_host_mb = host_memory_mb("VmHWM:");
+    report.peak_device_mb = device_used_mb(device)
+        .zip(baseline)
+        .map(|(now, before)| (now - before).max(0.0));
+    Ok(report)
+}
+
+/// A repeat run's start: scan, find and map the cache, build the model, first batch.
+fn warm_start(tree: &Path, plan: &Plan, scratch: &Scratch) -> Result<f64> {
+    let cache_dir = scratch.0.join("cache");
+    cache::load(&samples(tree, plan.images)?, Some(&cache_dir), false)?;
+    let started = Instant::now();
+    let warm_list = samples(tree, plan.images)?;
+    let (warm, _) = cache::load(&warm_list, Some(&cache_dir), false)?;
+    let warm = place(warm, plan.device)?;
+    let _model = Vgg16::new(200, plan.device);
+    let first: Vec<usize> = (0..plan.batch_size).collect();
+    let loader = Loader::new(&warm, plan.device).with_image_size(plan.image_size);
+    let _ = loader.train_batch(&first, 0, true);
+    synchronize(plan.device);
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Augmented batches per second, about 16 384 images' worth.
+fn augment_throughput(set: &ImageSet, plan: &Plan) -> f64 {
+    let loader = Loader::new(set, plan.device).with_image_size(plan.image_size);
+    let (n, batch) = (set.len(), plan.batch_size);
+    let batches = (16384 / batch).max(4);
+    let rows = |b: usize| (0..batch).map(|i| (b * batch + i) % n).collect::<Vec<_>>();
+    let _ = loader.train_batch(&rows(0), 0, true);
+    synchronize(plan.device);
+    let started = Instant::now();
+    for b in 0..batches {
+        let _ = loader.train_batch(&rows(b), b as u64, true);
+    }
+    synchronize(plan.device);
+    (batches * batch) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Trains `plan.steps` timed steps (after two warm-up steps) of `stage`: images/s and the
+/// share of the time spent waiting for the next batch.
+fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<(f64, f64)> {
+    let (device, batch_size) = (plan.device, plan.batch_size);
+    let classes = (set.labels.max().int64_value(&[]) + 1).max(200) as usize;
     tch::manual_seed(0);
-    let mut model = Vgg16::new(classes, device);
-    model.set_stage(stage);
-    model.set_compute_kind(amp.compute_kind());
-    let mut adam = Adam::new(model.trainable());
-    let mut scaler = (amp == Amp::Fp16).then(|| LossScaler::standard(device));
+    let mut learner = Learner::new(classes, stage, plan.amp, true, device);
     let schedule = CyclicLr::triangular2(1e-4, 6e-4, 1404);
     let n = set.len();
     let warmup = 2;
-    let plan: Vec<Planned> = (0..warmup + steps)
+    let batches: Vec<Planned> = (0..warmup + plan.steps)
         .map(|b| Planned {
             indices: (0..batch_size).map(|i| (b * batch_size + i) % n).collect(),
             key: b as u64,
         })
         .collect();
-    let loader = Loader::new(set, device);
-    let mut waited = 0.0;
-    let mut timed_start = Instant::now();
-    std::thread::scope(|scope| {
-        let mut batches = loader.prefetch(scope, plan, true);
-        for step in 0..warmup + steps {
+    let loader = Loader::new(set, device).with_image_size(plan.image_size);
+    let (mut waited, mut timed_start) = (0.0, Instant::now());
+    std::thread::scope(|scope| -> Result<()> {
+        let mut stream = loader.prefetch(scope, batches, true);
+        for step in 0..warmup + plan.steps {
             if step == warmup {
-                sync(device);
-                timed_start = Instant::now();
-                waited = 0.0;
+                synchronize(device);
+                (waited, timed_start) = (0.0, Instant::now());
             }
             let wait = Instant::now();
-            let Some(batch) = batches.next() else {
+            let Some(batch) = stream.next() else {
                 break;
             };
+            let batch = batch?;
             waited += wait.elapsed().as_secs_f64();
-            let (loss, _) = forward_loss(&mut model, &batch);
-            optimize(&mut adam, scaler.as_mut(), &loss, schedule.at(step as u64));
+            let (loss, _) = learner.forward_loss(&batch);
+            learner.optimize(&loss, schedule.at(step as u64));
         }
-    });
-    sync(device);
+        Ok(())
+    })?;
+    synchronize(device);
     let seconds = timed_start.elapsed().as_secs_f64();
-    ((steps * batch_size) as f64 / seconds, waited / seconds)
+    Ok(((plan.steps * batch_size) as f64 / seconds, waited / seconds))
 }
 
-pub fn run(args: &BenchArgs) -> Result<()> {
-    if args.images < args.batch_size || args.batch_size < 2 {
-        bail_input!("--images must be at least --batch-size, and --batch-size at least 2");
-    }
-    let device = resolve_device(&args.device)?;
-    if args.amp == Amp::Fp16 && device == Device::Cpu {
-        bail_input!("--amp fp16 needs a CUDA device; on the CPU use --amp bf16 or off");
-    }
-    eprintln!("device: {}", describe(device));
-    if device != Device::Cpu {
-        tch::Cuda::cudnn_set_benchmark(true);
-    }
-    let scratch = Scratch::new("work")?;
-    let tree = tree(args.data.as_deref(), args.images, &scratch)?;
-    let list = samples(&tree, args.images)?;
-    let wants = |w: Workload| args.only.is_empty() || args.only.contains(&w);
-    let mut report = Report {
-        device: describe(device),
-        amp: args.amp,
-        images: list.len(),
-        batch_size: args.batch_size,
-        ..Report::default()
-    };
-
-    let started = Instant::now();
-    let (decoded, _) = cache::load(&list, None, false)?;
-    if wants(Workload::Decode) {
-        report.decode_images_per_sec = Some(list.len() as f64 / started.elapsed().as_secs_f64());
-        // A repeat run's start: scan, find and map the cache, build the model, first batch.
-        let cache_dir = scratch.0.join("cache");
-        cache::load(&list, Some(&cache_dir), false)?;
-        let started = Instant::now();
-        let warm_list = samples(&tree, args.images)?;
-        let (warm, _) = cache::load(&warm_list, Some(&cache_dir), false)?;
-        let warm = place(warm, device);
-        let _model = Vgg16::new(200, device);
-        let first: Vec<usize> = (0..args.batch_size).collect();
-        let _ = Loader::new(&warm, device).train_batch(&first, 0, true);
-        sync(device);
-        report.warm_start_seconds = Some(started.elapsed().as_secs_f64());
-    }
-    let set = place(decoded, device);
-    let loader = Loader::new(&set, device);
+/// Eval-mode forward passes per second over the whole set.
+fn eval_throughput(set: &ImageSet, plan: &Plan) -> f64 {
+    let device = plan.device;
+    let loader = Loader::new(set, device).with_image_size(plan.image_size);
+    tch::manual_seed(0);
+    let mut model = Vgg16::new(200, device);
+    model.set_compute_kind(plan.amp.compute_kind());
     let n = set.len();
-    let batch = args.batch_size;
-
-    if wants(Workload::Augment) {
-        let batches = (16384 / batch).max(4);
-        let rows = |b: usize| (0..batch).map(|i| (b * batch + i) % n).collect::<Vec<_>>();
-        let _ = loader.train_batch(&rows(0), 0, true);
-        sync(device);
-        let started = Instant::now();
-        for b in 0..batches {
-            let _ = loader.train_batch(&rows(b), b as u64, true);
-        }
-        sync(device);
-        report.augment_images_per_sec =
-            Some((batches * batch) as f64 / started.elapsed().as_secs_f64());
+    let eval_batch = eval_batch_size(device, plan.batch_size);
+    let rows: Vec<usize> = (0..n).collect();
+    let _ = model.forward_eval(&loader.eval_batch(&rows[..eval_batch.min(n)]).images);
+    synchronize(device);
+    let started = Instant::now();
+    for chunk in rows.chunks(eval_batch) {
+        let logits = model.forward_eval(&loader.eval_batch(chunk).images);
+        let _ = logits.argmax(1, false).to_kind(Kind::Int64);
     }
-    if wants(Workload::TrainBase) {
-        let (ips, wait) = train_throughput(&set, device, Stage::Base, args.amp, batch, args.steps);
-        report.train_base_images_per_sec = Some(ips);
-        report.train_base_data_wait = Some(wait);
-    }
-    if wants(Workload::Finetune) {
-        let (ips, wait) =
-            train_throughput(&set, device, Stage::Finetune, args.amp, batch, args.steps);
-        report.finetune_images_per_sec = Some(ips);
-        report.finetune_data_wait = Some(wait);
-    }
-    if wants(Workload::Eval) {
-        tch::manual_seed(0);
-        let mut model = Vgg16::new(200, device);
-        model.set_compute_kind(args.amp.compute_kind());
-        let eval_batch = eval_batch_size(device, batch);
-        let rows: Vec<usize> = (0..n).collect();
-        let _ = model.forward_eval(&loader.eval_batch(&rows[..eval_batch.min(n)]).images);
-        sync(device);
-        let started = Instant::now();
-        for chunk in rows.chunks(eval_batch) {
-            let logits = model.forward_eval(&loader.eval_batch(chunk).images);
-            let _ = logits.argmax(1, false).to_kind(Kind::Int64);
-        }
-        sync(device);
-        report.eval_images_per_sec = Some(n as f64 / started.elapsed().as_secs_f64());
-    }
-    report.peak_host_mb = host_memory_mb("VmHWM:");
-    report.peak_device_mb = device_used_mb(device);
-
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_table(&report);
-    }
-    Ok(())
-}
-
-fn print_table(r: &Report) {
-    println!(
-        "vggtiny bench on {} ({} images, batch {})",
-        r.device, r.images, r.batch_size
-    );
-    let rows = [
-        ("cold decode", r.decode_images_per_sec, None),
-        ("augmented batches", r.augment_images_per_sec, None),
-        (
-            "stage-1 training",
-            r.train_base_images_per_sec,
-            r.train_base_data_wait,
-        ),
-        (
-            "stage-2 training",
-            r.finetune_images_per_sec,
-            r.finetune_data_wait,
-        ),
-        ("eval", r.eval_images_per_sec, None),
-    ];
-    for (name, ips, wait) in rows {
-        if let Some(ips) = ips {
-            let wait = wait.map_or(String::new(), |w| {
-                format!("  (waiting for data {:.1}%)", 100.0 * w)
-            });
-            println!("  {name:<20} {ips:>10.1} images/s{wait}");
-        }
-    }
-    if let Some(s) = r.warm_start_seconds {
-        println!("  {:<20} {:>10.3} s", "warm start", s);
-    }
-    println!("  {:<20} {:>10.0} MiB", "peak host memory", r.peak_host_mb);
-    if let Some(mb) = r.peak_device_mb {
-        println!("  {:<20} {:>10.0} MiB", "device memory used", mb);
-    }
+    synchronize(device);
+    n as f64 / started.elapsed().as_secs_f64()
 }

@@ -12,32 +12,32 @@ use indicatif::{ProgressBar, ProgressStyle};
 use md5::{Digest, Md5};
 
 use crate::bail_input;
-use crate::cli::DownloadArgs;
 
 /// The official Tiny ImageNet archive and its MD5.
 pub const DEFAULT_URL: &str = "http://cs231n.stanford.edu/tiny-imagenet-200.zip";
 pub const DEFAULT_MD5: &str = "90528d7ca1a48142e341f4ef8d21d0de";
 
-pub fn run(args: &DownloadArgs) -> Result<()> {
-    let expected = args.md5.to_lowercase();
+/// Downloads the archive at `url` into the folder `to` (resuming an earlier attempt), checks
+/// its MD5 against `md5` and unpacks it there; returns the unpacked dataset folder.
+pub fn fetch_dataset(url: &str, md5: &str, to: &Path) -> Result<PathBuf> {
+    let expected = md5.to_lowercase();
     if expected.len() != 32 || !expected.chars().all(|c| c.is_ascii_hexdigit()) {
-        bail_input!("--md5 {:?}: expected 32 hexadecimal digits", args.md5);
+        bail_input!("--md5 {md5:?}: expected 32 hexadecimal digits");
     }
-    fs::create_dir_all(&args.to).with_context(|| format!("cannot create {}", args.to.display()))?;
-    let name = args
-        .url
+    fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let name = url
         .rsplit('/')
         .next()
         .filter(|n| !n.is_empty() && !n.contains('?'))
         .unwrap_or("download.zip");
-    let archive = args.to.join(name);
-    let part = args.to.join(format!(".{name}.part"));
+    let archive = to.join(name);
+    let part = to.join(format!(".{name}.part"));
 
     if archive.is_file() {
         eprintln!("{} is already here; checking it", archive.display());
         verify_md5(&archive, &expected)?;
     } else {
-        fetch(&args.url, &part)?;
+        fetch(url, &part)?;
         if let Err(e) = verify_md5(&part, &expected) {
             fs::remove_file(&part).ok();
             return Err(e.context(format!(
@@ -47,9 +47,7 @@ pub fn run(args: &DownloadArgs) -> Result<()> {
         }
         fs::rename(&part, &archive)?;
     }
-    let dataset = extract(&archive, &args.to)?;
-    println!("dataset ready in {}", dataset.display());
-    Ok(())
+    extract(&archive, to)
 }
 
 /// Downloads `url` into `part`, continuing where an earlier attempt stopped (HTTP Range).

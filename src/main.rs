@@ -19,7 +19,7 @@ fn main() {
     // libtorch reports failures (CUDA out of memory, bad shapes) as panics carrying a C++
     // backtrace; they become one error message here instead of reaching the user raw.
     panic::set_hook(Box::new(|_| {}));
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| vggtiny::run(cli)));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| vggtiny::cli::run(cli)));
     let err = match outcome {
         Ok(Ok(())) => return,
         Ok(Err(err)) => err,

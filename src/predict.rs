@@ -1,93 +1,83 @@
-//! `vggtiny predict`: the five most likely classes of each image, with their probabilities.
+//! The most likely classes of image files of any size or format, with their probabilities.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::Serialize;
-use tch::Kind;
+use tch::{Device, Kind, Tensor};
 
-use crate::bail_input;
-use crate::checkpoint::{read_tensors, Source};
-use crate::cli::PredictArgs;
-use crate::config::{describe, resolve_device};
-use crate::data::augment::normalize_channels_last;
+use crate::data::augment::{normalize_channels_last, resize, to_float, Constants};
 use crate::data::cache::decode_files;
-use crate::data::scan::{find_classes, DataRoot};
-use crate::eval::log_probs;
-use crate::model::{Part, Vgg16};
+use crate::eval::tta::{log_probs, Tta};
+use crate::model::Vgg16;
 
-#[derive(Serialize)]
-struct Guess {
-    wnid: String,
-    name: String,
-    prob: f64,
+/// One class guessed for an image.
+#[derive(Debug, Serialize)]
+pub struct Guess {
+    pub wnid: String,
+    pub name: String,
+    pub prob: f64,
 }
 
-#[derive(Serialize)]
-struct Prediction {
-    image: PathBuf,
-    top5: Vec<Guess>,
+/// The best guesses for one image, most likely first.
+#[derive(Debug, Serialize)]
+pub struct Prediction {
+    pub image: PathBuf,
+    pub top5: Vec<Guess>,
 }
 
-pub fn run(args: &PredictArgs) -> Result<()> {
-    let device = resolve_device(&args.device)?;
-    eprintln!("device: {}", describe(device));
-    let source = Source::resolve(&args.checkpoint, args.which)?;
-    let checkpoint = source.model.display().to_string();
-    let (classes, names) = match (&source.meta, &args.data) {
-        (Some(meta), _) => (meta.classes.clone(), meta.class_names.clone()),
-        (None, Some(data)) => {
-            let root = DataRoot::locate(data)?;
-            let classes = find_classes(&root.train)?;
-            let names = root.class_names(&classes)?;
-            (classes, names)
-        }
-        (None, None) => bail_input!(
-            "{checkpoint} has no meta.json beside it: pass --data DIR so that its classes are known"
-        ),
-    };
-    let mut model = Vgg16::new(classes.len() as i64, device);
-    model.load(read_tensors(&source.model)?, Part::All, &checkpoint)?;
+/// A model and the classes it tells apart (wnids and their human names).
+pub struct Classifier<'a> {
+    pub model: &'a Vgg16,
+    /// The side the model sees images at.
+    pub image_size: u32,
+    pub classes: &'a [String],
+    pub names: &'a [String],
+}
 
-    let images = decode_files(&args.images)?.to_device(device);
-    let x = images
-        .permute([0, 3, 1, 2])
-        .to_kind(Kind::Float)
-        .g_mul_scalar_(1.0 / 255.0);
-    let probs = log_probs(&model, &normalize_channels_last(&x), args.tta).exp();
-    let k = 5.min(classes.len() as i64);
-    let (top_p, top_i) = probs.topk(k, 1, true, true);
-    let top_p = Vec::<f64>::try_from(&top_p.to_kind(Kind::Double).flatten(0, -1))?;
-    let top_i = Vec::<i64>::try_from(&top_i.flatten(0, -1))?;
-
-    let predictions: Vec<Prediction> = args
-        .images
-        .iter()
-        .enumerate()
-        .map(|(n, path)| Prediction {
-            image: path.clone(),
-            top5: (0..k as usize)
-                .map(|j| {
-                    let at = n * k as usize + j;
-                    let class = top_i[at] as usize;
-                    Guess {
-                        wnid: classes[class].clone(),
-                        name: names.get(class).cloned().unwrap_or_default(),
-                        prob: top_p[at],
-                    }
-                })
-                .collect(),
-        })
-        .collect();
-    if args.json {
-        println!("{}", serde_json::to_string(&predictions)?);
-    } else {
-        for p in &predictions {
-            println!("{}", p.image.display());
-            for (rank, g) in p.top5.iter().enumerate() {
-                println!("  {}. {:.4}  {}  {}", rank + 1, g.prob, g.wnid, g.name);
+impl Classifier<'_> {
+    /// The five most likely classes of each image, `batch_size` images per forward pass.
+    pub fn predict(
+        &self,
+        images: &[PathBuf],
+        tta: Tta,
+        batch_size: usize,
+    ) -> Result<Vec<Prediction>> {
+        let k = 5.min(self.classes.len());
+        let mut out = Vec::with_capacity(images.len());
+        for paths in images.chunks(batch_size.max(1)) {
+            let probs = self.probabilities(paths, tta)?;
+            let (top_p, top_i) = probs.topk(k as i64, 1, true, true);
+            let top_p = Vec::<f64>::try_from(&top_p.to_kind(Kind::Double).flatten(0, -1))?;
+            let top_i = Vec::<i64>::try_from(&top_i.flatten(0, -1))?;
+            for (n, path) in paths.iter().enumerate() {
+                let top5 = (0..k)
+                    .map(|j| self.guess(top_i[n * k + j] as usize, top_p[n * k + j]))
+                    .collect();
+                out.push(Prediction {
+                    image: path.clone(),
+                    top5,
+                });
             }
         }
+        Ok(out)
     }
-    Ok(())
+
+    /// Class probabilities of the decoded images, on the host.
+    fn probabilities(&self, paths: &[PathBuf], tta: Tta) -> Result<Tensor> {
+        let device = self.model.device();
+        let x = to_float(&decode_files(paths)?.to_device(device));
+        let x = resize(&x, i64::from(self.image_size));
+        let x = normalize_channels_last(&x, &Constants::on(device));
+        let probs = log_probs(self.model, &x, tta).exp();
+        Ok(probs.to_device(Device::Cpu))
+    }
+
+    fn guess(&self, class: usize, prob: f64) -> Guess {
+        Guess {
+            wnid: self.classes[class].clone(),
+            name: self.names.get(class).cloned().unwrap_or_default(),
+            prob,
+        }
+    }
 }

@@ -94,78 +94,166 @@ pub fn to_float(images: &Tensor) -> Tensor {
         .g_mul_scalar_(1.0 / 255.0)
 }
 
+/// The transforms' constant tensors on one device, made once: a tensor built from host values
+/// per batch would be a blocking copy, a wait for the device, in every batch.
+pub struct Constants {
+    mean: Tensor,
+    std: Tensor,
+    /// Per channel (r, g, b) of the hue trapezoids: F = clamp(base + slope * |6h - center|).
+    hue_center: Tensor,
+    hue_base: Tensor,
+    hue_slope: Tensor,
+}
+
+impl Constants {
+    pub fn on(device: Device) -> Constants {
+        let per_channel = |v: [f32; 3]| Tensor::from_slice(&v).to_device(device).view([1, 3, 1, 1]);
+        Constants {
+            mean: per_channel(MEAN),
+            std: per_channel(STD),
+            // F_r = clamp(|6h - 3| - 1), F_g = clamp(2 - |6h - 2|), F_b = clamp(2 - |6h - 4|).
+            hue_center: per_channel([3.0, 2.0, 4.0]),
+            hue_base: per_channel([-1.0, 2.0, 2.0]),
+            hue_slope: per_channel([1.0, -1.0, -1.0]),
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        self.mean.device()
+    }
+}
+
 /// `Normalize(MEAN, STD)` on float NCHW, with torchvision's arithmetic (subtract, then
 /// divide), written with channels-last strides: the layout the model's convolutions run in.
-pub fn normalize_channels_last(x: &Tensor) -> Tensor {
-    let stats = |v: [f32; 3]| {
-        Tensor::from_slice(&v)
-            .view([1, 3, 1, 1])
-            .to_device(x.device())
-    };
+pub fn normalize_channels_last(x: &Tensor, c: &Constants) -> Tensor {
     let size = x.size();
-    let (c, h, w) = (size[1], size[2], size[3]);
-    let out = Tensor::empty_strided(&size, [h * w * c, 1, w * c, c], (x.kind(), x.device()));
-    let mut out = x.sub_out(&out, &stats(MEAN));
-    let _ = out.g_div_(&stats(STD));
+    let (ch, h, w) = (size[1], size[2], size[3]);
+    let out = Tensor::empty_strided(&size, [h * w * ch, 1, w * ch, ch], (x.kind(), x.device()));
+    let mut out = x.sub_out(&out, &c.mean);
+    let _ = out.g_div_(&c.std);
     out
 }
 
-/// Applies crop+resize, flip and colour jitter to uint8 NHWC `images` (on any device) and
-/// returns float NCHW in [0, 1], not yet normalised.
-pub fn augment(images: &Tensor, p: &AugmentParams) -> Tensor {
-    let crops = crop_flip(images, p);
-    let side = SIDE as i64;
-    // torchvision resizes with antialiasing; when enlarging (60 -> 64) its filter is plain
-    // bilinear interpolation, so the plain kernel gives the same values (to 1e-7), 3x faster.
-    // The pixels stay in 0..255: both colour ops are scale-equivariant, so ToDtype's 1/255
-    // rides on the saturation factors instead of a pass of its own.
-    let x = crops
-        .to_kind(Kind::Float)
-        .upsample_bilinear2d([side, side], false, None, None);
-    color_jitter(&x, p, 1.0 / 255.0)
+/// Rows of `AugmentParams::pack`'s matrix: the gather index, then the per-sample parameters.
+pub const PACKED_ROWS: usize = 6;
+
+impl AugmentParams {
+    /// The rows `rows` to gather and these parameters as one host matrix (f64, `PACKED_ROWS` x
+    /// n): rows, mirror, top, left (in the mirrored image's frame when flipped), saturation,
+    /// hue. One copy brings it to the device; f64 holds every index exactly.
+    pub fn pack(&self, rows: &[usize]) -> Vec<f64> {
+        let n = self.len();
+        let mut m = Vec::with_capacity(PACKED_ROWS * n);
+        m.extend(rows.iter().map(|&r| r as f64));
+        m.extend(self.flip.iter().map(|&f| f64::from(u8::from(f))));
+        m.extend(self.top.iter().map(|&t| t as f64));
+        m.extend((0..n).map(|i| {
+            let left = if self.flip[i] {
+                MAX_OFFSET - self.left[i]
+            } else {
+                self.left[i]
+            };
+            left as f64
+        }));
+        m.extend(&self.saturation);
+        m.extend(&self.hue);
+        m
+    }
 }
 
-/// Per-sample `CROP`x`CROP` crops at (top, left) of uint8 NHWC images, mirrored where `flip`
+/// A batch's drawn parameters as tensors on the device that augments it.
+pub struct ParamTensors {
+    mirror: Tensor,
+    top: Tensor,
+    left: Tensor,
+    /// float32, one per sample.
+    saturation: Tensor,
+    hue: Tensor,
+}
+
+impl ParamTensors {
+    /// Splits a packed matrix (see `AugmentParams::pack`), already on the device, into the
+    /// gather index and the parameters.
+    pub fn unpack(packed: &Tensor) -> (Tensor, ParamTensors) {
+        let row = |i: i64, kind: Kind| packed.get(i).to_kind(kind);
+        let params = ParamTensors {
+            mirror: row(1, Kind::Int64),
+            top: row(2, Kind::Int64),
+            left: row(3, Kind::Int64),
+            saturation: row(4, Kind::Float),
+            hue: row(5, Kind::Float),
+        };
+        (row(0, Kind::Int64), params)
+    }
+
+    /// The parameters of `p` on `device`, copied there directly (diagnostics and tests; the
+    /// loader copies them with its batch).
+    pub fn new(p: &AugmentParams, device: Device) -> ParamTensors {
+        let rows: Vec<usize> = (0..p.len()).collect();
+        let packed = Tensor::from_slice(&p.pack(&rows)).view([PACKED_ROWS as i64, -1]);
+        ParamTensors::unpack(&packed.to_device(device)).1
+    }
+}
+
+/// `side` x `side` images from float NCHW ones, as torchvision's `Resize` with antialiasing
+/// does on float tensors: enlarging, its filter is plain bilinear interpolation (the plain
+/// kernel is 3x faster and equal to 1e-7); shrinking, the antialiased kernel.
+pub fn resize(x: &Tensor, side: i64) -> Tensor {
+    let size = x.size();
+    if size[2] == side && size[3] == side {
+        return x.shallow_clone();
+    }
+    if side >= size[2] && side >= size[3] {
+        x.upsample_bilinear2d([side, side], false, None, None)
+    } else {
+        x.internal_upsample_bilinear2d_aa([side, side], false, None, None)
+    }
+}
+
+/// Applies crop+resize to `side` x `side`, flip and colour jitter to uint8 NHWC `images` (on
+/// the device of `t` and `c`) and returns float NCHW in [0, 1], not yet normalised. `p` says
+/// which samples take which order of the colour ops.
+pub fn augment(
+    images: &Tensor,
+    p: &AugmentParams,
+    t: &ParamTensors,
+    c: &Constants,
+    side: i64,
+) -> Tensor {
+    let crops = crop_flip(images, t);
+    // The pixels stay in 0..255: the resize is linear and both colour ops are
+    // scale-equivariant, so ToDtype's 1/255 rides on the saturation factors instead of a pass
+    // of its own.
+    let x = resize(&crops.to_kind(Kind::Float), side);
+    color_jitter(&x, p, t, c, 1.0 / 255.0)
+}
+
+/// Per-sample `CROP`x`CROP` crops at (top, left) of uint8 NHWC images, mirrored where `mirror`
 /// says, as uint8 NCHW: one indexing op into the view of every window of the batch and of its
 /// mirror image. Flipping before the resize equals flipping after it: the resize's sampling
 /// grid is mirror-symmetric. Cropping a mirror image at 4 - left mirrors the crop at left.
-fn crop_flip(images: &Tensor, p: &AugmentParams) -> Tensor {
-    let device = images.device();
-    let n = p.len() as i64;
+fn crop_flip(images: &Tensor, t: &ParamTensors) -> Tensor {
+    let n = t.mirror.size()[0];
     let both = Tensor::stack(&[images.shallow_clone(), images.flip([2])], 0);
     let windows = both.unfold(2, CROP, 1).unfold(3, CROP, 1); // mirror, N, top, left, C, H, W
-    let left: Vec<i64> = (0..p.len())
-        .map(|i| {
-            if p.flip[i] {
-                MAX_OFFSET - p.left[i]
-            } else {
-                p.left[i]
-            }
-        })
-        .collect();
-    let mirror: Vec<i64> = p.flip.iter().map(|&f| i64::from(f)).collect();
-    let index = |v: &[i64]| Some(Tensor::from_slice(v).to_device(device));
-    let rows = Some(Tensor::arange(n, (Kind::Int64, device)));
+    let rows = Tensor::arange(n, (Kind::Int64, images.device()));
+    let index = |t: &Tensor| Some(t.shallow_clone());
     // Contiguous NCHW: the indexing result keeps the windows' strides, which would send the
     // resize to its channels-last kernel, slow for three channels.
     windows
-        .index(&[index(&mirror), rows, index(&p.top), index(&left)])
+        .index(&[index(&t.mirror), Some(rows), index(&t.top), index(&t.left)])
         .contiguous()
 }
 
-/// Per-sample column vector of factors, shaped to broadcast over CHW.
-fn factors(v: impl Iterator<Item = f64>, device: Device) -> Tensor {
-    let v: Vec<f64> = v.collect();
-    Tensor::from_slice(&v)
-        .to_kind(Kind::Float)
-        .to_device(device)
-        .view([v.len() as i64, 1, 1, 1])
+/// Per-sample factors, shaped to broadcast over CHW.
+fn column(v: &Tensor) -> Tensor {
+    v.view([-1, 1, 1, 1])
 }
 
 /// `adjust_saturation`: blend with the grayscale image (torchvision's weights), clamp to [0, 1].
 pub fn adjust_saturation(x: &Tensor, factor: &Tensor) -> Tensor {
     let out = x.empty_like();
-    saturate_into(x, factor, 1.0, &out);
+    saturate_into(x, &column(factor), 1.0, &out);
     out
 }
 
@@ -178,11 +266,11 @@ fn saturate_into(x: &Tensor, factor: &Tensor, scale: f64, out: &Tensor) {
     let _ = blend.clamp_out(out, 0.0, 1.0);
 }
 
-/// `adjust_hue`: rotate the HSV hue by `shift` (fraction of a turn) keeping saturation and
-/// value.
-pub fn adjust_hue(x: &Tensor, shift: &Tensor) -> Tensor {
+/// `adjust_hue`: rotate the HSV hue by `shift` (fraction of a turn, one per sample) keeping
+/// saturation and value.
+pub fn adjust_hue(x: &Tensor, shift: &Tensor, c: &Constants) -> Tensor {
     let out = x.empty_like();
-    rotate_hue_into(x, shift, &out);
+    rotate_hue_into(x, &column(shift), c, &out);
     out
 }
 
@@ -191,10 +279,9 @@ pub fn adjust_hue(x: &Tensor, shift: &Tensor) -> Tensor {
 /// is m + (M - m) * F_c(6h'), F_c the trapezoid of torchvision's sector table
 /// (`_hsv_to_rgb`). Same values as torchvision's to 1e-6, in half the passes over memory.
 /// Scale-equivariant: `x * k` gives `out * k`.
-fn rotate_hue_into(x: &Tensor, shift: &Tensor, out: &Tensor) {
-    let device = x.device();
-    let c = x.unbind(1);
-    let (r, g, b) = (&c[0], &c[1], &c[2]);
+fn rotate_hue_into(x: &Tensor, shift: &Tensor, c: &Constants, out: &Tensor) {
+    let ch = x.unbind(1);
+    let (r, g, b) = (&ch[0], &ch[1], &ch[2]);
     let max = r.maximum(g).maximum(b);
     let min = r.minimum(g).minimum(b);
     let range = &max - &min;
@@ -207,12 +294,9 @@ fn rotate_hue_into(x: &Tensor, shift: &Tensor, out: &Tensor) {
     // A gray pixel has range 0 and no hue; any finite value will do, the range zeroes it.
     let h6 = numerator / range.clamp_min(1e-12) + sector_start + shift.view([-1, 1, 1]) * 6.0;
     let h6 = h6.remainder(6.0).unsqueeze(1);
-    // F_r = clamp(|6h - 3| - 1), F_g = clamp(2 - |6h - 2|), F_b = clamp(2 - |6h - 4|).
-    let per_channel = |v: [f32; 3]| Tensor::from_slice(&v).to_device(device).view([1, 3, 1, 1]);
-    let mut distance = h6 - per_channel([3.0, 2.0, 4.0]);
+    let mut distance = h6 - &c.hue_center;
     let _ = distance.abs_();
-    let mut wave =
-        per_channel([-1.0, 2.0, 2.0]).addcmul(&distance, &per_channel([1.0, -1.0, -1.0]));
+    let mut wave = c.hue_base.addcmul(&distance, &c.hue_slope);
     let _ = wave.clamp_(0.0, 1.0);
     let _ = min
         .unsqueeze(1)
@@ -223,8 +307,13 @@ fn rotate_hue_into(x: &Tensor, shift: &Tensor, out: &Tensor) {
 /// order. Samples of one order run together, each group's last op writing straight into its
 /// rows of the output: as slices when the batch lists the groups contiguously (the loader draws
 /// its batches so), through gathered copies otherwise.
-fn color_jitter(x: &Tensor, p: &AugmentParams, scale: f64) -> Tensor {
-    let device = x.device();
+fn color_jitter(
+    x: &Tensor,
+    p: &AugmentParams,
+    t: &ParamTensors,
+    c: &Constants,
+    scale: f64,
+) -> Tensor {
     let out = x.empty_like();
     for saturation_first in [true, false] {
         let members: Vec<usize> = (0..p.len())
@@ -233,28 +322,29 @@ fn color_jitter(x: &Tensor, p: &AugmentParams, scale: f64) -> Tensor {
         let Some(&first) = members.first() else {
             continue;
         };
-        let sat = factors(members.iter().map(|&i| p.saturation[i]), device);
-        let hue = factors(members.iter().map(|&i| p.hue[i]), device);
         let contiguous = members.windows(2).all(|w| w[1] == w[0] + 1);
-        let rows = Tensor::from_slice(&members.iter().map(|&i| i as i64).collect::<Vec<_>>())
-            .to_device(device);
-        let (part, target) = if contiguous {
-            let span = |t: &Tensor| t.narrow(0, first as i64, members.len() as i64);
-            (span(x), span(&out))
-        } else {
-            (x.index_select(0, &rows), out.index_select(0, &rows))
+        // Only a batch that is not grouped needs an index tensor, a copy to the device.
+        let rows = (!contiguous).then(|| {
+            let rows: Vec<i64> = members.iter().map(|&i| i as i64).collect();
+            Tensor::from_slice(&rows).to_device(x.device())
+        });
+        let pick = |v: &Tensor| match &rows {
+            None => v.narrow(0, first as i64, members.len() as i64),
+            Some(rows) => v.index_select(0, rows),
         };
+        let (part, target) = (pick(x), pick(&out));
+        let (sat, hue) = (column(&pick(&t.saturation)), column(&pick(&t.hue)));
         if saturation_first {
             let saturated = part.empty_like();
             saturate_into(&part, &sat, scale, &saturated);
-            rotate_hue_into(&saturated, &hue, &target);
+            rotate_hue_into(&saturated, &hue, c, &target);
         } else {
             let rotated = part.empty_like();
-            rotate_hue_into(&part, &hue, &rotated);
+            rotate_hue_into(&part, &hue, c, &rotated);
             saturate_into(&rotated, &sat, scale, &target);
         }
-        if !contiguous {
-            let _ = out.shallow_clone().index_copy_(0, &rows, &target);
+        if let Some(rows) = &rows {
+            let _ = out.shallow_clone().index_copy_(0, rows, &target);
         }
     }
     out
@@ -281,28 +371,40 @@ mod tests {
         }
     }
 
+    fn full(n: i64, v: f64) -> Tensor {
+        Tensor::full([n], v, (Kind::Float, Device::Cpu))
+    }
+
+    fn augment_on_cpu(x: &Tensor, p: &AugmentParams) -> Tensor {
+        let c = Constants::on(Device::Cpu);
+        augment(x, p, &ParamTensors::new(p, Device::Cpu), &c, 64)
+    }
+
     #[test]
     fn neutral_colour_params_change_nothing() {
         let x = to_float(&images(3));
-        let ones = factors([1.0; 3].into_iter(), Device::Cpu);
-        let zeros = factors([0.0; 3].into_iter(), Device::Cpu);
-        let d = (adjust_saturation(&x, &ones) - &x)
+        let c = Constants::on(Device::Cpu);
+        let d = (adjust_saturation(&x, &full(3, 1.0)) - &x)
             .abs()
             .max()
             .double_value(&[]);
         assert!(d < 1e-6, "{d}");
-        let d = (adjust_hue(&x, &zeros) - &x).abs().max().double_value(&[]);
+        let d = (adjust_hue(&x, &full(3, 0.0), &c) - &x)
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(d < 1e-5, "{d}");
     }
 
     #[test]
     fn hue_half_turn_twice_is_identity_and_gray_is_fixed() {
         let x = to_float(&images(2));
-        let half = factors([0.5; 2].into_iter(), Device::Cpu);
-        let back = adjust_hue(&adjust_hue(&x, &half), &half);
+        let c = Constants::on(Device::Cpu);
+        let half = full(2, 0.5);
+        let back = adjust_hue(&adjust_hue(&x, &half, &c), &half, &c);
         assert!((back - &x).abs().max().double_value(&[]) < 1e-5);
         // saturation 0 gives the grayscale image in all three channels
-        let zero = factors([0.0; 2].into_iter(), Device::Cpu);
+        let zero = full(2, 0.0);
         let g = adjust_saturation(&x, &zero);
         let c = g.unbind(1);
         assert!((&c[0] - &c[1]).abs().max().double_value(&[]) < 1e-6);
@@ -315,7 +417,7 @@ mod tests {
         p.top = vec![0, 4];
         p.left = vec![4, 0];
         p.flip = vec![false, true];
-        let out = augment(&x, &p);
+        let out = augment_on_cpu(&x, &p);
         assert_eq!(out.size(), vec![2, 3, 64, 64]);
         // A 60->64 resize keeps the corner pixels' values at the corners (up to rounding).
         let f = to_float(&x);
@@ -323,6 +425,48 @@ mod tests {
         assert!((corner(&out, 0, 0, 0) - corner(&f, 0, 0, 4)).abs() < 1e-6);
         // second sample flipped: its top-left shows the crop's top-right, pixel (4, 59)
         assert!((corner(&out, 1, 0, 0) - corner(&f, 1, 4, 59)).abs() < 1e-6);
+    }
+
+    /// A batch listing its colour-op groups contiguously (as the loader draws them) and one
+    /// that does not are augmented alike, sample for sample.
+    #[test]
+    fn grouped_and_interleaved_batches_agree() {
+        let x = images(6);
+        let p = AugmentParams::sample(6, &mut ChaCha8Rng::seed_from_u64(3));
+        let order = p.grouped_order();
+        let grouped = augment_on_cpu(
+            &x.index_select(
+                0,
+                &Tensor::from_slice(&order.iter().map(|&i| i as i64).collect::<Vec<_>>()),
+            ),
+            &p.select(&order),
+        );
+        let interleaved = augment_on_cpu(&x, &p);
+        for (pos, &i) in order.iter().enumerate() {
+            let d = (grouped.get(pos as i64) - interleaved.get(i as i64))
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(d < 1e-6, "sample {i}: {d}");
+        }
+    }
+
+    #[test]
+    fn packed_parameters_unpack_on_the_device() {
+        let p = AugmentParams::sample(5, &mut ChaCha8Rng::seed_from_u64(4));
+        let rows = [7usize, 100_000, 3, 0, 42];
+        let packed = Tensor::from_slice(&p.pack(&rows)).view([PACKED_ROWS as i64, -1]);
+        let (index, t) = ParamTensors::unpack(&packed);
+        assert_eq!(
+            Vec::<i64>::try_from(&index).unwrap(),
+            vec![7, 100_000, 3, 0, 42]
+        );
+        assert_eq!(Vec::<i64>::try_from(&t.top).unwrap(), p.top);
+        let mirror: Vec<i64> = p.flip.iter().map(|&f| i64::from(f)).collect();
+        assert_eq!(Vec::<i64>::try_from(&t.mirror).unwrap(), mirror);
+        let sat: Vec<f32> = p.saturation.iter().map(|&v| v as f32).collect();
+        assert_eq!(Vec::<f32>::try_from(&t.saturation).unwrap(), sat);
+        assert_eq!(t.hue.kind(), Kind::Float);
     }
 
     #[test]

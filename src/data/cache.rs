@@ -20,8 +20,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::decode::{decode_into, IMAGE_BYTES, SIDE};
 use super::scan::Sample;
-use crate::atomic_file::write_atomic;
 use crate::error::input_error;
+use crate::io::atomic_file::write_atomic;
 
 const MAGIC: &[u8; 8] = b"VGGTINYC";
 /// Bumped whenever decoding changes what pixels a file gives.
@@ -54,6 +54,11 @@ impl ImageSet {
             labels,
             _mapping: None,
         }
+    }
+
+    /// Bytes of pixels and labels.
+    pub fn bytes(&self) -> usize {
+        self.images.numel() + self.labels.numel() * 8
     }
 
     /// A copy of the whole set on `device`.

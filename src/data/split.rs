@@ -2,8 +2,13 @@
 //! `torch.utils.data.random_split(ds, [1 - h, h], generator=torch.Generator().manual_seed(seed))`
 //! gives.
 
+use std::path::Path;
+
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
+
+use crate::bail_input;
 
 /// How a dataset was split: enough to recompute the split and to notice a changed dataset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +47,21 @@ impl SplitSpec {
         lengths
     }
 
+    /// Fails unless this split was drawn over `size` samples: over a changed dataset the same
+    /// seed gives another holdout. `run` and `tree` name the run and the data in the message.
+    pub fn check_size(&self, size: usize, run: &str, tree: &Path) -> Result<()> {
+        if self.dataset_size != size {
+            bail_input!(
+                "{run} was split over {} images, {} now has {}: the dataset changed, so its \
+                 holdout cannot be recovered",
+                self.dataset_size,
+                tree.display(),
+                size
+            );
+        }
+        Ok(())
+    }
+
     /// Draws the permutation from libtorch's CPU generator seeded with `seed`, the same
     /// Mersenne Twister `torch.Generator().manual_seed(seed)` starts from. Reseeds the global
     /// generator, so call it before any random draw that must not depend on it.
@@ -74,6 +94,20 @@ mod tests {
         assert_eq!(SplitSpec::new(0, 0.3, 3).lengths(), [3, 0]);
         // floor(0.5*5)=2 twice, remainder 1 to the first.
         assert_eq!(SplitSpec::new(0, 0.5, 5).lengths(), [3, 2]);
+    }
+
+    #[test]
+    fn a_changed_dataset_is_named() {
+        let spec = SplitSpec::new(42, 0.05, 100);
+        assert!(spec.check_size(100, "run", Path::new("d")).is_ok());
+        let err = spec
+            .check_size(99, "run", Path::new("d"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("100 images") && err.contains("has 99"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -25,9 +25,9 @@ def images(n, seed=0):
     return np.concatenate([noise, np.stack(smooth)])
 
 
-def torchvision_augment(img, p, i):
+def torchvision_augment(img, p, i, size=64):
     x = torch.from_numpy(img).permute(2, 0, 1).to(torch.float32).mul(1.0 / 255)
-    x = F.resized_crop(x, p["top"][i], p["left"][i], 60, 60, [64, 64], antialias=True)
+    x = F.resized_crop(x, p["top"][i], p["left"][i], 60, 60, [size, size], antialias=True)
     if p["flip"][i]:
         x = F.hflip(x)
     if p["saturation_first"][i]:
@@ -63,6 +63,46 @@ def test_given_parameters_match_torchvision(tmp_path, vggtiny, orders):
     for i in range(n):
         diff = np.abs(ours[i] - torchvision_augment(imgs[i], params, i)).max()
         assert diff <= 1 / 255, f"sample {i}: max diff {diff * 255:.3f}/255"
+
+
+@pytest.mark.parametrize("size", [48, 96, 224])
+def test_image_size_crops_match_torchvision(tmp_path, vggtiny, size):
+    """--image-size N: the 60x60 crop resized to N as RandomResizedCrop(N, ...) does on the
+    float image (shrinking below 60 takes the antialiased kernel)."""
+    n = 8
+    imgs = images(n, seed=size)
+    rng = np.random.default_rng(size)
+    params = {
+        "top": [int(v) for v in rng.integers(0, 5, n)],
+        "left": [int(v) for v in rng.integers(0, 5, n)],
+        "flip": [bool(v) for v in np.arange(n) % 2],
+        "saturation": [float(v) for v in rng.uniform(0.5, 2.0, n)],
+        "hue": [float(v) for v in rng.uniform(-0.05, 0.05, n)],
+        "saturation_first": [bool(v) for v in np.arange(n) < n // 2],
+    }
+    save_file({"images": imgs}, str(tmp_path / "in.safetensors"))
+    (tmp_path / "p.json").write_text(json.dumps(params))
+    vggtiny("inspect", "augment", "--input", tmp_path / "in.safetensors", "--params",
+            tmp_path / "p.json", "--out", tmp_path / "out.safetensors", "--image-size", size)
+    ours = load_file(str(tmp_path / "out.safetensors"))["augmented"]
+    assert ours.shape == (n, 3, size, size)
+    for i in range(n):
+        diff = np.abs(ours[i] - torchvision_augment(imgs[i], params, i, size)).max()
+        assert diff <= 1 / 255, f"sample {i}: max diff {diff * 255:.3f}/255"
+
+
+@pytest.mark.parametrize("size", [32, 48, 64, 96, 224])
+def test_eval_resize_matches_torchvision(tmp_path, vggtiny, size):
+    """Eval at --image-size N: v2's Resize(N, antialias=True) on the float image."""
+    imgs = images(6, seed=7)
+    save_file({"images": imgs}, str(tmp_path / "in.safetensors"))
+    vggtiny("inspect", "resize", "--input", tmp_path / "in.safetensors", "--image-size", size,
+            "--out", tmp_path / "out.safetensors")
+    ours = load_file(str(tmp_path / "out.safetensors"))["resized"]
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).to(torch.float32).mul(1.0 / 255)
+    want = F.resize(x, [size, size], antialias=True).numpy()
+    diff = np.abs(ours - want).max()
+    assert diff <= 1 / 255, f"max diff {diff * 255:.3f}/255"
 
 
 N = 20000

@@ -18,7 +18,7 @@ import recipe
 CLASSES, PER_CLASS, HOLDOUT, BATCH, EPOCHS = 3, 6, 0.2, 5, 2
 
 
-def oracle_train(model, data, frozen, lr, max_lr, step_size_up):
+def oracle_train(model, data, frozen, lr, max_lr, step_size_up, label_smoothing=0.0):
     ds = ImageFolder(str(data / "train"), transform=recipe.eval_transform())
     train_part, _ = recipe.split(ds, HOLDOUT, 42)
     loader = DataLoader(Subset(ds, train_part.indices), batch_size=BATCH, shuffle=False)
@@ -28,7 +28,7 @@ def oracle_train(model, data, frozen, lr, max_lr, step_size_up):
     # channels-last, as vggtiny runs (and as PyTorch recommends for oneDNN and tensor cores)
     model.to(memory_format=torch.channels_last)
     recipe.train_stage(model, loader, "cpu", EPOCHS, lr, max_lr, step_size_up,
-                       frozen=frozen, channels_last=True)
+                       frozen=frozen, channels_last=True, label_smoothing=label_smoothing)
     return model.state_dict()
 
 
@@ -77,4 +77,19 @@ def test_adam_steps_match(tmp_path, vggtiny, setup, stage, lr, max_lr):
             *common_flags(lr, max_lr, 2))
     frozen = stage == "base"
     ref = oracle_train(model, data, frozen, lr, max_lr, 2)
+    compare(load_file(str(run / "model.safetensors")), ref, initial, frozen_features=frozen)
+
+
+@pytest.mark.parametrize("stage", ["base", "finetune"])
+def test_label_smoothed_steps_match(tmp_path, vggtiny, setup, stage):
+    """--label-smoothing 0.1 against F.cross_entropy(logits, y, label_smoothing=0.1)."""
+    data, init, model = setup
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    run = tmp_path / stage
+    lr, max_lr = (1e-3, 3e-3) if stage == "base" else (1e-4, 3e-4)
+    start = ["train-base", "--init"] if stage == "base" else ["finetune", "--from"]
+    vggtiny(start[0], "--data", data, start[1], init, "--out", run, "--label-smoothing", 0.1,
+            *common_flags(lr, max_lr, 2))
+    frozen = stage == "base"
+    ref = oracle_train(model, data, frozen, lr, max_lr, 2, label_smoothing=0.1)
     compare(load_file(str(run / "model.safetensors")), ref, initial, frozen_features=frozen)

@@ -1,0 +1,108 @@
+//! `vggtiny bench`: the pipeline's throughput and memory on this machine, as a table or JSON.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use tch::Device;
+
+use super::flags::DeviceFlag;
+use crate::bail_input;
+use crate::bench::{self, Plan, Report, Workload};
+use crate::model::Amp;
+use crate::run_dir::config::validate_image_size;
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Tiny ImageNet root or class-folder tree [default: synthetic images written to a temp dir]
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// How many images (the first ones of the training tree)
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub images: usize,
+    /// Images per training batch
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub batch_size: usize,
+    /// Timed optimizer steps per training stage (after two warm-up steps)
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub steps: usize,
+    /// Mixed precision of the training and eval workloads
+    #[arg(long, value_enum, default_value_t = Amp::Off)]
+    pub amp: Amp,
+    /// Side of the images the network sees (the recipe: 64)
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub image_size: u32,
+    /// Measure only these workloads (comma separated) [default: all]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Workload>,
+    #[command(flatten)]
+    pub device: DeviceFlag,
+    /// Print one JSON object instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.images < args.batch_size || args.batch_size < 2 {
+        bail_input!("--images must be at least --batch-size, and --batch-size at least 2");
+    }
+    validate_image_size(args.image_size)?;
+    let device = args.device.open()?;
+    args.amp.check_device(device)?;
+    if device != Device::Cpu {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    let report = bench::run(&Plan {
+        data: args.data.as_deref(),
+        images: args.images,
+        batch_size: args.batch_size,
+        steps: args.steps,
+        amp: args.amp,
+        image_size: args.image_size,
+        only: &args.only,
+        device,
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "vggtiny bench on {} ({} images at {}x{}, batch {})",
+        r.device, r.images, r.image_size, r.image_size, r.batch_size
+    );
+    let rows = [
+        ("cold decode", r.decode_images_per_sec, None),
+        ("augmented batches", r.augment_images_per_sec, None),
+        (
+            "stage-1 training",
+            r.train_base_images_per_sec,
+            r.train_base_data_wait,
+        ),
+        (
+            "stage-2 training",
+            r.finetune_images_per_sec,
+            r.finetune_data_wait,
+        ),
+        ("eval", r.eval_images_per_sec, None),
+    ];
+    for (name, ips, wait) in rows {
+        if let Some(ips) = ips {
+            let wait = wait.map_or(String::new(), |w| {
+                format!("  (waiting for data {:.1}%)", 100.0 * w)
+            });
+            println!("  {name:<20} {ips:>10.1} images/s{wait}");
+        }
+    }
+    if let Some(s) = r.warm_start_seconds {
+        println!("  {:<20} {:>10.3} s", "warm start", s);
+    }
+    println!("  {:<20} {:>10.0} MiB", "peak host memory", r.peak_host_mb);
+    if let Some(mb) = r.peak_device_mb {
+        println!("  {:<20} {:>10.0} MiB", "peak device memory", mb);
+    }
+}

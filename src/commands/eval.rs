@@ -1,0 +1,109 @@
+//! `vggtiny eval`: top-1/top-5 and mean loss of a model on its run's holdout (its recorded
+//! split) or on the official val set.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use serde::Serialize;
+
+use super::flags::{CacheFlags, DeviceFlag, ModelFlags};
+use crate::bail_input;
+use crate::data::scan::DataRoot;
+use crate::eval::scoring::{prepare, EvalSplit, ScoringData};
+use crate::eval::tta::Tta;
+use crate::eval::{evaluate, Scores};
+use crate::run_dir::config::validate_holdout;
+use crate::run_dir::source::Source;
+
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Tiny ImageNet root (with train/ and val/), or a class-folder tree
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub model: ModelFlags,
+    /// Which images to score
+    #[arg(long, value_enum, default_value_t = EvalSplit::Holdout)]
+    pub split: EvalSplit,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Test-time augmentation: average the class probabilities over views of each image
+    #[arg(long, value_enum, default_value_t = Tta::None)]
+    pub tta: Tta,
+    /// Split seed for a checkpoint without meta.json
+    #[arg(long, default_value_t = 42)]
+    pub seed: i64,
+    /// Holdout fraction for a checkpoint without meta.json
+    #[arg(long, default_value_t = 0.05, value_name = "FRACTION")]
+    pub holdout: f64,
+    /// Images per forward pass
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub device: DeviceFlag,
+    #[command(flatten)]
+    pub cache: CacheFlags,
+    /// Score without the images that cannot be decoded instead of stopping
+    #[arg(long)]
+    pub skip_bad_images: bool,
+}
+
+/// What `--json` prints.
+#[derive(Serialize)]
+struct Report<'a> {
+    split: &'a str,
+    tta: Tta,
+    #[serde(flatten)]
+    scores: Scores,
+}
+
+pub fn run(args: &EvalArgs) -> Result<()> {
+    validate_holdout(args.holdout)?;
+    if args.batch_size < 1 {
+        bail_input!("--batch-size must be at least 1");
+    }
+    let device = args.device.open()?;
+    let source = Source::resolve(&args.model.checkpoint, args.model.which)?;
+    let root = DataRoot::locate(&args.data)?;
+    let cache_dir = args.cache.dir();
+    let data = ScoringData {
+        root: &root,
+        split: args.split,
+        fallback_split: (args.seed, args.holdout),
+        cache_dir: cache_dir.as_deref(),
+        skip_bad_images: args.skip_bad_images,
+    };
+    let scoring = prepare(&source, &data, device)?;
+    let loader = scoring.loader(device);
+    let indices: Vec<usize> = (0..scoring.samples.len()).collect();
+    let scores = evaluate(&scoring.model, &loader, &indices, args.batch_size, args.tta);
+    print(args, scores)
+}
+
+fn print(args: &EvalArgs, scores: Scores) -> Result<()> {
+    let split = args.split.name();
+    if args.json {
+        let report = Report {
+            split,
+            tta: args.tta,
+            scores,
+        };
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let tta = match args.tta {
+        Tta::None => String::new(),
+        other => format!(", test-time augmentation {}", other.name()),
+    };
+    println!(
+        "{split}: {} images{tta}, mean loss {:.4}",
+        scores.samples, scores.loss
+    );
+    println!(
+        "Top-1 acc: {:.4} / Top-5 acc: {:.4}",
+        scores.top1, scores.top5
+    );
+    Ok(())
+}

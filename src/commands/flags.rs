@@ -1,0 +1,57 @@
+//! Flag groups several commands share, flattened into each (`#[command(flatten)]`).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use tch::Device;
+
+use crate::device;
+use crate::io::paths::cache_dir;
+use crate::run_dir::Which;
+
+/// `--device`, and opening it.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceFlag {
+    /// auto (CUDA when present), cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl DeviceFlag {
+    /// The device to run on, said on stderr.
+    pub fn open(&self) -> Result<Device> {
+        let device = device::resolve(&self.device)?;
+        eprintln!("device: {}", device::describe(device));
+        Ok(device)
+    }
+}
+
+/// Where decoded images are cached.
+#[derive(Debug, Clone, Args)]
+pub struct CacheFlags {
+    /// Where decoded images are cached [default: ~/.cache/vggtiny]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Decode the images without reading or writing a cache file
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+}
+
+impl CacheFlags {
+    /// The cache directory to use: none with --no-cache, else --cache-dir or the default.
+    pub fn dir(&self) -> Option<PathBuf> {
+        (!self.no_cache).then(|| self.cache_dir.clone().unwrap_or_else(cache_dir))
+    }
+}
+
+/// A trained model to use: a run directory (its last or best model) or a model file.
+#[derive(Debug, Clone, Args)]
+pub struct ModelFlags {
+    /// Run directory or model .safetensors file
+    #[arg(long, default_value = "runs/finetune", value_name = "RUN")]
+    pub checkpoint: PathBuf,
+    /// Which model of the run: the last epoch's or the best holdout top-1's
+    #[arg(long, value_enum, default_value_t = Which::Last)]
+    pub which: Which,
+}

@@ -1,0 +1,62 @@
+//! The subcommands: each file holds one command's flags (clap) and the code that turns them
+//! into a call of the layer below and prints the result, as cargo lays out its commands.
+
+pub mod bench;
+pub mod download;
+pub mod eval;
+pub mod flags;
+pub mod inspect;
+pub mod predict;
+pub mod report;
+pub mod synth;
+pub mod train;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stage 1: frozen VGG16 features, new BatchNorm/Dropout head, Adam + CyclicLR
+    TrainBase(train::TrainBaseArgs),
+    /// Stage 2: everything unfrozen, starting from a stage-1 run
+    Finetune(train::FinetuneArgs),
+    /// Top-1/top-5 accuracy and mean loss on the holdout or the official val set
+    Eval(eval::EvalArgs),
+    /// Write a small learnable synthetic dataset in the Tiny ImageNet layout
+    Synth(synth::SynthArgs),
+    /// Training curves of runs (report.png), accuracy per class, most confused classes
+    Report(report::ReportArgs),
+    /// The five most likely classes of images of any size or format
+    Predict(predict::PredictArgs),
+    /// Download and unpack Tiny ImageNet (resumable, MD5-checked)
+    Download(download::DownloadArgs),
+    /// Measure the pipeline: decode, augmentation, both training stages, eval, memory
+    Bench(bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Diagnostics for the parity suite: vggtiny's view of a dataset, its decoded pixels
+    #[command(hide = true, subcommand)]
+    Inspect(inspect::InspectCommand),
+}
+
+impl Command {
+    /// Runs every command but `completions`, which needs the whole command line's definition
+    /// and is answered where that lives.
+    pub fn run(self) -> Result<()> {
+        match self {
+            Command::TrainBase(args) => train::run_base(args),
+            Command::Finetune(args) => train::run_finetune(args),
+            Command::Eval(args) => eval::run(&args),
+            Command::Synth(args) => synth::run(&args),
+            Command::Report(args) => report::run(&args),
+            Command::Predict(args) => predict::run(&args),
+            Command::Download(args) => download::run(&args),
+            Command::Bench(args) => bench::run(&args),
+            Command::Inspect(command) => inspect::run(&command),
+            Command::Completions { .. } => unreachable!("answered by cli::run"),
+        }
+    }
+}

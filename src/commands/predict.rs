@@ -1,0 +1,80 @@
+//! `vggtiny predict`: the five most likely classes of image files, as text or JSON.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::flags::{DeviceFlag, ModelFlags};
+use crate::bail_input;
+use crate::data::scan::{find_classes, DataRoot};
+use crate::eval::tta::Tta;
+use crate::predict::{Classifier, Prediction};
+use crate::run_dir::source::Source;
+
+#[derive(Debug, Clone, Args)]
+pub struct PredictArgs {
+    /// Image files (any size or format; resized to 64x64)
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelFlags,
+    /// Dataset root whose classes a bare model file (no meta.json) was trained on
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Test-time augmentation: average the class probabilities over views of each image
+    #[arg(long, value_enum, default_value_t = Tta::None)]
+    pub tta: Tta,
+    /// Images per forward pass
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub batch_size: usize,
+    /// Print one JSON array instead of text
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceFlag,
+}
+
+pub fn run(args: &PredictArgs) -> Result<()> {
+    if args.batch_size < 1 {
+        bail_input!("--batch-size must be at least 1");
+    }
+    let device = args.device.open()?;
+    let source = Source::resolve(&args.model.checkpoint, args.model.which)?;
+    let (classes, names) = match (&source.meta, &args.data) {
+        (Some(meta), _) => (meta.classes.clone(), meta.class_names.clone()),
+        (None, Some(data)) => {
+            let root = DataRoot::locate(data)?;
+            let classes = find_classes(&root.train)?;
+            let names = root.class_names(&classes)?;
+            (classes, names)
+        }
+        (None, None) => bail_input!(
+            "{} has no meta.json beside it: pass --data DIR so that its classes are known",
+            source.name()
+        ),
+    };
+    let model = source.load_model(classes.len(), device)?;
+    let classifier = Classifier {
+        model: &model,
+        image_size: source.image_size(),
+        classes: &classes,
+        names: &names,
+    };
+    let predictions = classifier.predict(&args.images, args.tta, args.batch_size)?;
+    print(&predictions, args.json)
+}
+
+fn print(predictions: &[Prediction], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(predictions)?);
+        return Ok(());
+    }
+    for p in predictions {
+        println!("{}", p.image.display());
+        for (rank, g) in p.top5.iter().enumerate() {
+            println!("  {}. {:.4}  {}  {}", rank + 1, g.prob, g.wnid, g.name);
+        }
+    }
+    Ok(())
+}

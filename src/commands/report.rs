@@ -1,0 +1,97 @@
+//! `vggtiny report RUN...`: the runs' training curves in one PNG, then the accuracy per class
+//! of the last run's model and the class pairs it confuses most.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::flags::DeviceFlag;
+use crate::bail_input;
+use crate::data::scan::DataRoot;
+use crate::eval::predicted_classes;
+use crate::eval::scoring::{prepare, EvalSplit, ScoringData};
+use crate::io::paths::cache_dir;
+use crate::report::draw_curves;
+use crate::report::per_class::{self, Confusion};
+use crate::run_dir::config::{DEFAULT_HOLDOUT, DEFAULT_SEED};
+use crate::run_dir::source::Source;
+use crate::run_dir::Which;
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Run directories, overlaid in the plots; the last one is also scored per class
+    #[arg(required = true, value_name = "RUN")]
+    pub runs: Vec<PathBuf>,
+    /// The PNG to write
+    #[arg(long, default_value = "report.png", value_name = "FILE")]
+    pub out: PathBuf,
+    /// Dataset to score the last run on [default: the one it trained on]
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Which images to score per class
+    #[arg(long, value_enum, default_value_t = EvalSplit::Holdout)]
+    pub split: EvalSplit,
+    /// Which model of the last run: the last epoch's or the best holdout top-1's
+    #[arg(long, value_enum, default_value_t = Which::Last)]
+    pub which: Which,
+    /// Images per forward pass when scoring
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub device: DeviceFlag,
+}
+
+pub fn run(args: &ReportArgs) -> Result<()> {
+    if args.batch_size < 1 {
+        bail_input!("--batch-size must be at least 1");
+    }
+    let last = args.runs.last().context("no run given")?;
+    // Checked before drawing: a run without the model to score writes nothing.
+    let source = Source::resolve(last, args.which)?;
+    let Some(meta) = &source.meta else {
+        bail_input!(
+            "{}: no meta.json; is it a vggtiny run directory?",
+            last.display()
+        );
+    };
+    draw_curves(&args.runs, &args.out)?;
+    println!("wrote {}", args.out.display());
+
+    let device = args.device.open()?;
+    let data_dir = args
+        .data
+        .clone()
+        .unwrap_or_else(|| meta.config.data.clone());
+    let root = DataRoot::locate(&data_dir)?;
+    let cache = cache_dir();
+    let data = ScoringData {
+        root: &root,
+        split: args.split,
+        fallback_split: (DEFAULT_SEED, DEFAULT_HOLDOUT),
+        cache_dir: Some(&cache),
+        skip_bad_images: true,
+    };
+    let scoring = prepare(&source, &data, device)?;
+    let loader = scoring.loader(device);
+    let indices: Vec<usize> = (0..scoring.samples.len()).collect();
+    let guesses = predicted_classes(&scoring.model, &loader, &indices, args.batch_size)?;
+    let pairs = scoring.samples.iter().zip(&guesses);
+    let confusion = Confusion::new(
+        scoring.classes.len(),
+        pairs.map(|(s, &g)| (s.label, g as usize)),
+    );
+    let names = if meta.class_names.len() == scoring.classes.len() {
+        meta.class_names.clone()
+    } else {
+        root.class_names(&scoring.classes)?
+    };
+    println!(
+        "\nPer-class accuracy of {} on the {} ({} images), best first:",
+        source.name(),
+        args.split.name(),
+        scoring.samples.len()
+    );
+    per_class::print(&confusion, &scoring.classes, &names);
+    Ok(())
+}

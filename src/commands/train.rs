@@ -1,0 +1,325 @@
+//! `vggtiny train-base` and `vggtiny finetune`: their flags, turned into a validated
+//! `TrainConfig` after the files it depends on (the run a stage starts from, the weights) are
+//! read, then one call of the training loop.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use tch::Device;
+
+use super::flags::{CacheFlags, DeviceFlag};
+use crate::bail_input;
+use crate::data::split::SplitSpec;
+use crate::device;
+use crate::io::paths::default_weights_path;
+use crate::model::{Amp, Stage};
+use crate::optim::schedule::{CyclicLr, SchedStep};
+use crate::run_dir::config::{recipe_image_size, Init, TrainConfig, DEFAULT_HOLDOUT, DEFAULT_SEED};
+use crate::run_dir::source::Source;
+use crate::run_dir::Which;
+use crate::train;
+
+/// Flags shared by both training stages.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Tiny ImageNet root (with train/ and val/), or a class-folder tree
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Images per optimizer step
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub batch_size: usize,
+    /// When the CyclicLR schedule advances
+    #[arg(long, value_enum, default_value_t = SchedStep::Batch)]
+    pub sched_step: SchedStep,
+    /// Seed of the train/holdout split and of every random draw [default: 42; finetune: the --from run's]
+    #[arg(long)]
+    pub seed: Option<i64>,
+    /// Holdout fraction of the split [default: 0.05; finetune: the --from run's]
+    #[arg(long, value_name = "FRACTION")]
+    pub holdout: Option<f64>,
+    #[command(flatten)]
+    pub device: DeviceFlag,
+    #[command(flatten)]
+    pub cache: CacheFlags,
+    /// Log the loss every N optimizer steps
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub log_interval: u64,
+    /// Also log mini-batch accuracy every N optimizer steps
+    #[arg(long, default_value_t = 300, value_name = "N")]
+    pub pred_interval: u64,
+    /// Mixed precision: fp16 (CUDA, with loss scaling) or bf16; off computes in fp32 as the recipe
+    #[arg(long, value_enum, default_value_t = Amp::Off)]
+    pub amp: Amp,
+    /// Side the images are resized to before the network (the crop in training, the whole
+    /// image in eval) [default: 64, the recipe; finetune: the --from run's]
+    #[arg(long, value_name = "N")]
+    pub image_size: Option<u32>,
+    /// Label smoothing of the training loss, as PyTorch's cross_entropy(label_smoothing=EPS);
+    /// holdout and val losses stay the plain NLL
+    #[arg(long, default_value_t = 0.0, value_name = "EPS")]
+    pub label_smoothing: f64,
+    /// After each epoch, recompute the head's BatchNorm statistics over N training batches as
+    /// eval sees them (no augmentation, no dropout); 0 keeps the recipe's running statistics
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub precise_bn: usize,
+    /// Continue the stopped run in --out from its last checkpoint: same split, schedule
+    /// position, optimizer state and random draws
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
+    /// Also write a resumable checkpoint every N optimizer steps [default: after each epoch only]
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Skip up to N batches whose loss is not finite (checked every step); with 0 a non-finite
+    /// loss stops the run at the next log interval, keeping the last good checkpoint
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_nan_skips: u64,
+    /// Train without the images that cannot be decoded (listed in meta.json) instead of stopping
+    #[arg(long)]
+    pub skip_bad_images: bool,
+    /// Also write the logged scalars as TensorBoard event files in DIR
+    #[arg(long, value_name = "DIR")]
+    pub tensorboard: Option<PathBuf>,
+    /// Stop when the holdout top-1 has not improved by more than --min-delta for PATIENCE epochs
+    #[arg(long, value_name = "PATIENCE")]
+    pub early_stop: Option<u32>,
+    /// Smallest holdout top-1 gain (a fraction, e.g. 0.001) that counts as an improvement
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    pub min_delta: f64,
+    /// Stop after N optimizer steps (quick trials, smoke tests)
+    #[arg(long, value_name = "N")]
+    pub max_steps: Option<u64>,
+    /// Deterministic GPU kernels (no cuDNN benchmark mode), so that a run, or a resumed run,
+    /// repeats bit for bit on a GPU; slower. The CPU is deterministic either way
+    #[arg(long)]
+    pub deterministic: bool,
+    /// Overwrite a run directory that already holds a model
+    #[arg(long)]
+    pub force: bool,
+    /// Diagnostics: train on un-augmented images
+    #[arg(long, hide = true)]
+    pub no_augment: bool,
+    /// Diagnostics: no dropout in the head
+    #[arg(long, hide = true)]
+    pub no_dropout: bool,
+    /// Diagnostics: visit the training split in split order every epoch
+    #[arg(long, hide = true)]
+    pub no_shuffle: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainBaseArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// ImageNet VGG16 weights (.safetensors or .ot, torchvision names) [default: ~/.cache/vggtiny/vgg16-imagenet.safetensors]
+    #[arg(long, value_name = "FILE", conflicts_with = "random_init")]
+    pub weights: Option<PathBuf>,
+    /// Start from randomly initialised features instead of ImageNet weights
+    #[arg(long)]
+    pub random_init: bool,
+    /// Diagnostics: start from every tensor of this model file, head included
+    #[arg(long, hide = true, value_name = "FILE", conflicts_with_all = ["weights", "random_init"])]
+    pub init: Option<PathBuf>,
+    /// Run directory to write
+    #[arg(long, default_value = "runs/base", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Passes over the training split
+    #[arg(long, default_value_t = 10)]
+    pub epochs: u32,
+    /// CyclicLR base learning rate (Adam's lr)
+    #[arg(long, default_value = "1e-4")]
+    pub lr: f64,
+    /// CyclicLR peak learning rate
+    #[arg(long, default_value = "6e-4")]
+    pub max_lr: f64,
+    /// CyclicLR half cycle, in scheduler steps
+    #[arg(long, default_value_t = 1404, value_name = "STEPS")]
+    pub step_size_up: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Stage-1 run directory (or model .safetensors) to start from
+    #[arg(long, default_value = "runs/base", value_name = "RUN")]
+    pub from: PathBuf,
+    /// Which model of the --from run: the last epoch's or the best holdout top-1's
+    #[arg(long, value_enum, default_value_t = Which::Last)]
+    pub which: Which,
+    /// Run directory to write
+    #[arg(long, default_value = "runs/finetune", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Passes over the training split
+    #[arg(long, default_value_t = 5)]
+    pub epochs: u32,
+    /// CyclicLR base learning rate (Adam's lr)
+    #[arg(long, default_value = "1e-5")]
+    pub lr: f64,
+    /// CyclicLR peak learning rate
+    #[arg(long, default_value = "6e-5")]
+    pub max_lr: f64,
+    /// CyclicLR half cycle, in scheduler steps
+    #[arg(long, default_value_t = 1200, value_name = "STEPS")]
+    pub step_size_up: u64,
+}
+
+/// The settings in which the two stages differ.
+struct StageSettings {
+    stage: Stage,
+    image_size: u32,
+    which: Which,
+    out: PathBuf,
+    init: Init,
+    epochs: u32,
+    schedule: CyclicLr,
+    seed: i64,
+    holdout: f64,
+}
+
+pub fn run_base(args: TrainBaseArgs) -> Result<()> {
+    let init = if let Some(path) = args.init {
+        Init::From(path)
+    } else if args.random_init {
+        Init::RandomInit
+    } else {
+        let path = args.weights.unwrap_or_else(default_weights_path);
+        // A resumed run has its weights in its checkpoint.
+        if !path.is_file() && !args.common.resume {
+            bail_input!(
+                "no ImageNet VGG16 weights at {}\n\
+                 Get them with `scripts/fetch-weights`, or convert a downloaded \
+                 vgg16-397923af.pth with `scripts/convert-weights FILE.pth`, or pass \
+                 --weights FILE, or train from scratch with --random-init.",
+                path.display()
+            );
+        }
+        Init::Weights(path)
+    };
+    let c = &args.common;
+    let stage = StageSettings {
+        stage: Stage::Base,
+        image_size: c.image_size.unwrap_or(recipe_image_size()),
+        which: Which::Last,
+        seed: c.seed.unwrap_or(DEFAULT_SEED),
+        holdout: c.holdout.unwrap_or(DEFAULT_HOLDOUT),
+        out: args.out,
+        init,
+        epochs: args.epochs,
+        schedule: CyclicLr::triangular2(args.lr, args.max_lr, args.step_size_up),
+    };
+    train_stage(args.common, stage)
+}
+
+/// Stage 2 takes the split of the run it starts from unless told otherwise.
+pub fn run_finetune(args: FinetuneArgs) -> Result<()> {
+    let source = Source::resolve(&args.from, args.which)?;
+    let recorded = source.meta.as_ref().map(|m| &m.split);
+    let from = args.from.display().to_string();
+    let (seed, holdout) = finetune_split(&args.common, recorded, &from);
+    let inherited = source.meta.as_ref().map(|m| m.config.image_size);
+    let stage = StageSettings {
+        stage: Stage::Finetune,
+        image_size: finetune_image_size(args.common.image_size, inherited, &from),
+        which: args.which,
+        seed,
+        holdout,
+        out: args.out,
+        init: Init::From(args.from),
+        epochs: args.epochs,
+        schedule: CyclicLr::triangular2(args.lr, args.max_lr, args.step_size_up),
+    };
+    train_stage(args.common, stage)
+}
+
+/// The split of stage 2: the flags' where given, else the one `recorded` by the stage-1 run
+/// `from`, else the defaults. A split other than stage 1's is allowed with a warning.
+fn finetune_split(c: &CommonArgs, recorded: Option<&SplitSpec>, from: &str) -> (i64, f64) {
+    let seed = c.seed.or(recorded.map(|s| s.seed)).unwrap_or(DEFAULT_SEED);
+    let holdout = c
+        .holdout
+        .or(recorded.map(|s| s.fractions[1]))
+        .unwrap_or(DEFAULT_HOLDOUT);
+    if let Some(split) = recorded {
+        if seed != split.seed || holdout != split.fractions[1] {
+            eprintln!(
+                "warning: split (seed {seed}, holdout {holdout}) differs from the one of {from} \
+                 (seed {}, holdout {}); the holdout will contain images stage 1 trained on",
+                split.seed, split.fractions[1]
+            );
+        }
+    }
+    (seed, holdout)
+}
+
+/// The input size of stage 2: the flag's where given, else the one of the run it starts from.
+/// Another size than that run's is allowed (training at one size and testing at another is a
+/// known technique) and said.
+fn finetune_image_size(flag: Option<u32>, inherited: Option<u32>, from: &str) -> u32 {
+    let size = flag.or(inherited).unwrap_or(recipe_image_size());
+    if let Some(before) = inherited.filter(|&before| before != size) {
+        eprintln!("note: {from} trained at {before}x{before}; this stage trains at {size}x{size}");
+    }
+    size
+}
+
+/// Validates the configuration, opens the device and trains the stage.
+fn train_stage(c: CommonArgs, s: StageSettings) -> Result<()> {
+    if !c.data.is_dir() {
+        bail_input!("--data {}: no such directory", c.data.display());
+    }
+    let config = stage_config(c, s);
+    config.validate()?;
+    let device = device_for(&config)?;
+    train::run(&config, device).map(drop)
+}
+
+/// The device of a training run, with its CUDA settings applied.
+fn device_for(config: &TrainConfig) -> Result<Device> {
+    let device = DeviceFlag {
+        device: config.device.clone(),
+    }
+    .open()?;
+    config.amp.check_device(device)?;
+    if device != Device::Cpu {
+        device::set_deterministic(config.deterministic)?;
+    }
+    Ok(device)
+}
+
+fn stage_config(c: CommonArgs, s: StageSettings) -> TrainConfig {
+    TrainConfig {
+        stage: s.stage,
+        data: c.data,
+        out: s.out,
+        init: s.init,
+        epochs: s.epochs,
+        batch_size: c.batch_size,
+        schedule: s.schedule,
+        sched_step: c.sched_step,
+        seed: s.seed,
+        holdout: s.holdout,
+        device: c.device.device,
+        cache_dir: c.cache.dir(),
+        log_interval: c.log_interval,
+        pred_interval: c.pred_interval,
+        augment: !c.no_augment,
+        dropout: !c.no_dropout,
+        shuffle: !c.no_shuffle,
+        precise_bn: c.precise_bn,
+        amp: c.amp,
+        image_size: s.image_size,
+        label_smoothing: c.label_smoothing,
+        max_steps: c.max_steps,
+        checkpoint_every: c.checkpoint_every,
+        early_stop: c.early_stop,
+        tensorboard: c.tensorboard,
+        min_delta: c.min_delta,
+        which: s.which,
+        max_nan_skips: c.max_nan_skips,
+        skip_bad_images: c.skip_bad_images,
+        deterministic: c.deterministic,
+        force: c.force,
+        resume: c.resume,
+    }
+}

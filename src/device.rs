@@ -1,0 +1,193 @@
+//! The device a command runs on: choosing it from `--device`, naming it, waiting for it, and
+//! how much of its memory this process holds.
+
+use std::ffi::c_void;
+
+use anyhow::Result;
+use tch::Device;
+
+use crate::bail_input;
+
+/// CUDA devices libtorch can use (0 without a GPU or without CUDA support in the build).
+fn cuda_count() -> i64 {
+    if tch::Cuda::is_available() {
+        tch::Cuda::device_count()
+    } else {
+        0
+    }
+}
+
+/// `auto` picks the first CUDA device when one is usable; an explicit CUDA request without a
+/// usable GPU is an error, never a silent CPU run.
+pub fn resolve(spec: &str) -> Result<Device> {
+    let device = match spec {
+        "auto" => {
+            if cuda_count() > 0 {
+                Device::Cuda(0)
+            } else {
+                Device::Cpu
+            }
+        }
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        _ => match spec.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Device::Cuda(n),
+            _ => bail_input!("--device {spec:?}: expected auto, cpu, cuda or cuda:N"),
+        },
+    };
+    if let Device::Cuda(n) = device {
+        let count = cuda_count();
+        if count == 0 {
+            bail_input!("--device {spec}: no usable CUDA device (this build or machine has none)");
+        }
+        if n as i64 >= count {
+            bail_input!("--device {spec}: only {count} CUDA device(s) present");
+        }
+    }
+    Ok(device)
+}
+
+/// Human name of a device for start-up lines and reports.
+pub fn describe(device: Device) -> String {
+    match device {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Waits until every queued kernel on `device` has run (a no-op on the CPU).
+pub fn synchronize(device: Device) {
+    if let Device::Cuda(n) = device {
+        tch::Cuda::synchronize(n as i64);
+    }
+}
+
+/// Free and total memory of a CUDA device, MiB.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CudaMemory {
+    pub free: f64,
+    pub total: f64,
+}
+
+impl CudaMemory {
+    pub fn used(&self) -> f64 {
+        self.total - self.free
+    }
+}
+
+/// Free and total memory of CUDA device `n` as the CUDA runtime that libtorch loaded reports
+/// them; `None` when that runtime is not loaded. libtorch's caching allocator keeps what it
+/// once reserved, so the growth of `used` over a workload is the workload's peak reservation.
+pub fn cuda_memory_mb(n: usize) -> Option<CudaMemory> {
+    type SetDevice = unsafe extern "C" fn(i32) -> i32;
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+    // SAFETY: looks up symbols of the already loaded CUDA runtime and calls them as declared
+    // in cuda_runtime_api.h; null when the runtime is not loaded. cudaSetDevice only selects
+    // the device this thread's later runtime calls refer to.
+    unsafe {
+        let set: *mut c_void = libc::dlsym(libc::RTLD_DEFAULT, c"cudaSetDevice".as_ptr());
+        let get: *mut c_void = libc::dlsym(libc::RTLD_DEFAULT, c"cudaMemGetInfo".as_ptr());
+        if set.is_null() || get.is_null() {
+            return None;
+        }
+        let set: SetDevice = std::mem::transmute(set);
+        let get: MemGetInfo = std::mem::transmute(get);
+        if set(n as i32) != 0 {
+            return None;
+        }
+        let (mut free, mut total) = (0usize, 0usize);
+        const MIB: f64 = 1024.0 * 1024.0;
+        (get(&mut free, &mut total) == 0).then(|| CudaMemory {
+            free: free as f64 / MIB,
+            total: total as f64 / MIB,
+        })
+    }
+}
+
+/// libtorch's global context (`at::globalContext()`), for its switches that tch has no
+/// binding for; `None` when libtorch is not loaded as expected.
+fn global_context() -> Option<*mut c_void> {
+    type GlobalContext = unsafe extern "C" fn() -> *mut c_void;
+    // SAFETY: `at::globalContext()` takes nothing and returns a reference (a pointer in the
+    // Itanium C++ ABI) to a static object that lives as long as the process.
+    unsafe {
+        let sym = libc::dlsym(libc::RTLD_DEFAULT, c"_ZN2at13globalContextEv".as_ptr());
+        (!sym.is_null()).then(|| std::mem::transmute::<*mut c_void, GlobalContext>(sym)())
+    }
+}
+
+/// Looks up a member function of `at::Context` by its mangled name.
+fn context_member(name: &std::ffi::CStr) -> Option<*mut c_void> {
+    // SAFETY: a symbol lookup in the loaded libraries.
+    let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    (!sym.is_null()).then_some(sym)
+}
+
+/// Deterministic mode, for runs that must repeat bit for bit on a GPU: cuDNN uses fixed
+/// algorithms instead of timing candidates in each process (benchmark mode), libtorch picks
+/// its deterministic algorithms where it has them (ops without one warn instead of failing),
+/// and cuBLAS a fixed workspace. Off: cuDNN benchmark mode, the fastest choice. tch binds none
+/// of libtorch's context switches but benchmark mode, so the others are called as the
+/// `at::Context` member functions they are (`this` first, as the Itanium C++ ABI passes it).
+pub fn set_deterministic(on: bool) -> Result<()> {
+    type SetFlag = unsafe extern "C" fn(*mut c_void, bool);
+    type SetFlags = unsafe extern "C" fn(*mut c_void, bool, bool);
+    if on {
+        // Read by cuBLAS when it creates its handle, at the first matrix product on a GPU.
+        std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+    }
+    let (Some(context), Some(cudnn), Some(algorithms)) = (
+        global_context(),
+        context_member(c"_ZN2at7Context21setDeterministicCuDNNEb"),
+        context_member(c"_ZN2at7Context26setDeterministicAlgorithmsEbb"),
+    ) else {
+        anyhow::bail!("deterministic mode: libtorch's context switches were not found");
+    };
+    // SAFETY: the symbols are `void at::Context::setDeterministicCuDNN(bool)` and
+    // `void at::Context::setDeterministicAlgorithms(bool, bool warn_only)`, called on the
+    // global context.
+    unsafe {
+        std::mem::transmute::<*mut c_void, SetFlag>(cudnn)(context, on);
+        std::mem::transmute::<*mut c_void, SetFlags>(algorithms)(context, on, true);
+    }
+    tch::Cuda::cudnn_set_benchmark(!on);
+    Ok(())
+}
+
+/// Whether libtorch's deterministic algorithms are on (`None`: not readable).
+pub fn deterministic() -> Option<bool> {
+    type GetFlag = unsafe extern "C" fn(*mut c_void) -> bool;
+    let context = global_context()?;
+    let get = context_member(c"_ZNK2at7Context23deterministicAlgorithmsEv")?;
+    // SAFETY: `bool at::Context::deterministicAlgorithms() const` on the global context.
+    Some(unsafe { std::mem::transmute::<*mut c_void, GetFlag>(get)(context) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_specs() {
+        assert_eq!(resolve("cpu").unwrap(), Device::Cpu);
+        assert!(resolve("gpu").is_err());
+        assert!(resolve("cuda:x").is_err());
+        if tch::Cuda::is_available() {
+            assert_eq!(resolve("auto").unwrap(), Device::Cuda(0));
+            assert!(resolve("cuda:999").is_err());
+        } else {
+            assert_eq!(resolve("auto").unwrap(), Device::Cpu);
+            let err = resolve("cuda").unwrap_err().to_string();
+            assert!(err.contains("no usable CUDA"), "{err}");
+        }
+    }
+
+    #[test]
+    fn deterministic_mode_reaches_libtorch() {
+        set_deterministic(true).unwrap();
+        assert_eq!(deterministic(), Some(true));
+        set_deterministic(false).unwrap();
+        assert_eq!(deterministic(), Some(false));
+    }
+}

@@ -1,0 +1,109 @@
+//! Scoring a model: mean NLL, top-1 and top-5 over a list of samples, with or without
+//! test-time augmentation, and the model and images to score from a run.
+
+pub mod scoring;
+pub mod tta;
+
+use anyhow::Result;
+use serde::Serialize;
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::data::loader::Loader;
+use crate::model::Vgg16;
+use tta::{log_probs, Tta};
+
+/// Images per eval forward pass inside a training run: on a GPU a large batch keeps it busy; on
+/// the CPU, speed does not depend on it and a training-sized batch keeps memory low.
+pub fn eval_batch_size(device: Device, train_batch: usize) -> usize {
+    match device {
+        Device::Cpu => train_batch,
+        _ => 512,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Scores {
+    pub samples: usize,
+    /// Mean NLL per sample.
+    #[serde(with = "crate::io::json_float")]
+    pub loss: f64,
+    pub top1: f64,
+    pub top5: f64,
+}
+
+/// Per-row count of targets among the `k` largest logits, summed: a 0-dim int64 tensor on the
+/// logits' device (no host synchronisation).
+pub fn topk_correct(logits: &Tensor, targets: &Tensor, k: i64) -> Tensor {
+    let k = k.min(logits.size()[1]);
+    let (_, top) = logits.topk(k, 1, true, true);
+    top.eq_tensor(&targets.unsqueeze(1))
+        .any_dim(1, false)
+        .sum(Kind::Int64)
+}
+
+/// Scores `model` on the rows `indices` of the loader's set, in eval mode. Sums stay on the
+/// device until the end.
+pub fn evaluate(
+    model: &Vgg16,
+    loader: &Loader,
+    indices: &[usize],
+    batch_size: usize,
+    tta: Tta,
+) -> Scores {
+    let device = loader.device();
+    let mut loss = Tensor::zeros([], (Kind::Double, device));
+    let mut top1 = Tensor::zeros([], (Kind::Int64, device));
+    let mut top5 = Tensor::zeros([], (Kind::Int64, device));
+    for chunk in indices.chunks(batch_size) {
+        let batch = loader.eval_batch(chunk);
+        let log_probs = log_probs(model, &batch.images, tta);
+        let nll = log_probs.g_nll_loss::<Tensor>(&batch.labels, None, Reduction::Sum, -100);
+        loss += nll.to_kind(Kind::Double);
+        top1 += topk_correct(&log_probs, &batch.labels, 1);
+        top5 += topk_correct(&log_probs, &batch.labels, 5);
+    }
+    let n = indices.len().max(1) as f64;
+    Scores {
+        samples: indices.len(),
+        loss: loss.double_value(&[]) / n,
+        top1: top1.int64_value(&[]) as f64 / n,
+        top5: top5.int64_value(&[]) as f64 / n,
+    }
+}
+
+/// The predicted class of each row `indices` (argmax of the log-probabilities).
+pub fn predicted_classes(
+    model: &Vgg16,
+    loader: &Loader,
+    indices: &[usize],
+    batch_size: usize,
+) -> Result<Vec<i64>> {
+    let mut out = Vec::with_capacity(indices.len());
+    for chunk in indices.chunks(batch_size) {
+        let batch = loader.eval_batch(chunk);
+        let guess = log_probs(model, &batch.images, Tta::None).argmax(1, false);
+        out.extend(Vec::<i64>::try_from(&guess.to_device(Device::Cpu))?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topk_counts_hits() {
+        let logits = Tensor::from_slice(&[
+            0.1f32, 0.5, 0.2, 0.9, 0.0, 0.3, // row 0: order 3,1,5,2,0,4
+            0.9, 0.1, 0.2, 0.3, 0.4, 0.5, // row 1: order 0,5,4,3,2,1
+        ])
+        .view([2, 6]);
+        let targets = Tensor::from_slice(&[1i64, 1]);
+        assert_eq!(topk_correct(&logits, &targets, 1).int64_value(&[]), 0);
+        assert_eq!(topk_correct(&logits, &targets, 2).int64_value(&[]), 1);
+        assert_eq!(topk_correct(&logits, &targets, 5).int64_value(&[]), 1);
+        assert_eq!(topk_correct(&logits, &targets, 6).int64_value(&[]), 2);
+        // k larger than the class count means every class
+        assert_eq!(topk_correct(&logits, &targets, 50).int64_value(&[]), 2);
+    }
+}

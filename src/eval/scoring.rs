@@ -1,0 +1,121 @@
+//! What `eval` and `report` score: a run's model and the labelled images of one split, decoded
+//! and on the device. The holdout is the run's own, recovered from its recorded split.
+
+use std::path::Path;
+
+use anyhow::Result;
+use tch::Device;
+
+use crate::bail_input;
+use crate::data::cache::ImageSet;
+use crate::data::ensure_same_classes;
+use crate::data::images::{self, place};
+use crate::data::loader::Loader;
+use crate::data::scan::{find_classes, scan_image_folder, scan_val, DataRoot, Sample};
+use crate::data::split::SplitSpec;
+use crate::model::Vgg16;
+use crate::run_dir::source::Source;
+
+/// Which images are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalSplit {
+    /// The seeded holdout part of the training tree
+    Holdout,
+    /// The official val/ set, labelled by val_annotations.txt
+    Val,
+}
+
+impl EvalSplit {
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalSplit::Holdout => "holdout",
+            EvalSplit::Val => "val",
+        }
+    }
+}
+
+/// A model and the labelled images to score it on, decoded and on its device.
+pub struct Scoring {
+    pub model: Vgg16,
+    /// The side the model sees images at: its run's `--image-size`, else the recipe's 64.
+    pub image_size: u32,
+    pub classes: Vec<String>,
+    pub samples: Vec<Sample>,
+    pub set: ImageSet,
+}
+
+/// Where the images to score come from.
+pub struct ScoringData<'a> {
+    pub root: &'a DataRoot,
+    pub split: EvalSplit,
+    /// The split of a model without meta.json.
+    pub fallback_split: (i64, f64),
+    pub cache_dir: Option<&'a Path>,
+    pub skip_bad_images: bool,
+}
+
+/// The samples of the holdout of `source`'s run: its recorded split over the images it could
+/// decode, or, for a bare model file, the split `fallback` (seed, fraction) over `--data`.
+fn holdout_samples(
+    source: &Source,
+    root: &DataRoot,
+    fallback: (i64, f64),
+) -> Result<(Vec<String>, Vec<Sample>)> {
+    let mut list = scan_image_folder(&root.train)?;
+    let spec = match &source.meta {
+        Some(meta) => {
+            ensure_same_classes(&meta.classes, &list.classes, &source.name())?;
+            list.samples.retain(|s| !meta.skipped.contains(&s.path));
+            let size = list.samples.len();
+            meta.split.check_size(size, &source.name(), &root.train)?;
+            meta.split.clone()
+        }
+        None => SplitSpec::new(fallback.0, fallback.1, list.samples.len()),
+    };
+    let holdout = spec.split().holdout;
+    let samples = holdout.iter().map(|&i| list.samples[i].clone()).collect();
+    Ok((list.classes, samples))
+}
+
+/// The samples of the official val set, labelled with the classes `source` was trained on.
+fn val_samples(source: &Source, root: &DataRoot) -> Result<(Vec<String>, Vec<Sample>)> {
+    let Some(val_dir) = &root.val else {
+        bail_input!(
+            "--split val needs a Tiny ImageNet root with val/; {} has none",
+            root.train.display()
+        );
+    };
+    let classes = match &source.meta {
+        Some(meta) => meta.classes.clone(),
+        None => find_classes(&root.train)?,
+    };
+    let samples = scan_val(val_dir, &classes)?;
+    Ok((classes, samples))
+}
+
+/// Loads the model of `source` and the images `data` names, on `device`.
+pub fn prepare(source: &Source, data: &ScoringData, device: Device) -> Result<Scoring> {
+    let (classes, samples) = match data.split {
+        EvalSplit::Holdout => holdout_samples(source, data.root, data.fallback_split)?,
+        EvalSplit::Val => val_samples(source, data.root)?,
+    };
+    if samples.is_empty() {
+        bail_input!("nothing to evaluate: the holdout has 0 images");
+    }
+    let model = source.load_model(classes.len(), device)?;
+    let decoded = images::load(samples, data.cache_dir, data.skip_bad_images)?;
+    Ok(Scoring {
+        model,
+        image_size: source.image_size(),
+        classes,
+        samples: decoded.samples,
+        set: place(decoded.set, device)?,
+    })
+}
+
+impl Scoring {
+    /// Batches of the images to score, at the model's image size.
+    pub fn loader(&self, device: Device) -> Loader<'_> {
+        Loader::new(&self.set, device).with_image_size(self.image_size)
+    }
+}

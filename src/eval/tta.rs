@@ -1,0 +1,91 @@
+//! Test-time augmentation: which views of each image are scored, and how their class
+//! probabilities are averaged.
+
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use crate::model::{channels_last, Vgg16};
+
+/// Which views of each image are scored and averaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Tta {
+    /// The image as it is
+    None,
+    /// The image and its mirror image
+    Flip,
+    /// Four corner crops and the centre crop of 7/8 the side (56x56 of 64x64) resized back,
+    /// and their mirror images
+    #[value(name = "10crop")]
+    #[serde(rename = "10crop")]
+    TenCrop,
+}
+
+impl Tta {
+    /// The flag value, as `--tta` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tta::None => "none",
+            Tta::Flip => "flip",
+            Tta::TenCrop => "10crop",
+        }
+    }
+}
+
+/// The views `tta` scores of a normalised NCHW batch of square images.
+fn views(x: &Tensor, tta: Tta) -> Vec<Tensor> {
+    let side = x.size()[3];
+    let crop = (side * 7 + 4) / 8;
+    match tta {
+        Tta::None => vec![x.shallow_clone()],
+        Tta::Flip => vec![x.shallow_clone(), x.flip([3])],
+        Tta::TenCrop => {
+            let far = side - crop;
+            let corners = [(0, 0), (0, far), (far, 0), (far, far), (far / 2, far / 2)];
+            let crops: Vec<Tensor> = corners
+                .iter()
+                .map(|&(top, left)| {
+                    // Enlarging, so plain bilinear equals torchvision's antialiased resize.
+                    let view = x.narrow(2, top, crop).narrow(3, left, crop).contiguous();
+                    channels_last(&view.upsample_bilinear2d([side, side], false, None, None))
+                })
+                .collect();
+            let mirrors: Vec<Tensor> = crops.iter().map(|c| c.flip([3])).collect();
+            crops.into_iter().chain(mirrors).collect()
+        }
+    }
+}
+
+/// Log-probabilities of a normalised batch: of the logits, or of the class probabilities
+/// averaged over the test-time views.
+pub fn log_probs(model: &Vgg16, images: &Tensor, tta: Tta) -> Tensor {
+    if tta == Tta::None {
+        return model.forward_eval(images).log_softmax(1, Kind::Float);
+    }
+    let views = views(images, tta);
+    let count = views.len() as f64;
+    let sum = views
+        .iter()
+        .map(|v| model.forward_eval(v).softmax(1, Kind::Float))
+        .reduce(|a, b| a + b)
+        .expect("at least one view");
+    (sum / count).log()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn views_per_mode() {
+        let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+        assert_eq!(views(&x, Tta::None).len(), 1);
+        let flip = views(&x, Tta::Flip);
+        assert!(flip[1].flip([3]).equal(&x));
+        let crops = views(&x, Tta::TenCrop);
+        assert_eq!(crops.len(), 10);
+        assert!(crops.iter().all(|v| v.size() == vec![2, 3, 64, 64]));
+        assert!(crops[5].flip([3]).allclose(&crops[0], 1e-6, 1e-6, false));
+    }
+}

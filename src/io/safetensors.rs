@@ -1,0 +1,176 @@
+//! safetensors files with a checksum: safetensors has none of its own, so every file vggtiny
+//! writes carries a CRC-32 of its tensors in its metadata, and a reader refuses a file whose
+//! tensors do not match it.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use anyhow::Result;
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use tch::{Device, Tensor};
+
+use crate::bail_input;
+use crate::error::input_error;
+use crate::io::atomic_file::write_atomic;
+
+/// A tensor's bytes in the form the safetensors writer takes.
+struct Bytes {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &Bytes {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn to_bytes(t: &Tensor) -> Result<Bytes> {
+    let t = t.to_device(Device::Cpu).contiguous();
+    let numel = t.numel();
+    let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut data, numel)?;
+    Ok(Bytes {
+        dtype: Dtype::try_from(t.kind())?,
+        shape: t.size().iter().map(|&d| d as usize).collect(),
+        data,
+    })
+}
+
+/// Metadata key of the CRC-32 of every tensor's bytes (in name order): safetensors has no
+/// checksum of its own, and a flipped bit in the data would load as a silently wrong weight.
+const CRC_KEY: &str = "vggtiny.crc32";
+
+fn tensors_crc<'a>(named: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut sorted: Vec<_> = named.collect();
+    sorted.sort_by_key(|(name, _)| *name);
+    let mut crc = crc32fast::Hasher::new();
+    for (name, data) in sorted {
+        crc.update(name.as_bytes());
+        crc.update(data);
+    }
+    format!("{:08x}", crc.finalize())
+}
+
+/// Saves named tensors (copied to the CPU) and string metadata as safetensors, atomically,
+/// with a checksum of the tensors in the metadata.
+pub fn save_safetensors(
+    path: &Path,
+    named: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let bytes = named
+        .iter()
+        .map(|(n, t)| Ok((n.as_str(), to_bytes(t)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut metadata = metadata.unwrap_or_default();
+    let crc = tensors_crc(bytes.iter().map(|(n, b)| (*n, b.data.as_slice())));
+    metadata.insert(CRC_KEY.to_string(), crc);
+    write_atomic(path, |tmp| {
+        let views = bytes.iter().map(|(n, b)| (*n, b));
+        safetensors::tensor::serialize_to_file(views, &Some(metadata), tmp)?;
+        Ok(())
+    })
+}
+
+/// Saves named tensors as safetensors, atomically.
+pub fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
+    save_safetensors(path, named, None)
+}
+
+/// Named tensors, as files hold them.
+pub type Named = Vec<(String, Tensor)>;
+
+/// Reads a safetensors file: its tensors and its metadata. Errors name the file.
+pub fn read_safetensors(path: &Path) -> Result<(Named, HashMap<String, String>)> {
+    let bytes =
+        fs::read(path).map_err(|e| input_error(format!("cannot read {}: {e}", path.display())))?;
+    let bad = |e: &dyn std::fmt::Display| {
+        input_error(format!(
+            "{}: not a readable safetensors file: {e}",
+            path.display()
+        ))
+    };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(&e))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(&e))?;
+    if let Some(stored) = metadata.get(CRC_KEY) {
+        let views = file.tensors();
+        let actual = tensors_crc(views.iter().map(|(n, v)| (n.as_str(), v.data())));
+        if *stored != actual {
+            return Err(bad(&"checksum mismatch: the file is corrupt"));
+        }
+    }
+    let tensors = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| Ok((name, Tensor::try_from(view).map_err(|e| bad(&e))?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((tensors, metadata))
+}
+
+/// Reads named tensors from a `.safetensors` or `.ot` file (by extension; anything else is
+/// read as safetensors). Errors name the file.
+pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    if !path.is_file() {
+        bail_input!("{}: no such file", path.display());
+    }
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("ot") => Tensor::load_multi(path).map_err(|e| {
+            input_error(format!(
+                "{}: not a readable weights file: {e}",
+                path.display()
+            ))
+        }),
+        _ => Ok(read_safetensors(path)?.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_round_trip_and_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let t = Tensor::from_slice(&[1.0f32, 2.0]);
+        let n = Tensor::from(3i64);
+        save_tensors(&path, &[("a".into(), t.shallow_clone()), ("n".into(), n)]).unwrap();
+        let back = read_tensors(&path).unwrap();
+        let a = back.iter().find(|(k, _)| k == "a").unwrap();
+        assert_eq!(a.1, t);
+        fs::write(&path, b"garbage").unwrap();
+        let err = read_tensors(&path).unwrap_err().to_string();
+        assert!(err.contains("m.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn a_flipped_bit_in_tensor_data_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let t = Tensor::arange(1000, (tch::Kind::Float, Device::Cpu));
+        save_tensors(&path, &[("w".into(), t)]).unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 10;
+        bytes[last] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        let err = read_tensors(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("corrupt") && err.contains("m.safetensors"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! The learning-rate schedule: PyTorch's `CyclicLR` in triangular2 mode with beta1 cycling,
+//! in PyTorch's arithmetic, and when it advances.
+
+use serde::{Deserialize, Serialize};
+
+/// When CyclicLR steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedStep {
+    /// Once per optimizer step, as CyclicLR is designed to be used
+    Batch,
+    /// Once per epoch, as the original program did (lr stays near base_lr)
+    Epoch,
+}
+
+impl SchedStep {
+    /// The scheduler position of optimizer step `step` (from 0) in `epoch` (from 1).
+    pub fn position(self, step: u64, epoch: u32) -> u64 {
+        match self {
+            SchedStep::Batch => step,
+            SchedStep::Epoch => u64::from(epoch - 1),
+        }
+    }
+}
+
+/// `CyclicLR(mode="triangular2", cycle_momentum=True)` over Adam's beta1: the learning rate
+/// rises from `base_lr` to `max_lr` and back in each cycle, the amplitude halving every cycle,
+/// while beta1 moves inversely between `max_momentum` and `base_momentum`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CyclicLr {
+    pub base_lr: f64,
+    pub max_lr: f64,
+    pub step_size_up: u64,
+    pub step_size_down: u64,
+    pub base_momentum: f64,
+    pub max_momentum: f64,
+}
+
+impl CyclicLr {
+    /// The recipe's schedule: equal up and down half cycles, beta1 between 0.8 and 0.9.
+    pub fn triangular2(base_lr: f64, max_lr: f64, step_size_up: u64) -> CyclicLr {
+        CyclicLr {
+            base_lr,
+            max_lr,
+            step_size_up,
+            step_size_down: step_size_up,
+            base_momentum: 0.8,
+            max_momentum: 0.9,
+        }
+    }
+
+    /// `(lr, beta1)` after `t` scheduler steps (t = 0 at construction), with the operations in
+    /// PyTorch's order so the values are the same doubles.
+    pub fn at(&self, t: u64) -> (f64, f64) {
+        let total = (self.step_size_up + self.step_size_down) as f64;
+        let step_ratio = self.step_size_up as f64 / total;
+        let t = t as f64;
+        let cycle = (1.0 + t / total).floor();
+        let x = 1.0 + t / total - cycle;
+        let scale_factor = if x <= step_ratio {
+            x / step_ratio
+        } else {
+            (x - 1.0) / (step_ratio - 1.0)
+        };
+        let scale = 1.0 / 2f64.powf(cycle - 1.0);
+        let lr = self.base_lr + (self.max_lr - self.base_lr) * scale_factor * scale;
+        let beta1 =
+            self.max_momentum - (self.max_momentum - self.base_momentum) * scale_factor * scale;
+        (lr, beta1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cyclic_lr_triangular2_shape() {
+        let s = CyclicLr::triangular2(1e-4, 6e-4, 4);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-15;
+        let (lr, b1) = s.at(0);
+        assert!(close(lr, 1e-4) && close(b1, 0.9));
+        let (lr, b1) = s.at(4); // top of the first cycle
+        assert!(close(lr, 6e-4) && close(b1, 0.8));
+        let (lr, _) = s.at(2);
+        assert!(close(lr, 3.5e-4));
+        let (lr, b1) = s.at(8); // back to base, cycle 2 starts
+        assert!(close(lr, 1e-4) && close(b1, 0.9));
+        let (lr, b1) = s.at(12); // second peak: half the amplitude
+        assert!(close(lr, 3.5e-4) && close(b1, 0.85));
+        let (lr, _) = s.at(20); // third peak: a quarter
+        assert!(close(lr, 2.25e-4));
+    }
+
+    #[test]
+    fn epoch_stepping_holds_the_position_through_an_epoch() {
+        assert_eq!(SchedStep::Batch.position(17, 3), 17);
+        assert_eq!(SchedStep::Epoch.position(0, 1), 0);
+        assert_eq!(SchedStep::Epoch.position(17, 3), 2);
+    }
+}

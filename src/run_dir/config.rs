@@ -1,0 +1,272 @@
+//! The validated configuration of a training stage: what `meta.json` records of a run and what
+//! `--resume` continues with. Checks are pure: the command that builds a configuration reads
+//! whatever files it needs (the run it starts from, the device) before.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use super::Which;
+use crate::bail_input;
+use crate::model::{Amp, Stage};
+use crate::optim::schedule::{CyclicLr, SchedStep};
+
+pub const DEFAULT_SEED: i64 = 42;
+pub const DEFAULT_HOLDOUT: f64 = 0.05;
+
+/// Where a stage's starting weights come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// Stage 1 from scratch: torchvision's random initialisation of the features.
+    RandomInit,
+    /// Stage 1 from ImageNet features in this file.
+    Weights(PathBuf),
+    /// Every tensor, head included, from this run directory or model file (stage 2 from a
+    /// stage-1 run).
+    From(PathBuf),
+}
+
+/// Everything one training stage needs, validated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub stage: Stage,
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub init: Init,
+    pub epochs: u32,
+    pub batch_size: usize,
+    pub schedule: CyclicLr,
+    pub sched_step: SchedStep,
+    pub seed: i64,
+    pub holdout: f64,
+    /// As requested (`auto`, `cpu`, `cuda`, `cuda:N`); the run resolves it at start.
+    pub device: String,
+    /// Directory of the decoded-image cache; `None` decodes without one.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    pub log_interval: u64,
+    pub pred_interval: u64,
+    #[serde(default = "on")]
+    pub augment: bool,
+    #[serde(default = "on")]
+    pub dropout: bool,
+    #[serde(default = "on")]
+    pub shuffle: bool,
+    #[serde(default)]
+    pub amp: Amp,
+    /// Side of the images the network sees (`--image-size`); the recipe's 64.
+    #[serde(default = "recipe_image_size")]
+    pub image_size: u32,
+    /// Label smoothing of the training loss (`--label-smoothing`); 0 is the recipe's NLL.
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Batches of PreciseBN recalibration after each epoch; 0 = off.
+    #[serde(default)]
+    pub precise_bn: usize,
+    #[serde(default)]
+    pub max_steps: Option<u64>,
+    #[serde(default)]
+    pub checkpoint_every: Option<u64>,
+    #[serde(default)]
+    pub tensorboard: Option<PathBuf>,
+    #[serde(default)]
+    pub early_stop: Option<u32>,
+    #[serde(default)]
+    pub min_delta: f64,
+    /// Which model of an `Init::From` run to start from.
+    #[serde(default)]
+    pub which: Which,
+    #[serde(default)]
+    pub max_nan_skips: u64,
+    #[serde(default)]
+    pub skip_bad_images: bool,
+    /// Deterministic GPU kernels; may change when a run resumes.
+    #[serde(default)]
+    pub deterministic: bool,
+    #[serde(skip)]
+    pub force: bool,
+    #[serde(skip)]
+    pub resume: bool,
+}
+
+/// Serde default of switches that older meta.json files do not record.
+fn on() -> bool {
+    true
+}
+
+/// The recipe's input side, for runs recorded before `--image-size` existed.
+pub fn recipe_image_size() -> u32 {
+    64
+}
+
+impl TrainConfig {
+    /// Checks ranges and combinations of settings.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs < 1 {
+            bail_input!("--epochs must be at least 1");
+        }
+        // BatchNorm needs more than one sample per training batch.
+        if self.batch_size < 2 {
+            bail_input!("--batch-size must be at least 2 (BatchNorm needs a batch)");
+        }
+        validate_holdout(self.holdout)?;
+        let s = &self.schedule;
+        if !(s.base_lr > 0.0 && s.base_lr.is_finite()) {
+            bail_input!("--lr must be a positive number, got {}", s.base_lr);
+        }
+        if !(s.max_lr >= s.base_lr && s.max_lr.is_finite()) {
+            bail_input!(
+                "--max-lr ({}) must be at least --lr ({})",
+                s.max_lr,
+                s.base_lr
+            );
+        }
+        if s.step_size_up < 1 {
+            bail_input!("--step-size-up must be at least 1");
+        }
+        if self.max_steps == Some(0) || self.checkpoint_every == Some(0) {
+            bail_input!("--max-steps and --checkpoint-every must be at least 1");
+        }
+        if !(self.min_delta >= 0.0 && self.min_delta < 1.0) || self.early_stop == Some(0) {
+            bail_input!("--min-delta must be in [0, 1) and --early-stop at least 1");
+        }
+        validate_image_size(self.image_size)?;
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            bail_input!(
+                "--label-smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            );
+        }
+        if self.log_interval < 1 || self.pred_interval < 1 {
+            bail_input!("--log-interval and --pred-interval must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// The configuration a resumed run continues with: the one it recorded, but for the settings
+/// that may change between sessions (device, length, logging, checkpoints, cache), taken from
+/// this command line. Any other flag that differs from the recording is an error naming it.
+pub fn resumed(requested: &TrainConfig, recorded: &TrainConfig) -> Result<TrainConfig> {
+    const FROM_COMMAND_LINE: [&str; 12] = [
+        "device",
+        "deterministic",
+        "epochs",
+        "log_interval",
+        "pred_interval",
+        "cache_dir",
+        "max_steps",
+        "checkpoint_every",
+        "max_nan_skips",
+        "early_stop",
+        "min_delta",
+        "tensorboard",
+    ];
+    // Not compared either: a resumed run needs its starting weights no more, and its split
+    // already left out the images it could not decode.
+    const KEPT_AS_RECORDED: [&str; 2] = ["init", "skip_bad_images"];
+    let (serde_json::Value::Object(requested_fields), serde_json::Value::Object(mut fields)) = (
+        serde_json::to_value(requested)?,
+        serde_json::to_value(recorded)?,
+    ) else {
+        anyhow::bail!("configuration is not a JSON object");
+    };
+    let differing: Vec<String> = requested_fields
+        .iter()
+        .filter(|(k, v)| {
+            let k = k.as_str();
+            !FROM_COMMAND_LINE.contains(&k)
+                && !KEPT_AS_RECORDED.contains(&k)
+                && fields.get(k) != Some(*v)
+        })
+        .map(|(k, _)| format!("--{}", k.replace('_', "-")))
+        .collect();
+    if !differing.is_empty() {
+        bail_input!(
+            "--resume: {} differ(s) from the run being resumed; resume with its original flags \
+             (see config in {}/meta.json)",
+            differing.join(", "),
+            recorded.out.display()
+        );
+    }
+    for key in FROM_COMMAND_LINE {
+        if let Some(value) = requested_fields.get(key) {
+            fields.insert(key.to_string(), value.clone());
+        }
+    }
+    let mut config: TrainConfig = serde_json::from_value(serde_json::Value::Object(fields))?;
+    config.resume = true;
+    Ok(config)
+}
+
+/// VGG16 needs at least 32 pixels for its five poolings; beyond 1024 a batch of one image
+/// hardly fits a GPU.
+pub fn validate_image_size(side: u32) -> Result<()> {
+    if !(32..=1024).contains(&side) {
+        bail_input!("--image-size must be between 32 and 1024, got {side}");
+    }
+    Ok(())
+}
+
+pub fn validate_holdout(holdout: f64) -> Result<()> {
+    if !(holdout > 0.0 && holdout < 1.0) {
+        bail_input!("--holdout must be strictly between 0 and 1, got {holdout}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+impl TrainConfig {
+    /// A valid configuration with the recipe's stage-1 settings, writing to `runs/example`.
+    pub fn example(stage: Stage, init: Init) -> TrainConfig {
+        TrainConfig {
+            stage,
+            data: PathBuf::from("data"),
+            out: PathBuf::from("runs/example"),
+            init,
+            epochs: 10,
+            batch_size: 64,
+            schedule: CyclicLr::triangular2(1e-4, 6e-4, 1404),
+            sched_step: SchedStep::Batch,
+            seed: DEFAULT_SEED,
+            holdout: DEFAULT_HOLDOUT,
+            device: "auto".into(),
+            cache_dir: None,
+            log_interval: 100,
+            pred_interval: 300,
+            augment: true,
+            dropout: true,
+            shuffle: true,
+            amp: Amp::Off,
+            image_size: 64,
+            label_smoothing: 0.0,
+            precise_bn: 0,
+            max_steps: None,
+            checkpoint_every: None,
+            tensorboard: None,
+            early_stop: None,
+            min_delta: 0.0,
+            which: Which::Last,
+            max_nan_skips: 0,
+            skip_bad_images: false,
+            deterministic: false,
+            force: false,
+            resume: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holdout_bounds() {
+        assert!(validate_holdout(0.05).is_ok());
+        for bad in [0.0, 1.0, -0.1, f64::NAN] {
+            assert!(validate_holdout(bad).is_err());
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `meta.json`: what a run is (classes, split, configuration, images left out) and how its
+//! epochs went, readable by eval, predict, report and a resumed run.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::config::TrainConfig;
+use super::metrics::EpochRecord;
+use super::META_FILE;
+use crate::data::split::SplitSpec;
+use crate::error::input_error;
+use crate::io::atomic_file::write_bytes_atomic;
+use crate::model::Stage;
+
+/// The best holdout top-1 so far and the epoch that reached it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    pub epoch: u32,
+    #[serde(with = "crate::io::json_float")]
+    pub top1: f64,
+}
+
+/// What `meta.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub tool: String,
+    pub version: String,
+    pub stage: Stage,
+    /// Class names (wnids) in label order.
+    pub classes: Vec<String>,
+    /// Human names of the classes, from words.txt ("" where unknown).
+    #[serde(default)]
+    pub class_names: Vec<String>,
+    pub split: SplitSpec,
+    pub config: TrainConfig,
+    pub epochs: Vec<EpochRecord>,
+    /// Images left out because they could not be decoded (`--skip-bad-images`).
+    #[serde(default)]
+    pub skipped: Vec<PathBuf>,
+    #[serde(default)]
+    pub best: Option<Best>,
+}
+
+impl Meta {
+    pub fn new(stage: Stage, classes: Vec<String>, split: SplitSpec, config: TrainConfig) -> Meta {
+        Meta {
+            tool: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            stage,
+            classes,
+            class_names: Vec::new(),
+            split,
+            config,
+            epochs: Vec::new(),
+            skipped: Vec::new(),
+            best: None,
+        }
+    }
+}
+
+/// Writes `meta.json` into the run directory `dir`, atomically.
+pub fn save_meta(dir: &Path, meta: &Meta) -> Result<()> {
+    let json = serde_json::to_vec_pretty(meta)?;
+    write_bytes_atomic(&dir.join(META_FILE), &json)
+}
+
+/// Reads a `meta.json`; errors name the file.
+pub fn load_meta(path: &Path) -> Result<Meta> {
+    let text =
+        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| input_error(format!("{}: not a vggtiny meta.json: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run_dir::config::{Init, TrainConfig};
+
+    pub fn config() -> TrainConfig {
+        TrainConfig::example(Stage::Base, Init::RandomInit)
+    }
+
+    /// A run whose holdout loss went NaN stays readable (it used to be written as null).
+    #[test]
+    fn a_nan_metric_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = Meta::new(
+            Stage::Base,
+            vec!["a".into(), "b".into()],
+            SplitSpec::new(42, 0.05, 10),
+            config(),
+        );
+        meta.epochs.push(EpochRecord::example(f64::NAN));
+        save_meta(dir.path(), &meta).unwrap();
+        let back = load_meta(&dir.path().join(META_FILE)).unwrap();
+        assert!(back.epochs[0].holdout_loss.is_nan());
+        let text = fs::read_to_string(dir.path().join(META_FILE)).unwrap();
+        let old = text.replace("\"NaN\"", "null");
+        fs::write(dir.path().join(META_FILE), old).unwrap();
+        let back = load_meta(&dir.path().join(META_FILE)).unwrap();
+        assert!(back.epochs[0].holdout_loss.is_nan());
+    }
+}

@@ -1,0 +1,73 @@
+//! A model to start from, evaluate or predict with: a run directory (its last or best
+//! model) or a bare weights file, with the run's `meta.json` when there is one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use tch::Device;
+
+use super::config::recipe_image_size;
+use super::meta::{load_meta, Meta};
+use super::{Which, BEST_FILE, META_FILE, MODEL_FILE};
+use crate::bail_input;
+use crate::io::safetensors::read_tensors;
+use crate::model::{Part, Vgg16};
+
+/// A model to start from or to evaluate: a run directory, or a bare weights file with the
+/// `meta.json` beside it when there is one.
+pub struct Source {
+    pub model: PathBuf,
+    pub meta: Option<Meta>,
+}
+
+impl Source {
+    /// `path` is a run directory (its last or best model, as `which` says) or a model file.
+    pub fn resolve(path: &Path, which: Which) -> Result<Source> {
+        let (model, meta_path) = if path.is_dir() {
+            let file = match which {
+                Which::Last => MODEL_FILE,
+                Which::Best => BEST_FILE,
+            };
+            let model = path.join(file);
+            if !model.is_file() {
+                bail_input!(
+                    "{}: no {file} in this directory; is it a run with a finished epoch?",
+                    path.display()
+                );
+            }
+            (model, path.join(META_FILE))
+        } else if path.is_file() {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            (path.to_path_buf(), dir.join(META_FILE))
+        } else {
+            bail_input!("{}: no such run directory or model file", path.display());
+        };
+        let meta = if meta_path.is_file() {
+            Some(load_meta(&meta_path)?)
+        } else {
+            None
+        };
+        Ok(Source { model, meta })
+    }
+}
+
+impl Source {
+    /// The model file as error messages name it.
+    pub fn name(&self) -> String {
+        self.model.display().to_string()
+    }
+
+    /// The side its run trained at (`--image-size`); the recipe's 64 for a bare model file.
+    pub fn image_size(&self) -> u32 {
+        self.meta
+            .as_ref()
+            .map_or_else(recipe_image_size, |m| m.config.image_size)
+    }
+
+    /// The model of this source with `classes` outputs, on `device`.
+    pub fn load_model(&self, classes: usize, device: Device) -> Result<Vgg16> {
+        let mut model = Vgg16::new(classes as i64, device);
+        model.load(read_tensors(&self.model)?, Part::All, &self.name())?;
+        Ok(model)
+    }
+}

@@ -1,0 +1,96 @@
+//! A stage's data: the training tree scanned, decoded and split into training and holdout
+//! samples exactly as `random_split` splits them.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::bail_input;
+use crate::data::cache::ImageSet;
+use crate::data::ensure_same_classes;
+use crate::data::images;
+use crate::data::scan::{scan_image_folder, DataRoot};
+use crate::data::split::{Split, SplitSpec};
+use crate::run_dir::config::TrainConfig;
+use crate::run_dir::meta::Meta;
+
+/// The training tree, decoded and split.
+pub struct TrainData {
+    pub classes: Vec<String>,
+    pub class_names: Vec<String>,
+    pub spec: SplitSpec,
+    pub split: Split,
+    pub set: ImageSet,
+    pub skipped: Vec<PathBuf>,
+}
+
+/// A run this one must agree with: the run a stage starts from (same classes) or the run being
+/// resumed (same classes and the same dataset). `name` names it in messages.
+pub struct Expected<'a> {
+    pub meta: &'a Meta,
+    pub name: String,
+    pub same_dataset: bool,
+}
+
+impl TrainData {
+    /// Scans, decodes and splits `cfg.data`.
+    pub fn load(cfg: &TrainConfig, expected: Option<Expected>) -> Result<TrainData> {
+        let root = DataRoot::locate(&cfg.data)?;
+        let list = scan_image_folder(&root.train)?;
+        if list.classes.len() < 2 {
+            bail_input!(
+                "{} has {} class folder(s); a classifier needs at least 2",
+                root.train.display(),
+                list.classes.len()
+            );
+        }
+        if let Some(e) = &expected {
+            ensure_same_classes(&e.meta.classes, &list.classes, &e.name)?;
+        }
+        let decoded = images::load(list.samples, cfg.cache_dir.as_deref(), cfg.skip_bad_images)?;
+        let size = decoded.samples.len();
+        // The split draws first from a freshly seeded generator, exactly as random_split does.
+        let spec = SplitSpec::new(cfg.seed, cfg.holdout, size);
+        if let Some(e) = expected.filter(|e| e.same_dataset) {
+            e.meta.split.check_size(size, &e.name, &root.train)?;
+        }
+        let split = spec.split();
+        if split.holdout.is_empty() || split.train.len() < 2 {
+            bail_input!(
+                "a holdout of {} over {size} images leaves {} to train on and {} to hold out; \
+                 both must be non-empty (at least 2 to train)",
+                cfg.holdout,
+                split.train.len(),
+                split.holdout.len()
+            );
+        }
+        eprintln!(
+            "data: {} classes, {} training and {} holdout images from {}",
+            list.classes.len(),
+            split.train.len(),
+            split.holdout.len(),
+            root.train.display()
+        );
+        Ok(TrainData {
+            class_names: root.class_names(&list.classes)?,
+            classes: list.classes,
+            spec,
+            split,
+            set: decoded.set,
+            skipped: decoded.skipped,
+        })
+    }
+
+    /// The `meta.json` of a run on this data with configuration `cfg`, before any epoch.
+    pub fn meta(&self, cfg: &TrainConfig) -> Meta {
+        let mut meta = Meta::new(
+            cfg.stage,
+            self.classes.clone(),
+            self.spec.clone(),
+            cfg.clone(),
+        );
+        meta.skipped = self.skipped.clone();
+        meta.class_names = self.class_names.clone();
+        meta
+    }
+}

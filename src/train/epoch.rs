@@ -1,0 +1,145 @@
+//! One epoch of training: its batches, assembled ahead by a background thread, each a forward
+//! pass, a loss and an optimizer step; logging at log intervals, and mid-epoch checkpoints when
+//! they are due or a signal asks the run to stop.
+
+use anyhow::Result;
+use tch::{Kind, Tensor};
+
+use super::keys::Stream;
+use super::log::Position;
+use super::signals::interrupted;
+use super::Trainer;
+use crate::data::loader::{batches_per_epoch, Batch, Planned};
+use crate::eval::topk_correct;
+use crate::run_dir::metrics::BatchRecord;
+
+impl Trainer<'_> {
+    /// Trains the current epoch from the batch the run stands at, in `order`, up to its end or
+    /// to `--max-steps`. Returns whether the epoch is complete.
+    pub(super) fn train_one_epoch(&mut self, order: &[usize]) -> Result<bool> {
+        let plan = self.plan(order);
+        let done = (self.state.batch * self.cfg.batch_size) as u64;
+        let label = format!("{} epoch {}", self.cfg.stage.name(), self.state.epoch);
+        self.log.start_epoch(label, order.len() as u64, done);
+        let device = self.loader.device();
+        let mut loss_sum = Tensor::full([], self.state.loss_sum, (Kind::Double, device));
+        std::thread::scope(|scope| -> Result<()> {
+            for batch in self.loader.prefetch(scope, plan, self.cfg.augment) {
+                self.train_batch(&batch?, &mut loss_sum)?;
+                self.checkpoint_mid_epoch(&loss_sum)?;
+            }
+            Ok(())
+        })?;
+        self.log.finish_epoch();
+        self.policy.check()?;
+        self.state.loss_sum = loss_sum.double_value(&[]);
+        Ok(self.state.batch >= self.per_epoch())
+    }
+
+    fn per_epoch(&self) -> usize {
+        batches_per_epoch(self.split.train.len(), self.cfg.batch_size)
+    }
+
+    /// The batches left to train this epoch, each with the key of its augmentation draws.
+    fn plan(&self, order: &[usize]) -> Vec<Planned> {
+        let max_steps = self.cfg.max_steps.unwrap_or(u64::MAX);
+        let remaining = self.per_epoch().saturating_sub(self.state.batch);
+        let allowed = (max_steps - self.state.step)
+            .try_into()
+            .unwrap_or(usize::MAX);
+        let epoch = self.state.epoch;
+        order
+            .chunks(self.cfg.batch_size)
+            .enumerate()
+            .skip(self.state.batch)
+            .take(remaining.min(allowed))
+            .map(|(b, indices)| Planned {
+                indices: indices.to_vec(),
+                key: self.keys.epoch(epoch, Stream::Augment, b as u64),
+            })
+            .collect()
+    }
+
+    /// One optimizer step on `batch`, its loss added to `loss_sum` on the device.
+    fn train_batch(&mut self, batch: &Batch, loss_sum: &mut Tensor) -> Result<()> {
+        let (epoch, step) = (self.state.epoch, self.state.step);
+        let (lr, beta1) = self
+            .cfg
+            .schedule
+            .at(self.cfg.sched_step.position(step, epoch));
+        // Dropout draws keyed by the step, so a resumed run draws what this one would.
+        let dropout_key = self
+            .keys
+            .epoch(epoch, Stream::Dropout, self.state.batch as u64);
+        tch::manual_seed(dropout_key as i64);
+        let (loss, logits) = self.learner.forward_loss(batch);
+        if self.policy.admit(&loss, step, &mut self.state.nan_skips)? {
+            self.learner.optimize(&loss, (lr, beta1));
+            *loss_sum += loss.detach().to_kind(Kind::Double) * batch.len as f64;
+            self.state.seen += batch.len;
+        }
+        self.state.last_lr = lr;
+        self.log.advance(batch.len as u64);
+        if step.is_multiple_of(self.cfg.log_interval) {
+            self.log_step(&loss, &logits, batch, (lr, beta1))?;
+        }
+        self.state.batch += 1;
+        self.state.step += 1;
+        Ok(())
+    }
+
+    /// The loop's host reads, at log intervals only: the non-finite check, the loss, and the
+    /// mini-batch accuracy at prediction intervals.
+    fn log_step(
+        &mut self,
+        loss: &Tensor,
+        logits: &Tensor,
+        batch: &Batch,
+        (lr, beta1): (f64, f64),
+    ) -> Result<()> {
+        self.policy.check()?;
+        let step = self.state.step;
+        let acc = step.is_multiple_of(self.cfg.pred_interval).then(|| {
+            let correct = topk_correct(&logits.detach(), &batch.labels, 1).int64_value(&[]);
+            correct as f64 / batch.len as f64
+        });
+        let record = BatchRecord {
+            stage: self.cfg.stage.name().to_string(),
+            epoch: self.state.epoch,
+            step,
+            lr,
+            beta1,
+            loss: loss.double_value(&[]),
+            acc,
+        };
+        let at = Position {
+            batch: self.state.batch,
+            batches: self.per_epoch(),
+            batch_size: self.cfg.batch_size,
+            images: self.split.train.len(),
+        };
+        self.log.step(&record, at)
+    }
+
+    /// A checkpoint inside the epoch when `--checkpoint-every` says so or a signal asks the run
+    /// to stop (which it then does). The epoch's end saves its own.
+    fn checkpoint_mid_epoch(&mut self, loss_sum: &Tensor) -> Result<()> {
+        let signal = self.signals.caught();
+        let due = self
+            .cfg
+            .checkpoint_every
+            .is_some_and(|n| self.state.step.is_multiple_of(n));
+        if (due || signal.is_some()) && self.state.batch < self.per_epoch() {
+            self.policy.check()?;
+            self.state.loss_sum = loss_sum.double_value(&[]);
+            self.saver.save(&self.learner, &mut self.state, &self.log)?;
+        }
+        match signal {
+            Some(signal) => {
+                let (epoch, step) = (self.state.epoch, self.state.step);
+                Err(interrupted(signal, epoch, step, &self.cfg.out))
+            }
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The run log: every logged step and every epoch goes to `metrics.jsonl` (flushed line by
+//! line, so that a checkpoint can record how much of it belongs to it), to TensorBoard event
+//! files when asked, and to the console, above a progress bar on a terminal.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+
+use anyhow::{Context, Result};
+
+use super::progress::Progress;
+use crate::io::tensorboard::EventWriter;
+use crate::run_dir::config::TrainConfig;
+use crate::run_dir::metrics::{BatchRecord, EpochRecord, Event};
+use crate::run_dir::METRICS_FILE;
+
+/// Where a logged step is within its epoch.
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    /// Batch index within the epoch, from 0.
+    pub batch: usize,
+    pub batches: usize,
+    pub batch_size: usize,
+    /// Training images of an epoch.
+    pub images: usize,
+}
+
+pub struct RunLog {
+    out: BufWriter<File>,
+    tensorboard: Option<EventWriter>,
+    progress: Option<Progress>,
+}
+
+impl RunLog {
+    /// Appends to the run's `metrics.jsonl` (and to new TensorBoard event files).
+    pub fn open(cfg: &TrainConfig) -> Result<RunLog> {
+        let path = cfg.out.join(METRICS_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(RunLog {
+            out: BufWriter::new(file),
+            tensorboard: cfg
+                .tensorboard
+                .as_deref()
+                .map(EventWriter::create)
+                .transpose()?,
+            progress: None,
+        })
+    }
+
+    /// Bytes written to `metrics.jsonl` so far (everything is flushed line by line).
+    pub fn bytes_written(&self) -> Result<u64> {
+        Ok(self.out.get_ref().metadata()?.len())
+    }
+
+    /// Starts the progress display of an epoch of `total` images, `done` of them trained.
+    pub fn start_epoch(&mut self, label: String, total: u64, done: u64) {
+        let progress = Progress::new(total, label);
+        progress.advance(done);
+        self.progress = Some(progress);
+    }
+
+    pub fn advance(&self, images: u64) {
+        if let Some(progress) = &self.progress {
+            progress.advance(images);
+        }
+    }
+
+    pub fn finish_epoch(&mut self) {
+        if let Some(progress) = self.progress.take() {
+            progress.finish();
+        }
+    }
+
+    /// A logged optimizer step.
+    pub fn step(&mut self, record: &BatchRecord, at: Position) -> Result<()> {
+        self.write(&Event::Batch(record.clone()))?;
+        self.scalars(
+            record.step,
+            &[
+                ("train/loss", Some(record.loss)),
+                ("train/batch_acc", record.acc),
+                ("train/lr", Some(record.lr)),
+                ("train/beta1", Some(record.beta1)),
+            ],
+        )?;
+        let mut line = format!(
+            "Train Epoch: {} [{}/{} ({:.0}%)]\tLoss: {:.6}",
+            record.epoch,
+            at.batch * at.batch_size,
+            at.images,
+            100.0 * at.batch as f64 / at.batches as f64,
+            record.loss
+        );
+        if let Some(acc) = record.acc {
+            line.push_str(&format!("\tBatch acc: {acc:.4}"));
+        }
+        self.line(&line);
+        Ok(())
+    }
+
+    /// A finished epoch, scored on `samples` holdout images.
+    pub fn epoch(&mut self, record: &EpochRecord, samples: usize) -> Result<()> {
+        self.write(&Event::Epoch(record.clone()))?;
+        self.scalars(
+            u64::from(record.epoch),
+            &[
+                ("epoch/train_loss", Some(record.train_loss)),
+                ("epoch/holdout_loss", Some(record.holdout_loss)),
+                ("epoch/holdout_top1", Some(record.holdout_top1)),
+                ("epoch/holdout_top5", Some(record.holdout_top5)),
+                ("epoch/lr", Some(record.lr)),
+                ("epoch/images_per_sec", Some(record.images_per_sec)),
+            ],
+        )?;
+        self.line(&format!(
+            "Holdout: Average loss: {:.4}, Top-1: {:.2}%, Top-5: {:.2}% ({samples} images; \
+             epoch {:.1}s, {:.0} train images/s)",
+            record.holdout_loss,
+            100.0 * record.holdout_top1,
+            100.0 * record.holdout_top5,
+            record.seconds,
+            record.images_per_sec
+        ));
+        Ok(())
+    }
+
+    /// A console line, above the progress bar when there is one.
+    fn line(&self, text: &str) {
+        match &self.progress {
+            Some(progress) => progress.line(text),
+            None => println!("{text}"),
+        }
+    }
+
+    fn write(&mut self, event: &Event) -> Result<()> {
+        serde_json::to_writer(&mut self.out, event)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush().context("cannot write metrics.jsonl")
+    }
+
+    fn scalars(&mut self, step: u64, values: &[(&str, Option<f64>)]) -> Result<()> {
+        if let Some(tb) = &mut self.tensorboard {
+            for (tag, value) in values {
+                if let Some(value) = value {
+                    tb.scalar(tag, step as i64, *value)?;
+                }
+            }
+            tb.flush()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Stage;
+    use crate::run_dir::config::Init;
+    use crate::run_dir::metrics::read_events;
+
+    #[test]
+    fn steps_and_epochs_are_tagged_lines_and_tensorboard_scalars() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = TrainConfig::example(Stage::Base, Init::RandomInit);
+        cfg.out = dir.path().to_path_buf();
+        cfg.tensorboard = Some(dir.path().join("tb"));
+        let mut log = RunLog::open(&cfg).unwrap();
+        let record = BatchRecord {
+            stage: "base".into(),
+            epoch: 1,
+            step: 0,
+            lr: 1e-4,
+            beta1: 0.9,
+            loss: 2.5,
+            acc: None,
+        };
+        let at = Position {
+            batch: 0,
+            batches: 10,
+            batch_size: 4,
+            images: 40,
+        };
+        log.step(&record, at).unwrap();
+        let first = log.bytes_written().unwrap();
+        log.epoch(&EpochRecord::example(1.25), 8).unwrap();
+        assert!(log.bytes_written().unwrap() > first);
+        let events = read_events(&dir.path().join(METRICS_FILE)).unwrap();
+        assert_eq!(
+            events,
+            vec![
+                Event::Batch(record),
+                Event::Epoch(EpochRecord::example(1.25))
+            ]
+        );
+        let text = std::fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
+        assert!(text.starts_with("{\"event\":\"batch\""), "{text}");
+        assert!(
+            !text.contains("\"acc\""),
+            "no accuracy at this step: {text}"
+        );
+        let tb: Vec<_> = std::fs::read_dir(dir.path().join("tb")).unwrap().collect();
+        assert_eq!(tb.len(), 1);
+    }
+}

@@ -1,0 +1,153 @@
+//! What happens when the loss stops being finite: by default the run stops with the step, the
+//! learning rate and the last finite loss, found at the next log interval or checkpoint (no
+//! step waits for the device to report its loss); with `--max-nan-skips N` every loss is
+//! checked and up to N such batches are skipped.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use tch::{Device, Kind, Tensor};
+
+use crate::optim::schedule::CyclicLr;
+use crate::run_dir::config::TrainConfig;
+
+/// Tracks non-finite losses on the device, without a host read per step: the first step whose
+/// loss was not finite, and the last finite loss.
+struct FiniteWatch {
+    first_bad: Tensor,
+    last_finite: Tensor,
+}
+
+impl FiniteWatch {
+    fn new(device: Device) -> FiniteWatch {
+        FiniteWatch {
+            first_bad: Tensor::full([], -1, (Kind::Int64, device)),
+            last_finite: Tensor::full([], f64::NAN, (Kind::Double, device)),
+        }
+    }
+
+    fn record(&mut self, loss: &Tensor, step: u64) {
+        let finite = loss.isfinite();
+        let loss = loss.to_kind(Kind::Double);
+        self.last_finite = loss.where_self(&finite, &self.last_finite);
+        let here = Tensor::full([], step as i64, (Kind::Int64, loss.device()));
+        let first = self.first_bad.lt(0).logical_and(&finite.logical_not());
+        self.first_bad = here.where_self(&first, &self.first_bad);
+    }
+
+    /// Host read: the step of the first non-finite loss, if any, and the last finite loss.
+    fn check(&self) -> Option<(u64, f64)> {
+        let first = self.first_bad.int64_value(&[]);
+        (first >= 0).then(|| (first as u64, self.last_finite.double_value(&[])))
+    }
+}
+
+/// The policy for non-finite losses of one run.
+pub struct NonFinitePolicy {
+    max_skips: u64,
+    watch: FiniteWatch,
+    schedule: CyclicLr,
+    out: PathBuf,
+}
+
+impl NonFinitePolicy {
+    pub fn new(cfg: &TrainConfig, device: Device) -> NonFinitePolicy {
+        NonFinitePolicy {
+            max_skips: cfg.max_nan_skips,
+            watch: FiniteWatch::new(device),
+            schedule: cfg.schedule,
+            out: cfg.out.clone(),
+        }
+    }
+
+    /// Whether the optimizer may step on `loss` of step `step`. With skips allowed, the loss
+    /// is read now: a non-finite one is counted in `skipped` and refused, and one more than
+    /// allowed is an error. Otherwise it is only recorded for `check`.
+    pub fn admit(&mut self, loss: &Tensor, step: u64, skipped: &mut u64) -> Result<bool> {
+        if self.max_skips > 0 && loss.isfinite().int64_value(&[]) == 0 {
+            *skipped += 1;
+            eprintln!(
+                "warning: non-finite loss at step {step}; batch skipped ({skipped} of at most {})",
+                self.max_skips
+            );
+            if *skipped > self.max_skips {
+                return Err(self.error(step, f64::NAN).context(format!(
+                    "more than --max-nan-skips {} non-finite batches",
+                    self.max_skips
+                )));
+            }
+            return Ok(false);
+        }
+        self.watch.record(loss, step);
+        Ok(true)
+    }
+
+    /// Host read: an error when a loss recorded since the start was not finite.
+    pub fn check(&self) -> Result<()> {
+        match self.watch.check() {
+            Some((step, last_finite)) => Err(self.error(step, last_finite)),
+            None => Ok(()),
+        }
+    }
+
+    fn error(&self, step: u64, last_finite: f64) -> anyhow::Error {
+        let (lr, _) = self.schedule.at(step);
+        anyhow::anyhow!(
+            "the loss stopped being finite at step {step} (lr {lr:.3e}; last finite loss \
+             {last_finite:.4}); the last good checkpoint in {} is untouched. Lower \
+             --lr/--max-lr, or pass --max-nan-skips N to skip such batches",
+            self.out.display()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Stage;
+    use crate::run_dir::config::Init;
+
+    #[test]
+    fn finite_watch_reports_the_first_bad_step_and_last_good_loss() {
+        let mut watch = FiniteWatch::new(Device::Cpu);
+        watch.record(&Tensor::from(2.5f32), 0);
+        assert_eq!(watch.check(), None);
+        watch.record(&Tensor::from(f32::NAN), 1);
+        watch.record(&Tensor::from(f32::INFINITY), 2);
+        assert_eq!(watch.check(), Some((1, 2.5)));
+    }
+
+    #[test]
+    fn by_default_a_nan_is_admitted_then_reported() {
+        let cfg = TrainConfig::example(Stage::Base, Init::RandomInit);
+        let mut policy = NonFinitePolicy::new(&cfg, Device::Cpu);
+        let mut skipped = 0;
+        assert!(policy
+            .admit(&Tensor::from(1.5f32), 0, &mut skipped)
+            .unwrap());
+        assert!(policy
+            .admit(&Tensor::from(f32::NAN), 1, &mut skipped)
+            .unwrap());
+        let err = policy.check().unwrap_err().to_string();
+        assert!(err.contains("step 1") && err.contains("1.5000"), "{err}");
+        assert_eq!(skipped, 0);
+    }
+
+    #[test]
+    fn with_skips_nan_batches_are_refused_until_too_many() {
+        let mut cfg = TrainConfig::example(Stage::Base, Init::RandomInit);
+        cfg.max_nan_skips = 2;
+        let mut policy = NonFinitePolicy::new(&cfg, Device::Cpu);
+        let mut skipped = 0;
+        let nan = Tensor::from(f32::NAN);
+        assert!(!policy.admit(&nan, 3, &mut skipped).unwrap());
+        assert!(policy
+            .admit(&Tensor::from(1.0f32), 4, &mut skipped)
+            .unwrap());
+        assert!(!policy.admit(&nan, 5, &mut skipped).unwrap());
+        assert_eq!(skipped, 2);
+        let err = format!("{:#}", policy.admit(&nan, 6, &mut skipped).unwrap_err());
+        assert!(err.contains("--max-nan-skips 2"), "{err}");
+        assert!(policy.check().is_ok(), "skipped losses are never recorded");
+    }
+}

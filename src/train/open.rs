@@ -1,0 +1,161 @@
+//! Opening a run: a fresh one in an empty (or forced) directory from its starting weights, or
+//! a stopped one from its checkpoint with the configuration it recorded.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use tch::Tensor;
+
+use super::data::Expected;
+use super::saver::CheckpointSaver;
+use super::step::Learner;
+use crate::bail_input;
+use crate::io::safetensors::{read_tensors, Named};
+use crate::model::Part;
+use crate::run_dir::checkpoint::{load_checkpoint, TrainState};
+use crate::run_dir::config::{resumed, Init, TrainConfig};
+use crate::run_dir::meta::{load_meta, Meta};
+use crate::run_dir::metrics::{read_epochs, truncate};
+use crate::run_dir::source::Source;
+use crate::run_dir::{prepare, META_FILE, METRICS_FILE};
+
+/// Weights a fresh stage starts from: the tensors, which part of them to load, the file's
+/// name, and the `meta.json` of the run they come from, if any.
+pub struct Weights {
+    named: Named,
+    part: Part,
+    source: String,
+    meta: Option<Meta>,
+}
+
+/// How a run begins.
+pub enum Start {
+    /// A new run, from `Weights` or (`None`) from the random initialisation alone.
+    Fresh(Option<Weights>),
+    /// A stopped run, from its checkpoint and the `meta.json` it wrote.
+    Resumed {
+        tensors: HashMap<String, Tensor>,
+        state: TrainState,
+        meta: Meta,
+    },
+}
+
+/// The configuration a run goes on with, and how it begins.
+pub struct Opened {
+    pub config: TrainConfig,
+    pub start: Start,
+}
+
+/// Opens the run `requested` asks for. A resumed run continues with its recorded
+/// configuration and its checkpoint; a new one reads its starting weights first, so that a
+/// bad file fails before any decoding.
+pub fn open(requested: &TrainConfig) -> Result<Opened> {
+    if !requested.resume {
+        prepare(&requested.out, requested.force)?;
+        let start = Start::Fresh(read_weights(&requested.init, requested)?);
+        return Ok(Opened {
+            config: requested.clone(),
+            start,
+        });
+    }
+    let meta_path = requested.out.join(META_FILE);
+    if !meta_path.is_file() {
+        bail_input!(
+            "--resume: {} holds no run to resume (no {META_FILE})",
+            requested.out.display()
+        );
+    }
+    let meta = load_meta(&meta_path)?;
+    let config = resumed(requested, &meta.config)?;
+    let (tensors, state) = load_checkpoint(&config.out)?;
+    if state.stage != config.stage {
+        bail_input!(
+            "--resume: {} holds a {} run",
+            config.out.display(),
+            state.stage.name()
+        );
+    }
+    Ok(Opened {
+        config,
+        start: Start::Resumed {
+            tensors,
+            state,
+            meta,
+        },
+    })
+}
+
+fn read_weights(init: &Init, cfg: &TrainConfig) -> Result<Option<Weights>> {
+    Ok(match init {
+        Init::RandomInit => None,
+        Init::Weights(path) => Some(Weights {
+            named: read_tensors(path)?,
+            part: Part::Features,
+            source: path.display().to_string(),
+            meta: None,
+        }),
+        Init::From(path) => {
+            let source = Source::resolve(path, cfg.which)?;
+            Some(Weights {
+                named: read_tensors(&source.model)?,
+                part: Part::All,
+                source: source.name(),
+                meta: source.meta,
+            })
+        }
+    })
+}
+
+impl Start {
+    /// The run this one's data must agree with: the one being resumed, or the one it starts
+    /// from.
+    pub fn expected(&self, cfg: &TrainConfig) -> Option<Expected<'_>> {
+        match self {
+            Start::Resumed { meta, .. } => Some(Expected {
+                meta,
+                name: cfg.out.display().to_string(),
+                same_dataset: true,
+            }),
+            Start::Fresh(Some(Weights {
+                meta: Some(meta),
+                source,
+                ..
+            })) => Some(Expected {
+                meta,
+                name: source.clone(),
+                same_dataset: false,
+            }),
+            Start::Fresh(_) => None,
+        }
+    }
+
+    /// Puts the starting weights into `learner`: for a resumed run also its optimizer state,
+    /// its epochs so far (from the log, cut back to the checkpoint) and its best model.
+    /// Returns where the run stands.
+    pub fn apply(
+        self,
+        learner: &mut Learner,
+        saver: &mut CheckpointSaver,
+        cfg: &TrainConfig,
+    ) -> Result<TrainState> {
+        match self {
+            Start::Fresh(None) => Ok(TrainState::new(cfg.stage)),
+            Start::Fresh(Some(w)) => {
+                learner.model.load(w.named, w.part, &w.source)?;
+                Ok(TrainState::new(cfg.stage))
+            }
+            Start::Resumed { tensors, state, .. } => {
+                let source = cfg.out.display().to_string();
+                learner.restore(tensors, state.adam_steps, &source)?;
+                let metrics = cfg.out.join(METRICS_FILE);
+                truncate(&metrics, state.metrics_len)?;
+                saver.restore_epochs(read_epochs(&metrics)?, state.best);
+                eprintln!(
+                    "resuming {source} at epoch {}, batch {} (step {})",
+                    state.epoch, state.batch, state.step
+                );
+                Ok(state)
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The checkpoint saver: every file a run directory receives during training. The resume
+//! point (`checkpoint.safetensors`) is written first, then the model and `meta.json` derived
+//! from it, so a crash between them leaves a run that resumes to the same result.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use super::early_stop::EarlyStop;
+use super::log::RunLog;
+use super::step::Learner;
+use crate::io::safetensors::save_tensors;
+use crate::model::Vgg16;
+use crate::run_dir::checkpoint::{save_checkpoint, TrainState};
+use crate::run_dir::meta::{save_meta, Best, Meta};
+use crate::run_dir::metrics::EpochRecord;
+use crate::run_dir::{BEST_FILE, MODEL_FILE};
+
+pub struct CheckpointSaver {
+    dir: PathBuf,
+    meta: Meta,
+}
+
+impl CheckpointSaver {
+    /// A saver of the run in `dir`, whose `meta.json` is `meta` so far.
+    pub fn new(dir: &Path, meta: Meta) -> CheckpointSaver {
+        CheckpointSaver {
+            dir: dir.to_path_buf(),
+            meta,
+        }
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// The resume point: the checkpoint of `learner` at `state` (which learns how much of the
+    /// log belongs to it), then the model and `meta.json`.
+    pub fn save(&self, learner: &Learner, state: &mut TrainState, log: &RunLog) -> Result<()> {
+        state.adam_steps = learner.adam.steps();
+        state.metrics_len = log.bytes_written()?;
+        save_checkpoint(&self.dir, &learner.checkpoint_tensors(), state)?;
+        self.save_model(&learner.model)
+    }
+
+    /// The model and `meta.json` alone (an epoch scored after its checkpoint was written).
+    pub fn save_model(&self, model: &Vgg16) -> Result<()> {
+        save_tensors(&self.dir.join(MODEL_FILE), &model.state())?;
+        save_meta(&self.dir, &self.meta)
+    }
+
+    /// A resumed run's epochs so far and its best model.
+    pub fn restore_epochs(&mut self, epochs: Vec<EpochRecord>, best: Option<Best>) {
+        self.meta.epochs = epochs;
+        self.meta.best = best;
+    }
+
+    /// Records a scored epoch in `meta.json` (written by the next save).
+    pub fn push_epoch(&mut self, record: EpochRecord) {
+        self.meta.epochs.push(record);
+    }
+
+    /// The best model so far after `epoch` scored `top1`: when it improves on the best by the
+    /// rule of `stop`, `model` is saved as `best.safetensors` and becomes the best.
+    pub fn update_best(
+        &mut self,
+        epoch: u32,
+        top1: f64,
+        stop: &EarlyStop,
+        model: &Vgg16,
+    ) -> Result<Best> {
+        if stop.improves(self.meta.best, top1) {
+            self.meta.best = Some(Best { epoch, top1 });
+            save_tensors(&self.dir.join(BEST_FILE), &model.state())?;
+        }
+        Ok(self.meta.best.unwrap_or(Best { epoch, top1 }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::split::SplitSpec;
+    use crate::model::{Amp, Stage};
+    use crate::run_dir::checkpoint::load_checkpoint;
+    use crate::run_dir::config::{Init, TrainConfig};
+    use crate::run_dir::meta::load_meta;
+    use crate::run_dir::META_FILE;
+    use tch::Device;
+
+    #[test]
+    fn saves_the_resume_point_model_meta_and_the_best_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = TrainConfig::example(Stage::Base, Init::RandomInit);
+        cfg.out = dir.path().to_path_buf();
+        let meta = Meta::new(
+            Stage::Base,
+            vec!["a".into(), "b".into()],
+            SplitSpec::new(1, 0.5, 4),
+            cfg.clone(),
+        );
+        let mut saver = CheckpointSaver::new(dir.path(), meta);
+        let learner = Learner::new(2, Stage::Base, Amp::Off, true, Device::Cpu);
+        let log = RunLog::open(&cfg).unwrap();
+        let stop = EarlyStop {
+            patience: None,
+            min_delta: 0.1,
+        };
+        saver.push_epoch(EpochRecord::example(1.0));
+        let best = saver.update_best(1, 0.5, &stop, &learner.model).unwrap();
+        assert_eq!(
+            best,
+            Best {
+                epoch: 1,
+                top1: 0.5
+            }
+        );
+        assert!(dir.path().join(BEST_FILE).is_file());
+        std::fs::remove_file(dir.path().join(BEST_FILE)).unwrap();
+        // not better by more than min_delta: the best stays, nothing written
+        let best = saver.update_best(2, 0.55, &stop, &learner.model).unwrap();
+        assert_eq!(best.epoch, 1);
+        assert!(!dir.path().join(BEST_FILE).exists());
+
+        let mut state = TrainState::new(Stage::Base);
+        state.epoch = 2;
+        saver.save(&learner, &mut state, &log).unwrap();
+        let (tensors, saved) = load_checkpoint(dir.path()).unwrap();
+        assert_eq!(saved, state);
+        assert!(tensors.keys().any(|k| k.starts_with("adam.exp_avg.")));
+        assert!(dir.path().join(MODEL_FILE).is_file());
+        let meta = load_meta(&dir.path().join(META_FILE)).unwrap();
+        assert_eq!(meta.epochs.len(), 1);
+        assert_eq!(meta.best.map(|b| b.epoch), Some(1));
+    }
+}

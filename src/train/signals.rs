@@ -1,0 +1,67 @@
+//! Stopping a training run cleanly on SIGINT or SIGTERM: the loop finishes its step, writes a
+//! checkpoint and exits 130 or 143. A second signal exits at once; every file is written
+//! atomically, so that leaves the last complete checkpoint in place.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::flag;
+
+use crate::error::Interrupted;
+
+pub struct StopSignals {
+    interrupt: Arc<AtomicBool>,
+    terminate: Arc<AtomicBool>,
+}
+
+impl StopSignals {
+    pub fn install() -> Result<StopSignals> {
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let terminate = Arc::new(AtomicBool::new(false));
+        for (signal, seen, code) in [(SIGINT, &interrupt, 130), (SIGTERM, &terminate, 143)] {
+            // Registered first, so it sees the flag as the previous signal left it.
+            flag::register_conditional_shutdown(signal, code, Arc::clone(seen))?;
+            flag::register(signal, Arc::clone(seen))?;
+        }
+        Ok(StopSignals {
+            interrupt,
+            terminate,
+        })
+    }
+
+    /// The signal asking the run to stop, if one came.
+    pub fn caught(&self) -> Option<i32> {
+        if self.interrupt.load(Ordering::SeqCst) {
+            Some(SIGINT)
+        } else if self.terminate.load(Ordering::SeqCst) {
+            Some(SIGTERM)
+        } else {
+            None
+        }
+    }
+}
+
+/// The error a run stopped by `signal` ends with: what was saved in `out`, and the command
+/// that resumes it.
+pub fn interrupted(signal: i32, epoch: u32, step: u64, out: &Path) -> anyhow::Error {
+    anyhow::Error::new(Interrupted {
+        signal,
+        message: format!(
+            "interrupted at epoch {epoch}, step {step}: checkpoint saved in {}\nresume with: {}",
+            out.display(),
+            resume_command()
+        ),
+    })
+}
+
+/// The command that resumes this run: the current one, with --resume.
+fn resume_command() -> String {
+    let mut args: Vec<String> = std::env::args()
+        .filter(|a| a != "--force" && a != "--resume")
+        .collect();
+    args.push("--resume".into());
+    args.join(" ")
+}

@@ -1,0 +1,124 @@
+//! Helpers shared by the integration tests: the binary, its command lines, fixtures.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use tch::Tensor;
+use vggtiny::data::synth::{write_dataset, SynthSpec};
+
+/// The binary, its image cache kept out of the user's home.
+pub fn command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vggtiny"));
+    cmd.env(
+        "XDG_CACHE_HOME",
+        std::env::temp_dir().join("vggtiny-tests-cache"),
+    );
+    cmd
+}
+
+pub fn vggtiny(args: &[&str]) -> Output {
+    command().args(args).output().expect("run vggtiny")
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let out = vggtiny(args);
+    assert!(
+        out.status.success(),
+        "vggtiny {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail with `code`; returns its stderr.
+pub fn fails(args: &[&str], code: i32) -> String {
+    let out = vggtiny(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "vggtiny {args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A command line split at spaces (test paths have none).
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// `eval --json` of `checkpoint` on `data`, plus space-separated `flags`.
+pub fn eval_json(data: &Path, checkpoint: &Path, flags: &str) -> Value {
+    let mut args = vec![
+        "eval",
+        "--json",
+        "--data",
+        s(data),
+        "--checkpoint",
+        s(checkpoint),
+    ];
+    args.extend(flags.split_whitespace());
+    serde_json::from_str(ok(&args).trim()).unwrap()
+}
+
+/// The arguments of `train-base --random-init` on `data` into `out`, plus space-separated
+/// `flags`.
+pub fn train_args<'a>(data: &'a Path, out: &'a Path, flags: &'a str) -> Vec<&'a str> {
+    let mut args = vec![
+        "train-base",
+        "--random-init",
+        "--data",
+        s(data),
+        "--out",
+        s(out),
+    ];
+    args.extend(flags.split_whitespace());
+    args
+}
+
+/// Runs `train-base --random-init` on `data` into `out` with `flags`; returns stdout.
+pub fn train_random(data: &Path, out: &Path, flags: &str) -> String {
+    ok(&train_args(data, out, flags))
+}
+
+/// A synthetic Tiny ImageNet tree: `classes` x `per_class` train images, 3 val images a class.
+pub fn dataset(dir: &Path, classes: usize, per_class: usize) -> PathBuf {
+    let root = dir.join("data");
+    let spec = SynthSpec {
+        classes,
+        per_class,
+        val_per_class: 3,
+        seed: 1,
+    };
+    write_dataset(&root, &spec).unwrap();
+    root
+}
+
+pub fn tensors(path: &Path) -> HashMap<String, Tensor> {
+    vggtiny::io::safetensors::read_tensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+pub fn json_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The real Tiny ImageNet subset of `TINY_IMAGENET_MINI`, for the `mini_*` tests, which are
+/// `#[ignore]`d and run with `--ignored` only where it is set.
+pub fn mini_subset() -> PathBuf {
+    let dir = std::env::var_os("TINY_IMAGENET_MINI")
+        .map(PathBuf::from)
+        .expect("TINY_IMAGENET_MINI must point at tiny-imagenet-200-mini for this test");
+    assert!(dir.join("train").is_dir(), "{}: no train/", dir.display());
+    dir
+}

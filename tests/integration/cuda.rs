@@ -1,0 +1,274 @@
+//! The CUDA paths, on a machine with a GPU: the set in device memory and the pinned-host
+//! fallback, the prefetch thread, augmentation and eval against the CPU, fp16 loss scaling,
+//! checkpoints moving between CPU and GPU, predict and test-time augmentation, the same
+//! initial weights on every device, and an exact resume in deterministic mode.
+//!
+//! Every test here is `#[ignore]`d: cargo counts it as ignored on a machine without a GPU.
+//! `scripts/gpu-check` (and `scripts/test` where a GPU is usable) runs them with
+//! `--ignored cuda_`.
+
+use std::path::Path;
+
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+use vggtiny::data::cache::ImageSet;
+use vggtiny::data::images::place;
+use vggtiny::data::loader::{Batch, Loader, Planned};
+use vggtiny::model::Vgg16;
+use vggtiny::optim::loss_scaler::LossScaler;
+
+use crate::common::*;
+
+fn require_gpu() {
+    assert!(
+        tch::Cuda::is_available(),
+        "no usable CUDA device: run the cuda_* tests on a GPU machine"
+    );
+}
+
+/// The logged losses of a run, in order.
+fn losses(run: &Path) -> Vec<f64> {
+    json_lines(&run.join("metrics.jsonl"))
+        .iter()
+        .filter(|e| e["event"] == "batch")
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect()
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-12)
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
+fn cuda_set_in_device_memory_and_the_pinned_host_fallback_train_alike() {
+    require_gpu();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3, 12);
+    let flags = "--device cuda --deterministic --batch-size 8 --holdout 0.25 --max-steps 4 \
+                 --log-interval 1";
+    let on_device = dir.path().join("device");
+    let out = vggtiny(&train_args(&data, &on_device, flags));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("host memory"), "{stderr}");
+    let host = dir.path().join("host");
+    let out = command()
+        .args(train_args(&data, &host, flags))
+        .env("VGGTINY_HOST_SET", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("stay in host memory"), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("deprecated"), "{stderr}");
+    let (a, b) = (losses(&on_device), losses(&host));
+    assert_eq!(a.len(), 4);
+    for (x, y) in a.iter().zip(&b) {
+        assert!(close(*x, *y, 1e-5), "{a:?} vs {b:?}");
+    }
+}
+
+fn numbered_set(n: i64) -> ImageSet {
+    let images = Tensor::randint(256, [n, 64, 64, 3], (Kind::Uint8, Device::Cpu));
+    ImageSet::from_tensors(images, Tensor::arange(n, (Kind::Int64, Device::Cpu)))
+}
+
+fn prefetched(loader: &Loader, plan: Vec<Planned>) -> Vec<Batch> {
+    std::thread::scope(|scope| {
+        loader
+            .prefetch(scope, plan, true)
+            .map(|b| b.unwrap())
+            .collect()
+    })
+}
+
+/// Batches made by the prefetch thread on the GPU (set in device memory, and set in host
+/// memory with pinned non-blocking copies) equal the CPU's: same rows, and augmentation with
+/// the same parameters to 1e-5.
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
+fn cuda_prefetched_augmented_batches_equal_the_cpu_batches() {
+    require_gpu();
+    let set = numbered_set(40);
+    let plan = || -> Vec<Planned> {
+        (0..4)
+            .map(|b| Planned {
+                indices: (0..10).map(|i| (b * 7 + i * 3) % 40).collect(),
+                key: 100 + b as u64,
+            })
+            .collect()
+    };
+    let cpu = prefetched(&Loader::new(&set, Device::Cpu), plan());
+    let gpu = Device::Cuda(0);
+    let on_device = place(set.to_device(Device::Cpu).unwrap(), gpu).unwrap();
+    assert_eq!(on_device.images.device(), gpu);
+    for (name, held) in [("device", &on_device), ("host", &set)] {
+        let batches = prefetched(&Loader::new(held, gpu), plan());
+        for (c, g) in cpu.iter().zip(&batches) {
+            assert_eq!(g.images.device(), gpu);
+            assert!(g.labels.to_device(Device::Cpu).equal(&c.labels), "{name}");
+            let diff = (g.images.to_device(Device::Cpu) - &c.images).abs().max();
+            // normalised values: 1e-5 of a pixel in [0, 1] is 1e-5 / 0.225 here
+            assert!(diff.double_value(&[]) < 1e-5 / 0.224, "{name}: {diff}");
+        }
+    }
+}
+
+fn eval_on(data: &Path, run: &Path, device: &str, flags: &str) -> Value {
+    eval_json(data, run, &format!("--device {device} {flags}"))
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
+fn cuda_eval_and_test_time_augmentation_count_what_the_cpu_counts() {
+    require_gpu();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 4, 12);
+    let run = dir.path().join("run");
+    train_random(
+        &data,
+        &run,
+        "--device cpu --batch-size 8 --holdout 0.25 --epochs 2",
+    );
+    for flags in ["", "--split val", "--tta flip", "--split val --tta 10crop"] {
+        let cpu = eval_on(&data, &run, "cpu", flags);
+        let gpu = eval_on(&data, &run, "cuda", flags);
+        assert_eq!(cpu["samples"], gpu["samples"]);
+        let count =
+            |r: &Value, k: &str| (r[k].as_f64().unwrap() * r["samples"].as_f64().unwrap()).round();
+        assert_eq!(
+            count(&cpu, "top1"),
+            count(&gpu, "top1"),
+            "{flags}: {cpu} {gpu}"
+        );
+        assert_eq!(
+            count(&cpu, "top5"),
+            count(&gpu, "top5"),
+            "{flags}: {cpu} {gpu}"
+        );
+        let (a, b) = (cpu["loss"].as_f64().unwrap(), gpu["loss"].as_f64().unwrap());
+        assert!(close(a, b, 1e-4), "{flags}: {a} {b}");
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
+fn cuda_predict_names_what_the_cpu_names() {
+    require_gpu();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 6, 6);
+    let run = dir.path().join("run");
+    train_random(
+        &data,
+        &run,
+        "--device cpu --max-steps 2 --batch-size 6 --holdout 0.25",
+    );
+    let images: Vec<String> = (0..5)
+        .map(|i| s(&data.join(format!("val/images/val_{i}.JPEG"))).to_string())
+        .collect();
+    let predict = |device: &str| -> Value {
+        let mut args = vec![
+            "predict",
+            "--json",
+            "--checkpoint",
+            s(&run),
+            "--device",
+            device,
+        ];
+        args.extend(["--batch-size", "2"]);
+        args.extend(images.iter().map(String::as_str));
+        serde_json::from_str(ok(&args).trim()).unwrap()
+    };
+    let (cpu, gpu) = (predict("cpu"), predict("cuda"));
+    for (c, g) in cpu.as_array().unwrap().iter().zip(gpu.as_array().unwrap()) {
+        assert_eq!(c["top5"][0]["wnid"], g["top5"][0]["wnid"]);
+        let (a, b) = (
+            c["top5"][0]["prob"].as_f64().unwrap(),
+            g["top5"][0]["prob"].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-4, "{a} {b}");
+    }
+}
+
+/// fp16 gradients that overflow for real: the step is skipped and the scale halves; clean
+/// steps let it grow again.
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
+fn cuda_fp16_loss_scaler_backs_off_on_overflow_and_grows_again() {
+    require_gpu();
+    let gpu = Device::Cuda(0);
+    let mut scaler = LossScaler::new(gpu, 65536.0, 2);
+    let step = |scaler: &mut LossScaler, x: f64| {
+        let w = Tensor::ones([4], (Kind::Float, gpu)).set_requires_grad(true);
+        let input = Tensor::full([4], x, (Kind::Half, gpu));
+        let loss = (w.to_kind(Kind::Half) * input).sum(Kind::Float);
+        scaler.scaled(&loss).backward();
+        scaler.unscale(&[w])
+    };
+    // d loss / d w = 60000, times 65536: beyond fp16's 65504
+    assert!(
+        !step(&mut scaler, 60000.0),
+        "an overflow must skip the step"
+    );
+    assert_eq!(scaler.scale(), 32768.0);
+    assert!(step(&mut scaler, 1.0));
+    assert!(step(&mut scaler, 1.0));
+    assert_eq!(scaler.scale(), 65536.0, "doubled after 2 clean steps");
+}
+
+/// A checkpoint written on the GPU resumes on the CPU, and the reverse.
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
+fn cuda_checkpoints_resume_across_cpu_and_gpu() {
+    require_gpu();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3, 12);
+    let flags = "--batch-size 8 --holdout 0.25 --epochs 2 --log-interval 1";
+    for (first, then) in [("cuda", "cpu"), ("cpu", "cuda")] {
+        let run = dir.path().join(format!("{first}-{then}"));
+        train_random(
+            &data,
+            &run,
+            &format!("{flags} --device {first} --max-steps 3"),
+        );
+        let mut args = train_args(&data, &run, flags);
+        args.extend(["--device", then, "--resume"]);
+        ok(&args);
+        let meta: Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
+        assert_eq!(
+            meta["epochs"].as_array().unwrap().len(),
+            2,
+            "{first} -> {then}"
+        );
+        assert!(losses(&run).iter().all(|l| l.is_finite()));
+    }
+}
+
+/// The same seed gives the same starting weights on the GPU as on the CPU (and in PyTorch,
+/// which initialises on the CPU and moves the model).
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
+fn cuda_initial_weights_equal_the_cpu_ones() {
+    require_gpu();
+    tch::manual_seed(7);
+    let cpu = Vgg16::new(10, Device::Cpu);
+    tch::manual_seed(7);
+    let gpu = Vgg16::new(10, Device::Cuda(0));
+    for ((name, a), (_, b)) in cpu.state().into_iter().zip(gpu.state()) {
+        assert_eq!(b.device(), Device::Cuda(0));
+        assert!(a.equal(&b.to_device(Device::Cpu)), "{name}");
+    }
+}
+
+/// In deterministic mode, a run stopped by SIGINT and resumed ends where the uninterrupted run
+/// ends, bit for bit, on the GPU as on the CPU.
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
+fn cuda_sigint_then_resume_is_exact_in_deterministic_mode() {
+    require_gpu();
+    let flags = "--batch-size 8 --holdout 0.2 --epochs 2 --checkpoint-every 3 --log-interval 1 \
+                 --device cuda --deterministic";
+    crate::reliability::stop_and_resume_equals_uninterrupted(libc::SIGINT, 130, flags);
+}

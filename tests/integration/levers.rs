@@ -1,0 +1,131 @@
+//! Beyond the recipe: a larger input size, label smoothing, a third stage. The recipe stays
+//! one flag away (`--image-size 64` changes nothing), every command that loads a run uses its
+//! size, and the holdout loss stays the plain NLL.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn meta(run: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn image_size_64_is_the_recipe_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3, 8);
+    let flags = "--batch-size 6 --holdout 0.25 --max-steps 3 --log-interval 1 --precise-bn 2";
+    let (plain, sized) = (dir.path().join("plain"), dir.path().join("sized"));
+    train_random(&data, &plain, flags);
+    train_random(&data, &sized, &format!("{flags} --image-size 64"));
+    let (a, b) = (
+        tensors(&plain.join("model.safetensors")),
+        tensors(&sized.join("model.safetensors")),
+    );
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "{name}");
+    }
+    let losses = |run: &Path| -> Vec<Value> {
+        json_lines(&run.join("metrics.jsonl"))
+            .into_iter()
+            .map(|e| e.get("loss").or(e.get("holdout_loss")).cloned().unwrap())
+            .collect()
+    };
+    assert_eq!(losses(&plain), losses(&sized));
+    assert_eq!(meta(&plain)["config"]["image_size"], 64);
+    assert_eq!(meta(&plain)["config"]["label_smoothing"], 0.0);
+}
+
+/// A run at 96x96 with label smoothing: both recorded; finetune inherits the size (or says
+/// when told another); eval, eval --tta, predict and report use the run's size; the holdout
+/// loss is the plain NLL (eval, which knows no smoothing, reproduces it); resume and bf16 work.
+#[test]
+fn a_larger_image_size_and_label_smoothing_carry_through_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3, 8);
+    let base = dir.path().join("base");
+    let flags = "--batch-size 6 --holdout 0.25 --epochs 2 --image-size 96 --label-smoothing 0.1";
+    train_random(&data, &base, &format!("{flags} --max-steps 4"));
+    let mut resume = train_args(&data, &base, flags);
+    resume.push("--resume");
+    ok(&resume);
+    let m = meta(&base);
+    assert_eq!(m["config"]["image_size"], 96);
+    assert_eq!(m["config"]["label_smoothing"], 0.1);
+    let last = &m["epochs"][1];
+    let scored = eval_json(&data, &base, "");
+    assert_eq!(scored["top1"], last["holdout_top1"]);
+    let rel = (scored["loss"].as_f64().unwrap() - last["holdout_loss"].as_f64().unwrap()).abs()
+        / last["holdout_loss"].as_f64().unwrap();
+    assert!(rel < 1e-6, "{scored} vs {last}");
+    let tta = eval_json(&data, &base, "--tta 10crop --split val");
+    assert!(tta["loss"].as_f64().unwrap().is_finite());
+
+    let ft = dir.path().join("ft");
+    let base_s = s(&base).to_string();
+    let out = vggtiny(&words(&format!(
+        "finetune --data {} --from {base_s} --out {} --max-steps 1 --batch-size 6 --amp bf16",
+        s(&data),
+        s(&ft)
+    )));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(meta(&ft)["config"]["image_size"], 96, "inherited");
+    let other = dir.path().join("other");
+    let out = vggtiny(&words(&format!(
+        "finetune --data {} --from {base_s} --out {} --max-steps 1 --batch-size 6 --image-size 64",
+        s(&data),
+        s(&other)
+    )));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("trained at 96x96"), "{stderr}");
+    assert_eq!(meta(&other)["config"]["image_size"], 64);
+
+    let jpeg = data.join("val/images/val_0.JPEG");
+    let predicted = ok(&["predict", s(&jpeg), "--checkpoint", s(&ft), "--json"]);
+    assert!(predicted.contains("\"top5\""), "{predicted}");
+    let png = dir.path().join("report.png");
+    ok(&["report", s(&base), s(&ft), "--out", s(&png)]);
+}
+
+/// A third stage is a finetune from a finetune run; the report draws the three as one run.
+#[test]
+fn a_third_stage_starts_from_the_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3, 8);
+    let (base, ft, third) = (
+        dir.path().join("base"),
+        dir.path().join("ft"),
+        dir.path().join("third"),
+    );
+    let flags = "--batch-size 6 --holdout 0.25 --epochs 1 --log-interval 1";
+    train_random(&data, &base, flags);
+    for (from, out, lr) in [
+        (&base, &ft, "1e-5 --max-lr 6e-5"),
+        (&ft, &third, "1e-6 --max-lr 6e-6"),
+    ] {
+        ok(&words(&format!(
+            "finetune --data {} --from {} --out {} --lr {lr} {flags}",
+            s(&data),
+            s(from),
+            s(out)
+        )));
+    }
+    let m = meta(&third);
+    assert_eq!(m["stage"], "finetune");
+    assert_eq!(
+        m["split"],
+        meta(&base)["split"],
+        "the holdout stays stage 1's"
+    );
+    assert_eq!(m["config"]["schedule"]["base_lr"], 1e-6);
+    let png = dir.path().join("three.png");
+    let out = ok(&["report", s(&base), s(&ft), s(&third), "--out", s(&png)]);
+    assert!(out.contains("Per-class accuracy"), "{out}");
+}

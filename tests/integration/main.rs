@@ -1,0 +1,16 @@
+//! The binary end to end, in one test crate (one link against libtorch): each module drives
+//! `vggtiny` as a child process on datasets and files it makes for itself.
+//!
+//! Tests that need what a machine may lack are `#[ignore]`d with the reason, so that cargo
+//! counts them as ignored rather than passed, and named for what they need: `mini_*` need the
+//! real Tiny ImageNet subset (`TINY_IMAGENET_MINI`), `cuda_*` a CUDA GPU. `scripts/test` runs
+//! them with `--ignored` where that is present.
+
+mod common;
+
+mod cli;
+mod cuda;
+mod download;
+mod everyday;
+mod levers;
+mod reliability;

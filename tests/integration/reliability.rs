@@ -1,0 +1,509 @@
+//! Long runs survive what ends them: a killed process, Ctrl-C, SIGTERM, bad images, corrupt
+//! model files, a full disk. Real child processes, real files; the fixtures are made here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use serde_json::Value;
+
+/// Flags of the interrupted runs: 72 training images in 9 batches of 8, 2 epochs, a checkpoint
+/// every 3 steps, every step logged.
+const RUN: &str = "--batch-size 8 --holdout 0.2 --epochs 2 --checkpoint-every 3 --log-interval 1 \
+                   --device cpu";
+
+fn spawn(args: &[&str]) -> Child {
+    command()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vggtiny")
+}
+
+fn batch_lines(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.contains("\"event\":\"batch\""))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until the run has logged `n` steps (so a checkpoint of step 3 exists).
+fn wait_for_steps(run: &Path, n: usize, child: &mut Child) {
+    let start = Instant::now();
+    while batch_lines(run) < n {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: sends a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+/// An uninterrupted reference run and an interrupted one resumed to the end must agree bit for
+/// bit: weights, BatchNorm statistics, and the log (every step and epoch exactly once).
+fn assert_same_run(reference: &Path, resumed: &Path) {
+    let a = tensors(&reference.join("model.safetensors"));
+    let b = tensors(&resumed.join("model.safetensors"));
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "{name} differs after resume");
+    }
+    let steps = |run: &Path| -> Vec<(String, u64)> {
+        json_lines(&run.join("metrics.jsonl"))
+            .iter()
+            .map(|e| {
+                let n = e.get("step").or(e.get("epoch")).unwrap().as_u64().unwrap();
+                (e["event"].as_str().unwrap().to_string(), n)
+            })
+            .collect()
+    };
+    assert_eq!(steps(reference), steps(resumed));
+    let losses = |run: &Path| -> Vec<Value> {
+        json_lines(&run.join("metrics.jsonl"))
+            .into_iter()
+            .map(|e| e.get("loss").or(e.get("holdout_loss")).cloned().unwrap())
+            .collect()
+    };
+    assert_eq!(losses(reference), losses(resumed));
+}
+
+fn reference_run(dir: &Path, data: &Path, flags: &str) -> PathBuf {
+    let out = dir.join("reference");
+    ok(&train_args(data, &out, flags));
+    out
+}
+
+fn resume(data: &Path, out: &Path, flags: &str) {
+    let mut args = train_args(data, out, flags);
+    args.push("--resume");
+    ok(&args);
+}
+
+#[test]
+fn kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3, 30);
+    let reference = reference_run(dir.path(), &data, RUN);
+    let run = dir.path().join("killed");
+    let mut child = spawn(&train_args(&data, &run, RUN));
+    wait_for_steps(&run, 5, &mut child);
+    child.kill().unwrap(); // SIGKILL: no chance to save anything
+    child.wait().unwrap();
+    resume(&data, &run, RUN);
+    assert_same_run(&reference, &run);
+}
+
+/// Runs `flags` once uninterrupted and once stopped by `sig` mid-epoch (exit `expected_code`)
+/// and resumed; both must end alike.
+pub fn stop_and_resume_equals_uninterrupted(sig: i32, expected_code: i32, flags: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3, 30);
+    let reference = reference_run(dir.path(), &data, flags);
+    let run = dir.path().join("stopped");
+    let mut child = spawn(&train_args(&data, &run, flags));
+    wait_for_steps(&run, 4, &mut child);
+    signal(&child, sig);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(expected_code), "{stderr}");
+    assert!(
+        stderr.contains("resume with:") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    resume(&data, &run, flags);
+    assert_same_run(&reference, &run);
+}
+
+fn stop_with(sig: i32, expected_code: i32) {
+    stop_and_resume_equals_uninterrupted(sig, expected_code, RUN);
+}
+
+#[test]
+fn sigint_checkpoints_exits_130_and_resumes_exactly() {
+    stop_with(libc::SIGINT, 130);
+}
+
+#[test]
+fn sigterm_checkpoints_exits_143_and_resumes_exactly() {
+    stop_with(libc::SIGTERM, 143);
+}
+
+#[test]
+fn a_second_sigint_exits_at_once_and_leaves_a_resumable_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3, 30);
+    let reference = reference_run(dir.path(), &data, RUN);
+    let run = dir.path().join("stopped");
+    let mut child = spawn(&train_args(&data, &run, RUN));
+    wait_for_steps(&run, 5, &mut child);
+    signal(&child, libc::SIGINT);
+    signal(&child, libc::SIGINT);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    resume(&data, &run, RUN);
+    assert_same_run(&reference, &run);
+}
+
+#[test]
+fn resume_at_an_epoch_boundary_without_augmentation_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3, 30);
+    let flags = "--batch-size 8 --holdout 0.2 --epochs 2 --no-augment --log-interval 1";
+    let reference = reference_run(dir.path(), &data, flags);
+    let run = dir.path().join("first-epoch");
+    ok(&train_args(&data, &run, &format!("{flags} --max-steps 9")));
+    resume(&data, &run, flags);
+    assert_same_run(&reference, &run);
+}
+
+#[test]
+fn resume_refuses_other_flags_and_a_missing_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let run = dir.path().join("run");
+    ok(&train_args(
+        &data,
+        &run,
+        "--batch-size 4 --holdout 0.25 --max-steps 1",
+    ));
+    let mut args = train_args(
+        &data,
+        &run,
+        "--batch-size 4 --holdout 0.25 --lr 0.01 --resume",
+    );
+    let err = fails(&args, 2);
+    assert!(err.contains("--lr"), "{err}");
+    let nothing = dir.path().join("nothing");
+    args = train_args(&data, &nothing, "--resume");
+    let err = fails(&args, 2);
+    assert!(err.contains("no run to resume"), "{err}");
+    // a finished run is not trained again
+    let err = fails(&train_args(&data, &run, "--batch-size 4 --holdout 0.25"), 2);
+    assert!(err.contains("--resume") && err.contains("--force"), "{err}");
+}
+
+fn jpeg(rgb: &[u8], w: u32, h: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode(rgb, w, h, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    out
+}
+
+fn cmyk_jpeg() -> Vec<u8> {
+    let mut comp = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_CMYK);
+    comp.set_size(64, 64);
+    let mut started = comp.start_compress(Vec::new()).unwrap();
+    let pixels: Vec<u8> = (0..64 * 64 * 4).map(|i| (i * 13 % 256) as u8).collect();
+    started.write_scanlines(&pixels).unwrap();
+    started.finish().unwrap()
+}
+
+/// A dataset with every kind of trouble an image folder holds.
+fn troubled_dataset(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
+    let data = dataset(dir, 2, 10);
+    let class = data.join("train/n90000000/images");
+    let gradient: Vec<u8> = (0..128 * 96 * 3).map(|i| (i % 251) as u8).collect();
+    let good = jpeg(&gradient[..64 * 64 * 3], 64, 64);
+    let bad = vec![
+        (
+            class.join("truncated.JPEG"),
+            good[..good.len() / 2].to_vec(),
+        ),
+        (class.join("empty.JPEG"), Vec::new()),
+        (class.join("text.JPEG"), b"this is not an image".to_vec()),
+    ];
+    for (path, bytes) in &bad {
+        std::fs::write(path, bytes).unwrap();
+    }
+    let mut png = Vec::new();
+    let rgba: Vec<u8> = (0..64 * 64 * 4).map(|i| (i % 256) as u8).collect();
+    image::RgbaImage::from_raw(64, 64, rgba)
+        .unwrap()
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    std::fs::write(class.join("alpha.png"), png).unwrap();
+    std::fs::write(class.join("cmyk.JPEG"), cmyk_jpeg()).unwrap();
+    std::fs::write(class.join("large.JPEG"), jpeg(&gradient, 128, 96)).unwrap();
+    (data, bad.into_iter().map(|(p, _)| p).collect())
+}
+
+#[test]
+fn undecodable_images_stop_the_run_or_are_skipped_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, bad) = troubled_dataset(dir.path());
+    let run = dir.path().join("run");
+    let flags = "--batch-size 4 --holdout 0.25 --max-steps 2 --no-cache";
+    let err = fails(&train_args(&data, &run, flags), 2);
+    assert!(err.contains("3 image(s) could not be decoded"), "{err}");
+    for path in &bad {
+        assert!(err.contains(s(path)), "{err}");
+    }
+    for fine in ["alpha.png", "cmyk.JPEG", "large.JPEG"] {
+        assert!(!err.contains(fine), "{fine} should decode: {err}");
+    }
+
+    let out = vggtiny(&train_args(
+        &data,
+        &run,
+        &format!("{flags} --skip-bad-images"),
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 images were not 64x64 and were resized"),
+        "{stderr}"
+    );
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
+    let skipped: Vec<&str> = meta["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(skipped.len(), 3);
+    assert_eq!(meta["split"]["dataset_size"], 20 + 3);
+    // eval recovers the same holdout (5 of the 23 decodable images) without the skipped ones
+    let report = eval_json(&data, &run, "--device cpu");
+    assert_eq!(report["samples"], 5);
+    assert_eq!(report["top1"], meta["epochs"][0]["holdout_top1"]);
+}
+
+fn corrupt(src: &Path, dst: &Path, how: &str) {
+    let mut bytes = std::fs::read(src).unwrap();
+    match how {
+        "truncated" => bytes.truncate(bytes.len() / 3),
+        "flipped" => {
+            let i = bytes.len() - 1000;
+            bytes[i] ^= 0x10;
+        }
+        "header" => bytes[20] = b'!',
+        _ => unreachable!(),
+    }
+    std::fs::write(dst, bytes).unwrap();
+}
+
+#[test]
+fn corrupt_model_files_and_foreign_checkpoints_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 10, 4);
+    let run = dir.path().join("run");
+    ok(&train_args(
+        &data,
+        &run,
+        "--batch-size 8 --holdout 0.25 --max-steps 1",
+    ));
+    let model = run.join("model.safetensors");
+    for how in ["truncated", "flipped", "header"] {
+        let bad = dir.path().join(format!("{how}.safetensors"));
+        corrupt(&model, &bad, how);
+        let err = fails(&["eval", "--data", s(&data), "--checkpoint", s(&bad)], 2);
+        assert!(err.contains(s(&bad)), "{how}: {err}");
+        let out = dir.path().join(format!("ft-{how}"));
+        let err = fails(
+            &[
+                "finetune",
+                "--data",
+                s(&data),
+                "--from",
+                s(&bad),
+                "--out",
+                s(&out),
+            ],
+            2,
+        );
+        assert!(err.contains(s(&bad)), "{how}: {err}");
+    }
+    // a corrupt checkpoint is refused on resume, and nothing is written
+    let checkpoint = run.join("checkpoint.safetensors");
+    corrupt(&checkpoint.clone(), &checkpoint, "flipped");
+    let before = std::fs::read(&model).unwrap();
+    let args = train_args(
+        &data,
+        &run,
+        "--batch-size 8 --holdout 0.25 --resume --epochs 2",
+    );
+    let err = fails(&args, 2);
+    assert!(
+        err.contains("checkpoint.safetensors") && err.contains("corrupt"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&model).unwrap(), before);
+
+    // a 10-class run on a 12-class dataset
+    let other = dir.path().join("twelve");
+    std::fs::create_dir_all(&other).unwrap();
+    let twelve = dataset(&other, 12, 4);
+    let err = fails(&["eval", "--data", s(&twelve), "--checkpoint", s(&run)], 2);
+    assert!(
+        err.contains("10 classes") && err.contains("has 12"),
+        "{err}"
+    );
+    // weights of another architecture
+    let foreign = dir.path().join("foreign.safetensors");
+    vggtiny::io::safetensors::save_tensors(
+        &foreign,
+        &[(
+            "conv1.weight".into(),
+            tch::Tensor::zeros([64, 3, 7, 7], (tch::Kind::Float, tch::Device::Cpu)),
+        )],
+    )
+    .unwrap();
+    let mut args = vec!["train-base", "--data", s(&data), "--weights", s(&foreign)];
+    let out = dir.path().join("foreign-run");
+    args.extend(["--out", s(&out)]);
+    let err = fails(&args, 2);
+    assert!(
+        err.contains("features.0.weight") && err.contains("foreign.safetensors"),
+        "{err}"
+    );
+}
+
+/// Mounts a small tmpfs at `dir`, when this process may; says whether it did.
+fn with_small_tmpfs(dir: &Path, megabytes: u32) -> bool {
+    std::fs::create_dir_all(dir).unwrap();
+    std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={megabytes}m"),
+            "tmpfs",
+            s(dir),
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|st| st.success())
+}
+
+#[test]
+fn a_full_disk_fails_the_save_and_keeps_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let mount = dir.path().join("small");
+    // One epoch's files (checkpoint 213 MB, model 110 MB) fit in 400 MB; a second checkpoint
+    // written beside the first does not.
+    let mounted = with_small_tmpfs(&mount, 400);
+    let run = mount.join("run");
+    let flags = "--batch-size 4 --holdout 0.25 --epochs 2 --no-cache";
+    let mut cmd = command();
+    cmd.args(train_args(&data, &run, flags));
+    if !mounted {
+        // No mount here: a full disk injected at the file layer after the first epoch's three
+        // files (checkpoint, model, meta).
+        cmd.env("VGGTINY_FAULT_DISK_FULL_AFTER", "3");
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let listing: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let state = vggtiny::run_dir::checkpoint::load_checkpoint(&run).map(|(_, s)| s);
+    if mounted {
+        let _ = std::process::Command::new("umount").arg(&mount).status();
+    }
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        listing.iter().all(|name| !name.ends_with(".tmp")),
+        "temporary files left: {listing:?}"
+    );
+    let state = state.expect("the first epoch's checkpoint is intact");
+    assert_eq!(
+        (state.epoch, state.batch),
+        (2, 0),
+        "resumes at the start of epoch 2"
+    );
+}
+
+#[test]
+fn a_single_class_is_not_a_classification_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 4);
+    std::fs::remove_dir_all(data.join("train/n90000001")).unwrap();
+    let out = dir.path().join("run");
+    let err = fails(&train_args(&data, &out, "--batch-size 2 --holdout 0.25"), 2);
+    assert!(err.contains("at least 2"), "{err}");
+}
+
+/// `--precise-bn` over an epoch whose last batch holds one image: BatchNorm cannot take the
+/// variance of one sample, and the model used to become NaN ("Holdout: Average loss: NaN").
+#[test]
+fn precise_bn_skips_a_batch_of_one_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let run = dir.path().join("run");
+    // 16 images, 4 held out: 12 to train in batches of 11, the second of them one image.
+    train_random(
+        &data,
+        &run,
+        "--batch-size 11 --holdout 0.25 --epochs 1 --precise-bn 4",
+    );
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
+    let loss = &meta["epochs"][0]["holdout_loss"];
+    assert!(loss.as_f64().is_some_and(f64::is_finite), "{loss}");
+    for (name, t) in tensors(&run.join("model.safetensors")) {
+        if name.contains("running_") {
+            assert!(t.isfinite().all().int64_value(&[]) == 1, "{name}");
+        }
+    }
+}
+
+/// A run whose metrics went NaN stays readable: meta.json and metrics.jsonl as vggtiny now
+/// writes them ("NaN") and as it wrote them before (null) are read by report, eval and resume.
+#[test]
+fn a_run_with_nan_metrics_can_be_reported_evaluated_and_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let run = dir.path().join("run");
+    let flags = "--batch-size 4 --holdout 0.25 --epochs 2 --max-steps 3 --log-interval 1";
+    train_random(&data, &run, flags);
+    // The NaN as the writer now stores it in meta.json, and as it used to in the log.
+    let meta_path = run.join("meta.json");
+    let mut meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["epochs"][0]["holdout_loss"] = Value::from("NaN");
+    std::fs::write(&meta_path, serde_json::to_string_pretty(&meta).unwrap()).unwrap();
+    // In the log, in place and padded to the same length: a checkpoint records the log's
+    // length, and resuming cuts it back there.
+    let log_path = run.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let key = "\"holdout_loss\":";
+    let at = text.find(key).expect("an epoch record") + key.len();
+    let end = at + text[at..].find(',').unwrap();
+    let patched = format!(
+        "{}{:<width$}{}",
+        &text[..at],
+        "null",
+        &text[end..],
+        width = end - at
+    );
+    std::fs::write(&log_path, patched).unwrap();
+    let png = dir.path().join("report.png");
+    ok(&["report", s(&run), "--out", s(&png)]);
+    let scores = eval_json(&data, &run, "");
+    assert!(
+        scores["loss"].as_f64().is_some_and(f64::is_finite),
+        "{scores}"
+    );
+    let mut args = train_args(
+        &data,
+        &run,
+        "--batch-size 4 --holdout 0.25 --epochs 2 --log-interval 1",
+    );
+    args.push("--resume");
+    ok(&args);
+}
