@@ -83,7 +83,8 @@ fn offsets(runs: &[PathBuf], metas: &[Option<Meta>]) -> Vec<Offset> {
             _ => None,
         });
         let earlier = from.and_then(|path| {
-            let dir = if path.is_file() {
+            let model_file = path.is_file() || path.extension().is_some_and(|e| e == "safetensors");
+            let dir = if model_file {
                 path.parent()?
             } else {
                 path.as_path()
