@@ -105,6 +105,30 @@ pub fn cuda_memory_mb(n: usize) -> Option<CudaMemory> {
     }
 }
 
+/// The version of the libtorch this process loaded, as its Python package or its zip names it
+/// (`2.11.0+cu130`): read beside the loaded `libtorch_cpu.so`, from `torch/version.py` or a
+/// standalone libtorch's `build-version`.
+pub fn libtorch_version() -> Option<String> {
+    let symbol = context_member(c"_ZN2at13globalContextEv")?;
+    // SAFETY: dladdr only reads the loader's tables for an address inside a loaded library.
+    let library = unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(symbol, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(info.dli_fname)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let package = std::path::Path::new(&library).parent()?.parent()?;
+    if let Ok(text) = std::fs::read_to_string(package.join("version.py")) {
+        let line = text.lines().find(|l| l.starts_with("__version__"))?;
+        return Some(line.split(['\'', '"']).nth(1)?.to_string());
+    }
+    let text = std::fs::read_to_string(package.join("build-version")).ok()?;
+    Some(text.trim().to_string())
+}
+
 /// libtorch's global context (`at::globalContext()`), for its switches that tch has no
 /// binding for; `None` when libtorch is not loaded as expected.
 fn global_context() -> Option<*mut c_void> {
@@ -181,6 +205,12 @@ mod tests {
             let err = resolve("cuda").unwrap_err().to_string();
             assert!(err.contains("no usable CUDA"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_loaded_libtorch_names_its_version() {
+        let version = libtorch_version().expect("a version beside the loaded libtorch");
+        assert!(version.starts_with("2."), "{version}");
     }
 
     #[test]

@@ -8,13 +8,13 @@ use clap::Args;
 use serde::Serialize;
 
 use super::flags::{CacheFlags, DeviceFlag, ModelFlags};
+use super::JSON_VERSION;
 use crate::bail_input;
 use crate::data::scan::DataRoot;
 use crate::eval::scoring::{prepare, EvalSplit, ScoringData};
 use crate::eval::tta::Tta;
 use crate::eval::{evaluate, Scores};
 use crate::run_dir::config::validate_holdout;
-use crate::run_dir::source::Source;
 
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
@@ -53,6 +53,7 @@ pub struct EvalArgs {
 /// What `--json` prints.
 #[derive(Serialize)]
 struct Report<'a> {
+    version: u32,
     split: &'a str,
     tta: Tta,
     #[serde(flatten)]
@@ -65,7 +66,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         bail_input!("--batch-size must be at least 1");
     }
     let device = args.device.open()?;
-    let source = Source::resolve(&args.model.checkpoint, args.model.which)?;
+    let source = args.model.open()?;
     let root = DataRoot::locate(&args.data)?;
     let cache_dir = args.cache.dir();
     let data = ScoringData {
@@ -86,6 +87,7 @@ fn print(args: &EvalArgs, scores: Scores) -> Result<()> {
     let split = args.split.name();
     if args.json {
         let report = Report {
+            version: JSON_VERSION,
             split,
             tta: args.tta,
             scores,
@@ -102,8 +104,9 @@ fn print(args: &EvalArgs, scores: Scores) -> Result<()> {
         scores.samples, scores.loss
     );
     println!(
-        "Top-1 acc: {:.4} / Top-5 acc: {:.4}",
-        scores.top1, scores.top5
+        "Top-1 acc: {:.2}% / Top-5 acc: {:.2}%",
+        100.0 * scores.top1,
+        100.0 * scores.top5
     );
     Ok(())
 }

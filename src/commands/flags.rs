@@ -2,12 +2,16 @@
 
 use std::path::PathBuf;
 
+use std::path::Path;
+
 use anyhow::Result;
 use clap::Args;
 use tch::Device;
 
+use crate::bail_input;
 use crate::device;
-use crate::io::paths::cache_dir;
+use crate::io::paths::image_cache_dir;
+use crate::run_dir::source::Source;
 use crate::run_dir::Which;
 
 /// `--device`, and opening it.
@@ -30,7 +34,7 @@ impl DeviceFlag {
 /// Where decoded images are cached.
 #[derive(Debug, Clone, Args)]
 pub struct CacheFlags {
-    /// Where decoded images are cached [default: ~/.cache/vggtiny]
+    /// Where decoded images are cached [default: ~/.cache/vggtiny/images]
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Decode the images without reading or writing a cache file
@@ -41,7 +45,7 @@ pub struct CacheFlags {
 impl CacheFlags {
     /// The cache directory to use: none with --no-cache, else --cache-dir or the default.
     pub fn dir(&self) -> Option<PathBuf> {
-        (!self.no_cache).then(|| self.cache_dir.clone().unwrap_or_else(cache_dir))
+        (!self.no_cache).then(|| self.cache_dir.clone().unwrap_or_else(image_cache_dir))
     }
 }
 
@@ -54,4 +58,27 @@ pub struct ModelFlags {
     /// Which model of the run: the last epoch's or the best holdout top-1's
     #[arg(long, value_enum, default_value_t = Which::Last)]
     pub which: Which,
+}
+
+impl ModelFlags {
+    /// The model `--checkpoint` and `--which` name.
+    pub fn open(&self) -> Result<Source> {
+        let made_by = "vggtiny finetune --data DIR";
+        open_run(&self.checkpoint, self.which, "--checkpoint", made_by)
+    }
+}
+
+/// The run (or model file) at `path`, named by `flag`, with its `which` model. Where there is
+/// none, the error says which command writes one there (`made_by`) and which flag points
+/// elsewhere.
+pub fn open_run(path: &Path, which: Which, flag: &str, made_by: &str) -> Result<Source> {
+    if !path.exists() {
+        bail_input!(
+            "{}: no run here; `{made_by} --out {}` writes one, or point {flag} at another run \
+             directory or model file",
+            path.display(),
+            path.display()
+        );
+    }
+    Source::resolve(path, which)
 }

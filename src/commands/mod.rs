@@ -14,6 +14,10 @@ pub mod train;
 use anyhow::Result;
 use clap::Subcommand;
 
+/// The version of the `--json` outputs' shape (eval, predict, bench): raised when a field
+/// changes meaning or goes away, so that scripts reading them can tell.
+pub const JSON_VERSION: u32 = 1;
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Stage 1: frozen VGG16 features, new BatchNorm/Dropout head, Adam + CyclicLR

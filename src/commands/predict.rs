@@ -5,12 +5,14 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
+use serde::Serialize;
+
 use super::flags::{DeviceFlag, ModelFlags};
+use super::JSON_VERSION;
 use crate::bail_input;
 use crate::data::scan::{find_classes, DataRoot};
 use crate::eval::tta::Tta;
 use crate::predict::{Classifier, Prediction};
-use crate::run_dir::source::Source;
 
 #[derive(Debug, Clone, Args)]
 pub struct PredictArgs {
@@ -40,7 +42,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         bail_input!("--batch-size must be at least 1");
     }
     let device = args.device.open()?;
-    let source = Source::resolve(&args.model.checkpoint, args.model.which)?;
+    let source = args.model.open()?;
     let (classes, names) = match (&source.meta, &args.data) {
         (Some(meta), _) => (meta.classes.clone(), meta.class_names.clone()),
         (None, Some(data)) => {
@@ -65,9 +67,20 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     print(&predictions, args.json)
 }
 
+/// What `--json` prints.
+#[derive(Serialize)]
+struct Report<'a> {
+    version: u32,
+    predictions: &'a [Prediction],
+}
+
 fn print(predictions: &[Prediction], json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string(predictions)?);
+        let report = Report {
+            version: JSON_VERSION,
+            predictions,
+        };
+        println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     for p in predictions {

@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::flags::DeviceFlag;
+use super::flags::{open_run, DeviceFlag};
 use crate::bail_input;
 use crate::data::scan::DataRoot;
 use crate::eval::predicted_classes;
 use crate::eval::scoring::{prepare, EvalSplit, ScoringData};
-use crate::io::paths::cache_dir;
+use crate::io::paths::image_cache_dir;
 use crate::report::draw_curves;
 use crate::report::per_class::{self, Confusion};
 use crate::run_dir::config::{DEFAULT_HOLDOUT, DEFAULT_SEED};
-use crate::run_dir::source::Source;
+
 use crate::run_dir::Which;
 
 #[derive(Debug, Clone, Args)]
@@ -48,7 +48,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     }
     let last = args.runs.last().context("no run given")?;
     // Checked before drawing: a run without the model to score writes nothing.
-    let source = Source::resolve(last, args.which)?;
+    let source = open_run(last, args.which, "RUN", "vggtiny train-base --data DIR")?;
     let Some(meta) = &source.meta else {
         bail_input!(
             "{}: no meta.json; is it a vggtiny run directory?",
@@ -64,7 +64,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| meta.config.data.clone());
     let root = DataRoot::locate(&data_dir)?;
-    let cache = cache_dir();
+    let cache = image_cache_dir();
     let data = ScoringData {
         root: &root,
         split: args.split,

@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use tch::Device;
 
-use super::flags::{CacheFlags, DeviceFlag};
+use super::flags::{open_run, CacheFlags, DeviceFlag};
 use crate::bail_input;
 use crate::data::split::SplitSpec;
 use crate::device;
@@ -16,7 +16,7 @@ use crate::io::paths::default_weights_path;
 use crate::model::{Amp, Stage};
 use crate::optim::schedule::{CyclicLr, SchedStep};
 use crate::run_dir::config::{recipe_image_size, Init, TrainConfig, DEFAULT_HOLDOUT, DEFAULT_SEED};
-use crate::run_dir::source::Source;
+
 use crate::run_dir::Which;
 use crate::train;
 
@@ -213,7 +213,8 @@ pub fn run_base(args: TrainBaseArgs) -> Result<()> {
 
 /// Stage 2 takes the split of the run it starts from unless told otherwise.
 pub fn run_finetune(args: FinetuneArgs) -> Result<()> {
-    let source = Source::resolve(&args.from, args.which)?;
+    let made_by = "vggtiny train-base --data DIR";
+    let source = open_run(&args.from, args.which, "--from", made_by)?;
     let recorded = source.meta.as_ref().map(|m| &m.split);
     let from = args.from.display().to_string();
     let (seed, holdout) = finetune_split(&args.common, recorded, &from);

@@ -41,10 +41,10 @@ pub struct DataRoot {
 
 impl DataRoot {
     /// A Tiny ImageNet root has `train/`; any other directory is itself the class-folder tree.
+    /// The usual wrong turns (the zip, the `val/` or `train/` folder, the folder above the
+    /// dataset) are errors that name the right path.
     pub fn locate(dir: &Path) -> Result<DataRoot> {
-        if !dir.is_dir() {
-            bail_input!("--data {}: not a directory", dir.display());
-        }
+        check_not_a_wrong_turn(dir)?;
         let train = dir.join("train");
         if train.is_dir() {
             let val = dir.join("val");
@@ -82,6 +82,47 @@ impl DataRoot {
             .map(|c| names.get(c).cloned().unwrap_or_default())
             .collect())
     }
+}
+
+/// Errors naming the right `--data` for paths people pass by mistake.
+fn check_not_a_wrong_turn(dir: &Path) -> Result<()> {
+    let shown = dir.display();
+    if dir.is_file()
+        && dir
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+    {
+        bail_input!(
+            "--data {shown} is the downloaded archive; unpack it (`vggtiny download --to DIR` \
+             does) and pass the folder with train/ and val/"
+        );
+    }
+    if !dir.is_dir() {
+        bail_input!("--data {shown}: not a directory");
+    }
+    if dir.join("val_annotations.txt").is_file() && !dir.join("train").is_dir() {
+        let root = dir.parent().unwrap_or(dir);
+        bail_input!(
+            "--data {shown} is the val/ folder of a Tiny ImageNet root; pass the root, the \
+             folder with train/ and val/: --data {}",
+            root.display()
+        );
+    }
+    if !dir.join("train").is_dir() {
+        let inner = fs::read_dir(dir)
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.join("train").is_dir() && p.join("val").is_dir());
+        if let Some(inner) = inner {
+            bail_input!(
+                "--data {shown} holds a dataset one level down; pass --data {}",
+                inner.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn has_image_extension(path: &Path) -> bool {
@@ -284,6 +325,36 @@ mod tests {
             list.samples.iter().map(|s| s.label).collect::<Vec<_>>(),
             vec![0, 1, 1, 1, 1]
         );
+    }
+
+    #[test]
+    fn wrong_turns_name_the_right_data_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tiny-imagenet-200");
+        touch(&root.join("train/n01/images/a.JPEG"));
+        touch(&root.join("val/images/val_0.JPEG"));
+        fs::write(
+            root.join("val/val_annotations.txt"),
+            "val_0.JPEG\tn01\t0\t0\t1\t1\n",
+        )
+        .unwrap();
+        let err = |p: &Path| DataRoot::locate(p).unwrap_err().to_string();
+        let val = err(&root.join("val"));
+        assert!(
+            val.contains("val/ folder") && val.contains(&root.display().to_string()),
+            "{val}"
+        );
+        let above = err(dir.path());
+        assert!(
+            above.contains(&format!("--data {}", root.display())),
+            "{above}"
+        );
+        let zip = dir.path().join("tiny-imagenet-200.zip");
+        fs::write(&zip, b"PK").unwrap();
+        assert!(err(&zip).contains("unpack it"), "{}", err(&zip));
+        assert!(DataRoot::locate(&root).unwrap().val.is_some());
+        // the train/ folder itself is a valid class-folder tree
+        assert!(DataRoot::locate(&root.join("train")).unwrap().val.is_none());
     }
 
     #[test]

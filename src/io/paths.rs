@@ -12,6 +12,12 @@ pub fn cache_dir() -> PathBuf {
     base.join("vggtiny")
 }
 
+/// Where decoded images are cached by default: a folder of its own, so that deleting it to
+/// reclaim space never touches the converted weights beside it.
+pub fn image_cache_dir() -> PathBuf {
+    cache_dir().join("images")
+}
+
 /// The file `train-base` reads ImageNet weights from when `--weights` is not given.
 pub fn default_weights_path() -> PathBuf {
     cache_dir().join("vgg16-imagenet.safetensors")

@@ -103,6 +103,14 @@ pub fn read_safetensors(path: &Path) -> Result<(Named, HashMap<String, String>)>
             path.display()
         ))
     };
+    if is_pytorch_file(&bytes) {
+        bail_input!(
+            "{} is a PyTorch file (torch.save), not safetensors; convert it first: \
+             scripts/convert-weights {}",
+            path.display(),
+            path.display()
+        );
+    }
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(&e))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(&e))?;
@@ -119,6 +127,12 @@ pub fn read_safetensors(path: &Path) -> Result<(Named, HashMap<String, String>)>
         .map(|(name, view)| Ok((name, Tensor::try_from(view).map_err(|e| bad(&e))?)))
         .collect::<Result<Vec<_>>>()?;
     Ok((tensors, metadata))
+}
+
+/// Whether `bytes` are what `torch.save` writes: a zip archive (since PyTorch 1.6) or a bare
+/// pickle (protocol 2 and later start with 0x80 and the protocol number).
+fn is_pytorch_file(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04") || matches!(bytes, [0x80, 2..=5, ..])
 }
 
 /// Reads named tensors from a `.safetensors` or `.ot` file (by extension; anything else is
@@ -155,6 +169,23 @@ mod tests {
         fs::write(&path, b"garbage").unwrap();
         let err = read_tensors(&path).unwrap_err().to_string();
         assert!(err.contains("m.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn a_pytorch_file_is_named_as_such_with_the_conversion_command() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in [
+            ("zip.pth", b"PK\x03\x04archive".to_vec()),
+            ("pickle.pth", vec![0x80, 2, b'}', b'q']),
+        ] {
+            let path = dir.path().join(name);
+            fs::write(&path, bytes).unwrap();
+            let err = read_tensors(&path).unwrap_err().to_string();
+            assert!(
+                err.contains("scripts/convert-weights") && err.contains(name),
+                "{err}"
+            );
+        }
     }
 
     #[test]

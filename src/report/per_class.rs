@@ -69,19 +69,19 @@ impl Confusion {
 /// pairs.
 pub fn print(confusion: &Confusion, classes: &[String], names: &[String]) {
     println!(
-        "{:>4}  {:<10} {:<32} {:>9}  {:>6}",
-        "#", "class", "name", "correct", "acc"
+        "{:>4}  {:<10} {:<32} {:>9}  {:>7}",
+        "#", "class", "name", "correct", "top-1"
     );
     for (rank, row) in confusion.by_accuracy().iter().enumerate() {
         let name: String = names[row.class].chars().take(32).collect();
         println!(
-            "{:>4}  {:<10} {:<32} {:>4}/{:<4}  {:>6.3}",
+            "{:>4}  {:<10} {:<32} {:>4}/{:<4}  {:>6.1}%",
             rank + 1,
             classes[row.class],
             name,
             row.correct,
             row.total,
-            row.accuracy()
+            100.0 * row.accuracy()
         );
     }
     println!("\nMost confused (true class -> predicted as):");

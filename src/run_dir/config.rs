@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::Which;
 use crate::bail_input;
@@ -147,10 +148,13 @@ impl TrainConfig {
 }
 
 /// The configuration a resumed run continues with: the one it recorded, but for the settings
-/// that may change between sessions (device, length, logging, checkpoints, cache), taken from
-/// this command line. Any other flag that differs from the recording is an error naming it.
+/// that may change between sessions (device, length, logging, checkpoints, cache, where the
+/// data and the run now are), taken from this command line. Any other flag that differs from
+/// the recording is an error naming it with both values.
 pub fn resumed(requested: &TrainConfig, recorded: &TrainConfig) -> Result<TrainConfig> {
-    const FROM_COMMAND_LINE: [&str; 12] = [
+    const FROM_COMMAND_LINE: [&str; 14] = [
+        "data",
+        "out",
         "device",
         "deterministic",
         "epochs",
@@ -167,28 +171,31 @@ pub fn resumed(requested: &TrainConfig, recorded: &TrainConfig) -> Result<TrainC
     // Not compared either: a resumed run needs its starting weights no more, and its split
     // already left out the images it could not decode.
     const KEPT_AS_RECORDED: [&str; 2] = ["init", "skip_bad_images"];
-    let (serde_json::Value::Object(requested_fields), serde_json::Value::Object(mut fields)) = (
+    let (Value::Object(requested_fields), Value::Object(mut fields)) = (
         serde_json::to_value(requested)?,
         serde_json::to_value(recorded)?,
     ) else {
         anyhow::bail!("configuration is not a JSON object");
     };
-    let differing: Vec<String> = requested_fields
+    let compared = |k: &str| !FROM_COMMAND_LINE.contains(&k) && !KEPT_AS_RECORDED.contains(&k);
+    let mut now = Vec::new();
+    let mut then = Vec::new();
+    for (k, v) in requested_fields.iter().filter(|(k, _)| compared(k)) {
+        flatten(k, v, &mut now);
+        flatten(k, fields.get(k).unwrap_or(&Value::Null), &mut then);
+    }
+    let differing: Vec<String> = now
         .iter()
-        .filter(|(k, v)| {
-            let k = k.as_str();
-            !FROM_COMMAND_LINE.contains(&k)
-                && !KEPT_AS_RECORDED.contains(&k)
-                && fields.get(k) != Some(*v)
-        })
-        .map(|(k, _)| format!("--{}", k.replace('_', "-")))
+        .zip(&then)
+        .filter(|((_, a), (_, b))| a != b)
+        .filter_map(|((key, a), (_, b))| flag_change(key, a, b))
         .collect();
     if !differing.is_empty() {
         bail_input!(
-            "--resume: {} differ(s) from the run being resumed; resume with its original flags \
-             (see config in {}/meta.json)",
-            differing.join(", "),
-            recorded.out.display()
+            "--resume: {}; resume with the run's own flags (its config is in {}), or start a \
+             new run elsewhere",
+            differing.join("; "),
+            requested.out.join("meta.json").display()
         );
     }
     for key in FROM_COMMAND_LINE {
@@ -196,9 +203,48 @@ pub fn resumed(requested: &TrainConfig, recorded: &TrainConfig) -> Result<TrainC
             fields.insert(key.to_string(), value.clone());
         }
     }
-    let mut config: TrainConfig = serde_json::from_value(serde_json::Value::Object(fields))?;
+    let mut config: TrainConfig = serde_json::from_value(Value::Object(fields))?;
     config.resume = true;
     Ok(config)
+}
+
+/// The leaves of a JSON value under dotted keys (`schedule.base_lr`), in order.
+fn flatten(key: &str, value: &Value, out: &mut Vec<(String, Value)>) {
+    match value {
+        Value::Object(fields) => {
+            for (k, v) in fields {
+                flatten(&format!("{key}.{k}"), v, out);
+            }
+        }
+        leaf => out.push((key.to_string(), leaf.clone())),
+    }
+}
+
+/// How a configuration field that differs reads as a flag: `--lr 0.01 (the run has 0.0001)`.
+/// `None` for fields that follow from another flag (the schedule's down half and momenta).
+fn flag_change(key: &str, now: &Value, then: &Value) -> Option<String> {
+    let flag = match key {
+        "schedule.base_lr" => "--lr".to_string(),
+        "schedule.max_lr" => "--max-lr".to_string(),
+        "schedule.step_size_up" => "--step-size-up".to_string(),
+        k if k.starts_with("schedule.") => return None,
+        "augment" | "dropout" | "shuffle" => {
+            let given = |v: &Value| {
+                if v == &Value::Bool(false) {
+                    "given"
+                } else {
+                    "not given"
+                }
+            };
+            return Some(format!(
+                "--no-{key} {} (the run was started with it {})",
+                given(now),
+                given(then)
+            ));
+        }
+        k => format!("--{}", k.replace('_', "-")),
+    };
+    Some(format!("{flag} {now} (the run has {then})"))
 }
 
 /// VGG16 needs at least 32 pixels for its five poolings; beyond 1024 a batch of one image
@@ -261,6 +307,31 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resume_names_exactly_the_flags_that_differ_with_both_values() {
+        let recorded = TrainConfig::example(Stage::Base, Init::RandomInit);
+        let mut requested = recorded.clone();
+        requested.schedule.base_lr = 0.01;
+        requested.augment = false;
+        requested.out = PathBuf::from("./runs/example/");
+        requested.epochs = 20;
+        let err = resumed(&requested, &recorded).unwrap_err().to_string();
+        assert!(err.contains("--lr 0.01 (the run has 0.0001)"), "{err}");
+        assert!(
+            err.contains("--no-augment given (the run was started with it not given)"),
+            "{err}"
+        );
+        for unchanged in ["--schedule", "--out", "--epochs", "--max-lr", "--step-size"] {
+            assert!(!err.contains(unchanged), "{unchanged} in {err}");
+        }
+        requested.schedule.base_lr = recorded.schedule.base_lr;
+        requested.augment = true;
+        let config = resumed(&requested, &recorded).unwrap();
+        assert_eq!(config.epochs, 20);
+        assert_eq!(config.out, PathBuf::from("./runs/example/"));
+        assert!(config.resume);
+    }
 
     #[test]
     fn holdout_bounds() {

@@ -42,6 +42,12 @@ pub struct Meta {
     pub skipped: Vec<PathBuf>,
     #[serde(default)]
     pub best: Option<Best>,
+    /// The device the run trained on (`cuda:0`, `cpu (16 threads)`) and the libtorch it
+    /// loaded, as of its last session.
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default)]
+    pub libtorch: Option<String>,
 }
 
 impl Meta {
@@ -57,6 +63,8 @@ impl Meta {
             epochs: Vec::new(),
             skipped: Vec::new(),
             best: None,
+            device: None,
+            libtorch: None,
         }
     }
 }

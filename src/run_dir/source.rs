@@ -10,7 +10,7 @@ use super::config::recipe_image_size;
 use super::meta::{load_meta, Meta};
 use super::{Which, BEST_FILE, META_FILE, MODEL_FILE};
 use crate::bail_input;
-use crate::io::safetensors::read_tensors;
+use crate::io::safetensors::{read_tensors, Named};
 use crate::model::{Part, Vgg16};
 
 /// A model to start from or to evaluate: a run directory, or a bare weights file with the
@@ -64,10 +64,21 @@ impl Source {
             .map_or_else(recipe_image_size, |m| m.config.image_size)
     }
 
+    /// The model's tensors. A run's resume checkpoint (`checkpoint.safetensors`) holds the
+    /// model among the optimizer's moments and the loss scale: its model tensors are taken.
+    pub fn model_tensors(&self) -> Result<Named> {
+        let named = read_tensors(&self.model)?;
+        let optimizer = |name: &str| name.starts_with("adam.") || name.starts_with("amp.");
+        if named.iter().any(|(name, _)| optimizer(name)) {
+            return Ok(named.into_iter().filter(|(n, _)| !optimizer(n)).collect());
+        }
+        Ok(named)
+    }
+
     /// The model of this source with `classes` outputs, on `device`.
     pub fn load_model(&self, classes: usize, device: Device) -> Result<Vgg16> {
         let mut model = Vgg16::new(classes as i64, device);
-        model.load(read_tensors(&self.model)?, Part::All, &self.name())?;
+        model.load(self.model_tensors()?, Part::All, &self.name())?;
         Ok(model)
     }
 }

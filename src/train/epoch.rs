@@ -20,7 +20,8 @@ impl Trainer<'_> {
         let plan = self.plan(order);
         let done = (self.state.batch * self.cfg.batch_size) as u64;
         let label = format!("{} epoch {}", self.cfg.stage.name(), self.state.epoch);
-        self.log.start_epoch(label, order.len() as u64, done);
+        self.log
+            .start_epoch(label, order.len() as u64, done, self.state.step);
         let device = self.loader.device();
         let mut loss_sum = Tensor::full([], self.state.loss_sum, (Kind::Double, device));
         std::thread::scope(|scope| -> Result<()> {
@@ -112,11 +113,13 @@ impl Trainer<'_> {
             loss: loss.double_value(&[]),
             acc,
         };
+        let epochs_steps = self.per_epoch() as u64 * u64::from(self.cfg.epochs);
         let at = Position {
             batch: self.state.batch,
             batches: self.per_epoch(),
             batch_size: self.cfg.batch_size,
             images: self.split.train.len(),
+            stage_steps: epochs_steps.min(self.cfg.max_steps.unwrap_or(u64::MAX)),
         };
         self.log.step(&record, at)
     }

@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -13,7 +14,7 @@ use crate::run_dir::config::TrainConfig;
 use crate::run_dir::metrics::{BatchRecord, EpochRecord, Event};
 use crate::run_dir::METRICS_FILE;
 
-/// Where a logged step is within its epoch.
+/// Where a logged step is within its epoch and its stage.
 #[derive(Debug, Clone, Copy)]
 pub struct Position {
     /// Batch index within the epoch, from 0.
@@ -22,12 +23,42 @@ pub struct Position {
     pub batch_size: usize,
     /// Training images of an epoch.
     pub images: usize,
+    /// Optimizer steps of the whole stage (this session's last step, with `--max-steps`).
+    pub stage_steps: u64,
+}
+
+/// `h:mm:ss`.
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Training speed between logged steps, for the rate and the time left.
+struct Pace {
+    started: Instant,
+    /// Steps done at the last logged step (or the epoch's start) and when.
+    last: (u64, Instant),
+}
+
+impl Pace {
+    /// Images per second since the last logged step or the epoch's start, after step `step`
+    /// (from 0) trained, and the time the stage's remaining steps take at that rate.
+    fn measure(&mut self, step: u64, at: &Position) -> (f64, Duration) {
+        let now = Instant::now();
+        let done = step + 1;
+        let (before, from) = std::mem::replace(&mut self.last, (done, now));
+        let seconds = now.duration_since(from).as_secs_f64().max(1e-9);
+        let rate = done.saturating_sub(before) as f64 * at.batch_size as f64 / seconds;
+        let left = at.stage_steps.saturating_sub(done) as f64 * at.batch_size as f64 / rate;
+        (rate, Duration::from_secs_f64(left))
+    }
 }
 
 pub struct RunLog {
     out: BufWriter<File>,
     tensorboard: Option<EventWriter>,
     progress: Option<Progress>,
+    pace: Pace,
 }
 
 impl RunLog {
@@ -47,6 +78,10 @@ impl RunLog {
                 .map(EventWriter::create)
                 .transpose()?,
             progress: None,
+            pace: Pace {
+                started: Instant::now(),
+                last: (0, Instant::now()),
+            },
         })
     }
 
@@ -55,8 +90,10 @@ impl RunLog {
         Ok(self.out.get_ref().metadata()?.len())
     }
 
-    /// Starts the progress display of an epoch of `total` images, `done` of them trained.
-    pub fn start_epoch(&mut self, label: String, total: u64, done: u64) {
+    /// Starts the progress display of an epoch of `total` images, `done` of them trained, the
+    /// stage being `steps` optimizer steps in.
+    pub fn start_epoch(&mut self, label: String, total: u64, done: u64, steps: u64) {
+        self.pace.last = (steps, Instant::now());
         let progress = Progress::new(total, label);
         progress.advance(done);
         self.progress = Some(progress);
@@ -86,16 +123,21 @@ impl RunLog {
                 ("train/beta1", Some(record.beta1)),
             ],
         )?;
+        let (rate, left) = self.pace.measure(record.step, &at);
         let mut line = format!(
-            "Train Epoch: {} [{}/{} ({:.0}%)]\tLoss: {:.6}",
+            "Train Epoch: {} [{}/{} ({:.0}%)]\tLoss: {:.6}\tlr {:.3e}\t{rate:.0} images/s\t\
+             elapsed {}, stage ETA {}",
             record.epoch,
             at.batch * at.batch_size,
             at.images,
             100.0 * at.batch as f64 / at.batches as f64,
-            record.loss
+            record.loss,
+            record.lr,
+            clock(self.pace.started.elapsed()),
+            clock(left)
         );
         if let Some(acc) = record.acc {
-            line.push_str(&format!("\tBatch acc: {acc:.4}"));
+            line.push_str(&format!("\tBatch acc: {:.2}%", 100.0 * acc));
         }
         self.line(&line);
         Ok(())
@@ -116,13 +158,16 @@ impl RunLog {
             ],
         )?;
         self.line(&format!(
-            "Holdout: Average loss: {:.4}, Top-1: {:.2}%, Top-5: {:.2}% ({samples} images; \
-             epoch {:.1}s, {:.0} train images/s)",
+            "Epoch {}: train loss {:.4}; holdout loss {:.4}, top-1 {:.2}%, top-5 {:.2}% \
+             ({samples} images); {:.1} s, {:.0} train images/s, elapsed {}",
+            record.epoch,
+            record.train_loss,
             record.holdout_loss,
             100.0 * record.holdout_top1,
             100.0 * record.holdout_top5,
             record.seconds,
-            record.images_per_sec
+            record.images_per_sec,
+            clock(self.pace.started.elapsed())
         ));
         Ok(())
     }
@@ -157,6 +202,28 @@ impl RunLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pace_gives_the_rate_since_the_last_line_and_the_time_left() {
+        let at = Position {
+            batch: 0,
+            batches: 100,
+            batch_size: 10,
+            images: 1000,
+            stage_steps: 300,
+        };
+        let t0 = Instant::now();
+        let mut pace = Pace {
+            started: t0,
+            last: (100, t0 - Duration::from_secs(10)),
+        };
+        // steps 100..=199 (100 steps of 10 images) in about 10 s: about 100 images/s; 100
+        // steps left: about 10 s
+        let (rate, left) = pace.measure(199, &at);
+        assert!((rate - 100.0).abs() < 1.0, "{rate}");
+        assert!((left.as_secs_f64() - 10.0).abs() < 0.2, "{left:?}");
+        assert_eq!(clock(Duration::from_secs(3 * 3600 + 5 * 60 + 7)), "3:05:07");
+    }
     use crate::model::Stage;
     use crate::run_dir::config::Init;
     use crate::run_dir::metrics::read_events;
@@ -182,6 +249,7 @@ mod tests {
             batches: 10,
             batch_size: 4,
             images: 40,
+            stage_steps: 20,
         };
         log.step(&record, at).unwrap();
         let first = log.bytes_written().unwrap();

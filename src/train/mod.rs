@@ -27,6 +27,7 @@ use tch::Device;
 use crate::data::images::place;
 use crate::data::loader::Loader;
 use crate::data::split::Split;
+use crate::device;
 use crate::eval::tta::Tta;
 use crate::eval::{eval_batch_size, evaluate, Scores};
 use crate::io::memory::host_memory_mb;
@@ -49,7 +50,10 @@ use step::Learner;
 pub fn run(requested: &TrainConfig, device: Device) -> Result<Scores> {
     let Opened { config: cfg, start } = open(requested)?;
     let data = TrainData::load(&cfg, start.expected(&cfg))?;
-    let mut saver = CheckpointSaver::new(&cfg.out, data.meta(&cfg));
+    let mut meta = data.meta(&cfg);
+    meta.device = Some(device::describe(device));
+    meta.libtorch = device::libtorch_version();
+    let mut saver = CheckpointSaver::new(&cfg.out, meta);
     let classes = data.classes.len();
     let set = place(data.set, device)?;
     let keys = Keys::new(cfg.seed, cfg.stage);
@@ -84,10 +88,10 @@ pub fn run(requested: &TrainConfig, device: Device) -> Result<Scores> {
     }
     let scores = last.context("no epoch ran")?;
     println!(
-        "Finished {}: holdout Top-1 acc: {:.4} / Top-5 acc: {:.4}; model in {}",
+        "Finished {}: holdout top-1 {:.2}%, top-5 {:.2}%; model in {}",
         cfg.stage.name(),
-        scores.top1,
-        scores.top5,
+        100.0 * scores.top1,
+        100.0 * scores.top5,
         cfg.out.join(MODEL_FILE).display()
     );
     Ok(scores)
@@ -203,10 +207,11 @@ impl Trainer<'_> {
         }
         if self.stop.should_stop(epoch, best) {
             println!(
-                "Early stop: no holdout top-1 gain above {} for {} epochs; best {:.4} at epoch {} in {}",
-                self.cfg.min_delta,
+                "Early stop: no holdout top-1 gain above {:.2} points for {} epochs; best {:.2}% \
+                 at epoch {} in {}",
+                100.0 * self.cfg.min_delta,
                 epoch - best.epoch,
-                best.top1,
+                100.0 * best.top1,
                 best.epoch,
                 self.cfg.out.join(BEST_FILE).display()
             );

@@ -97,7 +97,7 @@ fn read_weights(init: &Init, cfg: &TrainConfig) -> Result<Option<Weights>> {
         Init::From(path) => {
             let source = Source::resolve(path, cfg.which)?;
             Some(Weights {
-                named: read_tensors(&source.model)?,
+                named: source.model_tensors()?,
                 part: Part::All,
                 source: source.name(),
                 meta: source.meta,

@@ -1,9 +1,10 @@
 //! Terminal output of a training run: an indicatif bar (ETA, images/s) when stdout is a
 //! terminal, plain log lines otherwise.
 
+use std::fmt;
 use std::io::IsTerminal;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -16,9 +17,12 @@ impl Progress {
             let bar = ProgressBar::new(total);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {pos}/{len} images, {per_sec}, ETA {eta}",
+                    "{msg} [{bar:30}] {pos}/{len} images, {rate} images/s, ETA {eta}",
                 )
                 .expect("static template")
+                .with_key("rate", |state: &ProgressState, w: &mut dyn fmt::Write| {
+                    let _ = write!(w, "{:.0}", state.per_sec());
+                })
                 .progress_chars("=> "),
             );
             bar.set_message(label);

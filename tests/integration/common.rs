@@ -8,9 +8,13 @@ use serde_json::Value;
 use tch::Tensor;
 use vggtiny::data::synth::{write_dataset, SynthSpec};
 
-/// The binary, its image cache kept out of the user's home.
+/// The binary (`VGGTINY_BIN` where the tests run away from their build, as on a GPU machine),
+/// its image cache kept out of the user's home.
 pub fn command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vggtiny"));
+    let bin = std::env::var_os("VGGTINY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vggtiny")));
+    let mut cmd = Command::new(bin);
     cmd.env(
         "XDG_CACHE_HOME",
         std::env::temp_dir().join("vggtiny-tests-cache"),

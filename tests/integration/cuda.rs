@@ -181,6 +181,7 @@ fn cuda_predict_names_what_the_cpu_names() {
         serde_json::from_str(ok(&args).trim()).unwrap()
     };
     let (cpu, gpu) = (predict("cpu"), predict("cuda"));
+    let (cpu, gpu) = (&cpu["predictions"], &gpu["predictions"]);
     for (c, g) in cpu.as_array().unwrap().iter().zip(gpu.as_array().unwrap()) {
         assert_eq!(c["top5"][0]["wnid"], g["top5"][0]["wnid"]);
         let (a, b) = (

@@ -64,8 +64,9 @@ fn predict_names_the_top5_for_images_of_any_size() {
         s(&run),
         "--json",
     ]);
-    let predictions: Value = serde_json::from_str(out.trim()).unwrap();
-    let predictions = predictions.as_array().unwrap();
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["version"], 1);
+    let predictions = report["predictions"].as_array().unwrap();
     assert_eq!(predictions.len(), 2);
     for p in predictions {
         let top5 = p["top5"].as_array().unwrap();

@@ -12,5 +12,6 @@ mod cli;
 mod cuda;
 mod download;
 mod everyday;
+mod first_day;
 mod levers;
 mod reliability;

@@ -178,10 +178,14 @@ fn resume_refuses_other_flags_and_a_missing_run() {
     let mut args = train_args(
         &data,
         &run,
-        "--batch-size 4 --holdout 0.25 --lr 0.01 --resume",
+        "--batch-size 4 --holdout 0.25 --lr 2e-4 --resume",
     );
     let err = fails(&args, 2);
-    assert!(err.contains("--lr"), "{err}");
+    // exactly the flag that differs, with both values
+    assert!(err.contains("--lr 0.0002 (the run has 0.0001)"), "{err}");
+    for unchanged in ["--schedule", "--batch-size", "--holdout", "--out", "--data"] {
+        assert!(!err.contains(unchanged), "{unchanged} in {err}");
+    }
     let nothing = dir.path().join("nothing");
     args = train_args(&data, &nothing, "--resume");
     let err = fails(&args, 2);
