@@ -226,14 +226,15 @@ def train_main(args):
                         num_workers=args.workers, persistent_workers=args.workers > 0,
                         pin_memory=args.device.startswith("cuda"), drop_last=False)
     report = fit(model, loader, args.device, args.epochs, args.lr, args.max_lr,
-                 args.step_size_up, args.sched_step, args.stage == "base", args.max_steps)
+                 args.step_size_up, args.sched_step, args.stage == "base", args.max_steps,
+                 args.warmup)
 
     def score(ds):
         return evaluate(model, DataLoader(ds, batch_size=256, num_workers=args.workers),
                         args.device)
 
     report["holdout"] = score(holdout)
-    report["val"] = score(val) if val else None
+    report["val"] = score(val) if val and not args.no_val else None
     os.makedirs(args.out, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, os.path.join(args.out, "model.safetensors"))
@@ -277,6 +278,8 @@ def main():
     t.add_argument("--device", default="cpu")
     t.add_argument("--workers", type=int, default=0)
     t.add_argument("--max-steps", type=int, default=None)
+    t.add_argument("--no-val", action="store_true", help="score the holdout only")
+    t.add_argument("--warmup", type=int, default=10, help="steps before images/s is timed")
     e = sub.add_parser("eval", help="score a state_dict (safetensors) on holdout or val")
     e.add_argument("--data", required=True)
     e.add_argument("--weights", required=True)

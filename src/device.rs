@@ -38,13 +38,103 @@ pub fn resolve(spec: &str) -> Result<Device> {
     if let Device::Cuda(n) = device {
         let count = cuda_count();
         if count == 0 {
-            bail_input!("--device {spec}: no usable CUDA device (this build or machine has none)");
+            let why = why_no_gpu().unwrap_or_else(|| "this machine has no NVIDIA GPU".into());
+            bail_input!("--device {spec}: no usable CUDA device: {why}");
         }
         if n as i64 >= count {
             bail_input!("--device {spec}: only {count} CUDA device(s) present");
         }
     }
     Ok(device)
+}
+
+/// What the NVIDIA driver says of the machine: its version (from the loaded kernel module)
+/// and the newest CUDA version it supports (from `libcuda`); `None` without an NVIDIA driver.
+fn nvidia_driver() -> Option<(String, Option<i32>)> {
+    let text = std::fs::read_to_string("/proc/driver/nvidia/version").ok()?;
+    let version = text
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()) && w.contains('.'))
+        .unwrap_or("unknown")
+        .to_string();
+    type DriverGetVersion = unsafe extern "C" fn(*mut i32) -> i32;
+    // SAFETY: opens the driver's own library and calls `cuDriverGetVersion(int*)` as
+    // declared in cuda.h; it needs no initialisation.
+    let cuda = unsafe {
+        let lib = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_LAZY);
+        let sym = if lib.is_null() {
+            std::ptr::null_mut()
+        } else {
+            libc::dlsym(lib, c"cuDriverGetVersion".as_ptr())
+        };
+        let mut v = 0;
+        (!sym.is_null() && std::mem::transmute::<*mut c_void, DriverGetVersion>(sym)(&mut v) == 0)
+            .then_some(v)
+    };
+    Some((version, cuda))
+}
+
+/// The CUDA runtime's own account of why it sees no device, as `cudaGetErrorString` words
+/// it; `None` when the runtime is not loaded (a libtorch built without CUDA).
+fn cuda_runtime_error() -> Option<String> {
+    type GetDeviceCount = unsafe extern "C" fn(*mut i32) -> i32;
+    type GetErrorString = unsafe extern "C" fn(i32) -> *const libc::c_char;
+    // SAFETY: symbols of the CUDA runtime libtorch loaded, called as cuda_runtime_api.h
+    // declares them; the error string is a static C string.
+    unsafe {
+        let count = libc::dlsym(libc::RTLD_DEFAULT, c"cudaGetDeviceCount".as_ptr());
+        let words = libc::dlsym(libc::RTLD_DEFAULT, c"cudaGetErrorString".as_ptr());
+        if count.is_null() || words.is_null() {
+            return None;
+        }
+        let mut n = 0;
+        let code = std::mem::transmute::<*mut c_void, GetDeviceCount>(count)(&mut n);
+        let text = std::mem::transmute::<*mut c_void, GetErrorString>(words)(code);
+        (code != 0 && !text.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(text)
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+}
+
+/// Why there is no usable GPU although the machine has an NVIDIA driver; `None` on a machine
+/// without one.
+pub fn why_no_gpu() -> Option<String> {
+    let (driver, driver_cuda) = nvidia_driver()?;
+    Some(explain_unusable_gpu(
+        &driver,
+        driver_cuda,
+        libtorch_version().as_deref(),
+        cuda_runtime_error().as_deref(),
+    ))
+}
+
+/// The sentence `why_no_gpu` prints: what the driver supports, what libtorch was built for,
+/// what the runtime said, and what to do.
+pub fn explain_unusable_gpu(
+    driver: &str,
+    driver_cuda: Option<i32>,
+    libtorch: Option<&str>,
+    runtime_error: Option<&str>,
+) -> String {
+    let supports = driver_cuda.map_or(String::new(), |v| {
+        format!(" (supports CUDA up to {}.{})", v / 1000, v % 1000 / 10)
+    });
+    let libtorch = libtorch.unwrap_or("this libtorch");
+    let fix = "install a torch wheel built for this driver's CUDA, e.g. \
+               TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 scripts/setup, then \
+               scripts/build (the README's GPU section lists the wheels)";
+    match runtime_error {
+        None => format!(
+            "an NVIDIA GPU is present (driver {driver}{supports}) but {libtorch} was built \
+             without CUDA; {fix}"
+        ),
+        Some(error) => format!(
+            "an NVIDIA GPU is present (driver {driver}{supports}) but {libtorch} cannot use \
+             it: {error}; {fix}"
+        ),
+    }
 }
 
 /// Human name of a device for start-up lines and reports.
@@ -204,6 +294,31 @@ mod tests {
             assert_eq!(resolve("auto").unwrap(), Device::Cpu);
             let err = resolve("cuda").unwrap_err().to_string();
             assert!(err.contains("no usable CUDA"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_unusable_gpu_is_explained_with_the_fix() {
+        let old = explain_unusable_gpu(
+            "535.104.05",
+            Some(12020),
+            Some("2.11.0+cu130"),
+            Some("CUDA driver version is insufficient for CUDA runtime version"),
+        );
+        for needle in [
+            "driver 535.104.05",
+            "CUDA up to 12.2",
+            "2.11.0+cu130 cannot use it",
+            "insufficient",
+            "TORCH_INDEX_URL=",
+        ] {
+            assert!(old.contains(needle), "{needle} not in {old}");
+        }
+        let cpu_wheel = explain_unusable_gpu("550.54", None, Some("2.11.0+cpu"), None);
+        assert!(cpu_wheel.contains("built without CUDA"), "{cpu_wheel}");
+        // this machine: no NVIDIA driver, nothing to explain
+        if !std::path::Path::new("/proc/driver/nvidia/version").exists() {
+            assert_eq!(why_no_gpu(), None);
         }
     }
 

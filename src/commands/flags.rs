@@ -27,6 +27,11 @@ impl DeviceFlag {
     pub fn open(&self) -> Result<Device> {
         let device = device::resolve(&self.device)?;
         eprintln!("device: {}", device::describe(device));
+        if device == Device::Cpu && self.device == "auto" {
+            if let Some(why) = device::why_no_gpu() {
+                eprintln!("note: {why}");
+            }
+        }
         Ok(device)
     }
 }
