@@ -14,4 +14,5 @@ mod download;
 mod everyday;
 mod first_day;
 mod levers;
+mod readme;
 mod reliability;
