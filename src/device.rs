@@ -122,9 +122,19 @@ pub fn explain_unusable_gpu(
         format!(" (supports CUDA up to {}.{})", v / 1000, v % 1000 / 10)
     });
     let libtorch = libtorch.unwrap_or("this libtorch");
-    let fix = "install a torch wheel built for this driver's CUDA, e.g. \
-               TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 scripts/setup, then \
-               scripts/build (the README's GPU section lists the wheels)";
+    let fix = match driver_cuda.map(|v| v / 1000) {
+        // CUDA's minor-version compatibility: a CUDA 12 driver runs any CUDA 12.x build.
+        Some(12) => "install torch's CUDA 12 wheel: \
+                     TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 scripts/build"
+            .to_string(),
+        Some(major) if major < 12 => format!(
+            "this driver runs CUDA {major} at most, and torch 2.11 has no wheel that old: \
+             update the NVIDIA driver (R525 or newer for CUDA 12, R580 for CUDA 13)"
+        ),
+        _ => "install a torch wheel built for this driver's CUDA (TORCH_INDEX_URL=... \
+              scripts/build; the README's GPU section shows how)"
+            .to_string(),
+    };
     match runtime_error {
         None => format!(
             "an NVIDIA GPU is present (driver {driver}{supports}) but {libtorch} was built \
@@ -316,6 +326,8 @@ mod tests {
         }
         let cpu_wheel = explain_unusable_gpu("550.54", None, Some("2.11.0+cpu"), None);
         assert!(cpu_wheel.contains("built without CUDA"), "{cpu_wheel}");
+        let ancient = explain_unusable_gpu("470.1", Some(11040), Some("2.11.0+cu130"), Some("x"));
+        assert!(ancient.contains("update the NVIDIA driver"), "{ancient}");
         // this machine: no NVIDIA driver, nothing to explain
         if !std::path::Path::new("/proc/driver/nvidia/version").exists() {
             assert_eq!(why_no_gpu(), None);

@@ -30,7 +30,7 @@ pub struct PredictArgs {
     /// Images per forward pass
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub batch_size: usize,
-    /// Print one JSON array instead of text
+    /// Print one JSON object (version, predictions) instead of text
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

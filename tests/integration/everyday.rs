@@ -182,9 +182,19 @@ fn help_shows_defaults_and_what_each_flag_means() {
         assert!(help.contains(needle), "train-base --help lacks {needle}");
     }
     // every command that runs on a device names the flag the out-of-memory hint suggests
-    for command in ["train-base", "finetune", "eval", "predict", "report", "bench"] {
+    for command in [
+        "train-base",
+        "finetune",
+        "eval",
+        "predict",
+        "report",
+        "bench",
+    ] {
         let help = ok(&[command, "--help"]);
-        assert!(help.contains("--batch-size"), "{command} --help lacks --batch-size");
+        assert!(
+            help.contains("--batch-size"),
+            "{command} --help lacks --batch-size"
+        );
     }
     let help = ok(&["finetune", "--help"]);
     for needle in [
