@@ -77,7 +77,8 @@ pub struct Report {
     pub finetune_data_wait: Option<f64>,
     pub eval_images_per_sec: Option<f64>,
     pub peak_host_mb: f64,
-    /// Device memory this run reserved at its peak on its own device (CUDA only).
+    /// Growth of the used memory of the run's CUDA device over the run: about its peak
+    /// reservation (device-wide figures; CUDA only).
     pub peak_device_mb: Option<f64>,
 }
 

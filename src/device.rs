@@ -177,8 +177,11 @@ impl CudaMemory {
 }
 
 /// Free and total memory of CUDA device `n` as the CUDA runtime that libtorch loaded reports
-/// them; `None` when that runtime is not loaded. libtorch's caching allocator keeps what it
-/// once reserved, so the growth of `used` over a workload is the workload's peak reservation.
+/// them (device-wide: other processes count too); `None` when that runtime is not loaded.
+/// libtorch's caching allocator keeps what it once reserved, so the growth of `used` over a
+/// workload is about the workload's peak reservation, plus what CUDA's libraries set up for
+/// it. Selects device `n` for the calling thread's later CUDA runtime calls (the runtime
+/// answers for the current device only).
 pub fn cuda_memory_mb(n: usize) -> Option<CudaMemory> {
     type SetDevice = unsafe extern "C" fn(i32) -> i32;
     type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
@@ -248,43 +251,39 @@ fn context_member(name: &std::ffi::CStr) -> Option<*mut c_void> {
     (!sym.is_null()).then_some(sym)
 }
 
-/// Deterministic mode, for runs that must repeat bit for bit on a GPU: cuDNN uses fixed
-/// algorithms instead of timing candidates in each process (benchmark mode), libtorch picks
-/// its deterministic algorithms where it has them (ops without one warn instead of failing),
-/// and cuBLAS a fixed workspace. Off: cuDNN benchmark mode, the fastest choice. tch binds none
-/// of libtorch's context switches but benchmark mode, so the others are called as the
-/// `at::Context` member functions they are (`this` first, as the Itanium C++ ABI passes it).
+/// Deterministic mode, for runs that must repeat bit for bit on a GPU: cuDNN uses fixed,
+/// deterministic algorithms instead of timing candidates in each process (benchmark mode), and
+/// cuBLAS a fixed workspace. Off: cuDNN benchmark mode, the fastest choice. libtorch's global
+/// "deterministic algorithms" switch is left alone: it would fail (or, told to warn, warn on
+/// every call of) the one op without a deterministic CUDA kernel here, the backward of the
+/// adaptive average pooling, which only stage 2 runs, and fill every fresh tensor with NaN
+/// first. tch binds only benchmark mode, so the cuDNN switch is called as the `at::Context`
+/// member function it is (`this` first, as the Itanium C++ ABI passes it).
 pub fn set_deterministic(on: bool) -> Result<()> {
     type SetFlag = unsafe extern "C" fn(*mut c_void, bool);
-    type SetFlags = unsafe extern "C" fn(*mut c_void, bool, bool);
     if on {
         // Read by cuBLAS when it creates its handle, at the first matrix product on a GPU.
         std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
     }
-    let (Some(context), Some(cudnn), Some(algorithms)) = (
+    let (Some(context), Some(cudnn)) = (
         global_context(),
         context_member(c"_ZN2at7Context21setDeterministicCuDNNEb"),
-        context_member(c"_ZN2at7Context26setDeterministicAlgorithmsEbb"),
     ) else {
         anyhow::bail!("deterministic mode: libtorch's context switches were not found");
     };
-    // SAFETY: the symbols are `void at::Context::setDeterministicCuDNN(bool)` and
-    // `void at::Context::setDeterministicAlgorithms(bool, bool warn_only)`, called on the
+    // SAFETY: the symbol is `void at::Context::setDeterministicCuDNN(bool)`, called on the
     // global context.
-    unsafe {
-        std::mem::transmute::<*mut c_void, SetFlag>(cudnn)(context, on);
-        std::mem::transmute::<*mut c_void, SetFlags>(algorithms)(context, on, true);
-    }
+    unsafe { std::mem::transmute::<*mut c_void, SetFlag>(cudnn)(context, on) };
     tch::Cuda::cudnn_set_benchmark(!on);
     Ok(())
 }
 
-/// Whether libtorch's deterministic algorithms are on (`None`: not readable).
+/// Whether cuDNN is told to use deterministic algorithms (`None`: not readable).
 pub fn deterministic() -> Option<bool> {
     type GetFlag = unsafe extern "C" fn(*mut c_void) -> bool;
     let context = global_context()?;
-    let get = context_member(c"_ZNK2at7Context23deterministicAlgorithmsEv")?;
-    // SAFETY: `bool at::Context::deterministicAlgorithms() const` on the global context.
+    let get = context_member(c"_ZNK2at7Context18deterministicCuDNNEv")?;
+    // SAFETY: `bool at::Context::deterministicCuDNN() const` on the global context.
     Some(unsafe { std::mem::transmute::<*mut c_void, GetFlag>(get)(context) })
 }
 

@@ -10,6 +10,7 @@ use tch::Device;
 
 use super::flags::{open_run, CacheFlags, DeviceFlag};
 use crate::bail_input;
+use crate::data::scan::DataRoot;
 use crate::data::split::SplitSpec;
 use crate::device;
 use crate::io::paths::default_weights_path;
@@ -90,7 +91,8 @@ pub struct CommonArgs {
     #[arg(long, value_name = "N")]
     pub max_steps: Option<u64>,
     /// Deterministic GPU kernels (no cuDNN benchmark mode), so that a run, or a resumed run,
-    /// repeats bit for bit on a GPU; slower. The CPU is deterministic either way
+    /// repeats bit for bit on a GPU (stage 1: stage 2's pooling backward has no deterministic
+    /// CUDA kernel); slower. The CPU is deterministic either way
     #[arg(long)]
     pub deterministic: bool,
     /// Overwrite a run directory that already holds a model
@@ -266,9 +268,8 @@ fn finetune_image_size(flag: Option<u32>, inherited: Option<u32>, from: &str) ->
 
 /// Validates the configuration, opens the device and trains the stage.
 fn train_stage(c: CommonArgs, s: StageSettings) -> Result<()> {
-    if !c.data.is_dir() {
-        bail_input!("--data {}: no such directory", c.data.display());
-    }
+    // The dataset's errors (a zip, val/, the folder above) before anything else is read.
+    DataRoot::locate(&c.data)?;
     let config = stage_config(c, s);
     config.validate()?;
     let device = device_for(&config)?;

@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use super::decode::SIDE;
 use super::loader::mix;
@@ -82,6 +83,38 @@ fn write_jpeg(path: &Path, rgb: &[u8], gray: bool) -> Result<()> {
     fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// What one class contributes to the dataset's shared text files.
+struct ClassFiles {
+    annotations: String,
+}
+
+/// Writes class `c`'s training images with their boxes file and its val images; returns its
+/// lines of `val_annotations.txt`.
+fn write_class(out: &Path, spec: &SynthSpec, c: usize) -> Result<ClassFiles> {
+    let id = wnid(c);
+    let images = out.join("train").join(&id).join("images");
+    fs::create_dir_all(&images).with_context(|| format!("cannot create {}", images.display()))?;
+    let (mut boxes, mut annotations) = (String::new(), String::new());
+    for k in 0..spec.per_class + spec.val_per_class {
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(&[spec.seed, c as u64, k as u64]));
+        let rgb = render(c, spec.classes, &mut rng);
+        let gray = (c * 31 + k) % 50 == 0;
+        if k < spec.per_class {
+            let name = format!("{id}_{k}.JPEG");
+            write_jpeg(&images.join(&name), &rgb, gray)?;
+            writeln!(boxes, "{name}\t0\t0\t63\t63")?;
+        } else {
+            let name = format!("val_{}.JPEG", c * spec.val_per_class + k - spec.per_class);
+            write_jpeg(&out.join("val/images").join(&name), &rgb, gray)?;
+            writeln!(annotations, "{name}\t{id}\t0\t0\t63\t63")?;
+        }
+    }
+    let boxes_path = out.join("train").join(&id).join(format!("{id}_boxes.txt"));
+    fs::write(&boxes_path, boxes)
+        .with_context(|| format!("cannot write {}", boxes_path.display()))?;
+    Ok(ClassFiles { annotations })
+}
+
 /// Writes `wnids.txt`, `words.txt`, `train/<wnid>/images/*.JPEG` with `<wnid>_boxes.txt`, and
 /// `val/images/*.JPEG` with `val/val_annotations.txt` under `out`.
 pub fn write_dataset(out: &Path, spec: &SynthSpec) -> Result<()> {
@@ -94,40 +127,22 @@ pub fn write_dataset(out: &Path, spec: &SynthSpec) -> Result<()> {
     if out.join("train").exists() {
         bail_input!("{} already holds a train/ folder", out.display());
     }
-    let mut wnids = String::new();
-    let mut words = String::new();
-    let mut annotations = String::new();
     let val_images = out.join("val/images");
     fs::create_dir_all(&val_images)
         .with_context(|| format!("cannot create {}", val_images.display()))?;
-    let mut val_index = 0;
-    for c in 0..spec.classes {
-        let id = wnid(c);
-        writeln!(wnids, "{id}")?;
-        writeln!(words, "{id}\tsynthetic class {c}")?;
-        let images = out.join("train").join(&id).join("images");
-        fs::create_dir_all(&images)
-            .with_context(|| format!("cannot create {}", images.display()))?;
-        let mut boxes = String::new();
-        for k in 0..spec.per_class + spec.val_per_class {
-            let mut rng = ChaCha8Rng::seed_from_u64(mix(&[spec.seed, c as u64, k as u64]));
-            let rgb = render(c, spec.classes, &mut rng);
-            let gray = (c * 31 + k) % 50 == 0;
-            if k < spec.per_class {
-                let name = format!("{id}_{k}.JPEG");
-                write_jpeg(&images.join(&name), &rgb, gray)?;
-                writeln!(boxes, "{name}\t0\t0\t63\t63")?;
-            } else {
-                let name = format!("val_{val_index}.JPEG");
-                val_index += 1;
-                write_jpeg(&val_images.join(&name), &rgb, gray)?;
-                writeln!(annotations, "{name}\t{id}\t0\t0\t63\t63")?;
-            }
-        }
-        fs::write(
-            out.join("train").join(&id).join(format!("{id}_boxes.txt")),
-            boxes,
-        )?;
+    // Every image has its own generator, so classes are written in parallel; their text
+    // files are joined in class order.
+    let classes: Vec<ClassFiles> = (0..spec.classes)
+        .into_par_iter()
+        .map(|c| write_class(out, spec, c))
+        .collect::<Result<_>>()?;
+    let mut wnids = String::new();
+    let mut words = String::new();
+    let mut annotations = String::new();
+    for (c, files) in classes.iter().enumerate() {
+        writeln!(wnids, "{}", wnid(c))?;
+        writeln!(words, "{}\tsynthetic class {c}", wnid(c))?;
+        annotations.push_str(&files.annotations);
     }
     fs::write(out.join("wnids.txt"), wnids)?;
     fs::write(out.join("words.txt"), words)?;

@@ -325,6 +325,31 @@ impl Vgg16 {
         });
     }
 
+    /// Copies of the head's BatchNorm statistics (running mean, running variance, batch
+    /// count of both layers): a training forward updates them before its loss is known.
+    pub fn batch_norm_statistics(&self) -> Vec<Tensor> {
+        self.head
+            .bn
+            .iter()
+            .flat_map(|bn| bn[2..].iter().map(|&i| self.t(i).copy()))
+            .collect()
+    }
+
+    /// Puts back what `batch_norm_statistics` copied.
+    pub fn set_batch_norm_statistics(&mut self, saved: &[Tensor]) {
+        let indices: Vec<usize> = self
+            .head
+            .bn
+            .iter()
+            .flat_map(|bn| bn[2..].to_vec())
+            .collect();
+        tch::no_grad(|| {
+            for (i, src) in indices.into_iter().zip(saved) {
+                self.tensors[i].tensor.copy_(src);
+            }
+        });
+    }
+
     /// Sets which parameters require gradients: the head in stage 1, everything in stage 2.
     pub fn set_stage(&self, stage: Stage) {
         for named in &self.tensors {
@@ -494,6 +519,23 @@ mod tests {
         assert!(model.t(bn[3]).allclose(&var, 1e-4, 1e-5, false));
         // the batch counter is a training statistic and stays untouched
         assert_eq!(model.t(bn[4]).int64_value(&[]), 0);
+    }
+
+    #[test]
+    fn batch_norm_statistics_are_put_back() {
+        let mut model = Vgg16::new(4, Device::Cpu);
+        let saved = model.batch_norm_statistics();
+        assert_eq!(saved.len(), 6);
+        let x = Tensor::full([3, 3, 64, 64], f64::NAN, (Kind::Float, Device::Cpu));
+        let _ = model.forward_train(&x);
+        let var = |m: &Vgg16| m.t(m.head.bn[0][3]).shallow_clone();
+        assert!(
+            var(&model).isnan().any().int64_value(&[]) == 1,
+            "a NaN batch spoils them"
+        );
+        model.set_batch_norm_statistics(&saved);
+        assert!(var(&model).equal(&saved[1]));
+        assert_eq!(model.t(model.head.bn[1][4]).int64_value(&[]), 0);
     }
 
     #[test]

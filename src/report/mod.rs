@@ -13,7 +13,7 @@ use crate::data::loader::batches_per_epoch;
 use crate::run_dir::config::Init;
 use crate::run_dir::meta::{load_meta, Meta};
 use crate::run_dir::metrics::{read_events, BatchRecord, EpochRecord, Event};
-use crate::run_dir::{META_FILE, METRICS_FILE};
+use crate::run_dir::{Which, META_FILE, METRICS_FILE};
 use charts::{Chart, Page, Series, XAxis, PALETTE};
 
 /// A run's name in legends: its folder name, with the parent's when that alone is ambiguous.
@@ -58,11 +58,15 @@ fn empty_charts() -> [Chart; 4] {
 /// Where a run starts on the charts' axes: (steps, epochs) before its first.
 type Offset = (f64, f64);
 
-/// Optimizer steps and epochs a run took, from its `meta.json`.
-fn length(meta: &Meta) -> Offset {
+/// Optimizer steps and epochs of a run up to the model a later stage took from it: its last
+/// epoch, or its best one (`which`), from its `meta.json`.
+fn length(meta: &Meta, which: Which) -> Offset {
     let [train, _] = meta.split.lengths();
     let per_epoch = batches_per_epoch(train, meta.config.batch_size);
-    let epochs = meta.epochs.len();
+    let epochs = match (which, meta.best) {
+        (Which::Best, Some(best)) => best.epoch as usize,
+        _ => meta.epochs.len(),
+    };
     ((per_epoch * epochs) as f64, epochs as f64)
 }
 
@@ -79,10 +83,11 @@ fn offsets(runs: &[PathBuf], metas: &[Option<Meta>]) -> Vec<Offset> {
     let mut out: Vec<Offset> = Vec::with_capacity(runs.len());
     for meta in metas {
         let from = meta.as_ref().and_then(|m| match &m.config.init {
-            Init::From(path) => Some(path),
+            Init::From(path) => Some((path, m.config.which)),
             _ => None,
         });
-        let earlier = from.and_then(|path| {
+        let which = from.map_or(Which::Last, |(_, which)| which);
+        let earlier = from.and_then(|(path, _)| {
             let model_file = path.is_file() || path.extension().is_some_and(|e| e == "safetensors");
             let dir = if model_file {
                 path.parent()?
@@ -93,7 +98,7 @@ fn offsets(runs: &[PathBuf], metas: &[Option<Meta>]) -> Vec<Offset> {
         });
         let start = match earlier.and_then(|j| Some((out[j], metas[j].as_ref()?))) {
             Some(((steps, epochs), before)) => {
-                let (s, e) = length(before);
+                let (s, e) = length(before, which);
                 (steps + s, epochs + e)
             }
             None => (0.0, 0.0),
@@ -195,16 +200,34 @@ mod tests {
             PathBuf::from("r/third"),
             PathBuf::from("other"),
         ];
+        let mut base = meta(Init::RandomInit, 10);
+        if let Some(m) = base.as_mut() {
+            m.best = Some(crate::run_dir::meta::Best {
+                epoch: 4,
+                top1: 0.5,
+            });
+        }
+        let mut from_best = meta(Init::From(PathBuf::from("r/base")), 1);
+        if let Some(m) = from_best.as_mut() {
+            m.config.which = Which::Best;
+        }
         let metas = [
-            meta(Init::RandomInit, 10),
+            base,
             meta(Init::From(PathBuf::from("r/base")), 5),
             meta(Init::From(PathBuf::from("r/ft/best.safetensors")), 3),
             meta(Init::From(PathBuf::from("elsewhere")), 2),
+            from_best,
         ];
         // 100 training images in batches of 10: 10 steps an epoch
         assert_eq!(
             offsets(&runs, &metas),
-            vec![(0.0, 0.0), (100.0, 10.0), (150.0, 15.0), (0.0, 0.0)]
+            vec![
+                (0.0, 0.0),
+                (100.0, 10.0),
+                (150.0, 15.0),
+                (0.0, 0.0),
+                (40.0, 4.0)
+            ]
         );
     }
 

@@ -152,6 +152,17 @@ impl TrainConfig {
 /// data and the run now are), taken from this command line. Any other flag that differs from
 /// the recording is an error naming it with both values.
 pub fn resumed(requested: &TrainConfig, recorded: &TrainConfig) -> Result<TrainConfig> {
+    if requested.stage != recorded.stage {
+        let command = match recorded.stage {
+            Stage::Base => "train-base",
+            Stage::Finetune => "finetune",
+        };
+        bail_input!(
+            "--resume: {} holds a {} run; resume it with `vggtiny {command} ... --resume`",
+            requested.out.display(),
+            recorded.stage.name()
+        );
+    }
     const FROM_COMMAND_LINE: [&str; 14] = [
         "data",
         "out",
@@ -244,7 +255,13 @@ fn flag_change(key: &str, now: &Value, then: &Value) -> Option<String> {
         }
         k => format!("--{}", k.replace('_', "-")),
     };
-    Some(format!("{flag} {now} (the run has {then})"))
+    // Strings as a command line shows them, without JSON's quotes.
+    let shown = |v: &Value| v.as_str().map_or_else(|| v.to_string(), String::from);
+    Some(format!(
+        "{flag} {} (the run has {})",
+        shown(now),
+        shown(then)
+    ))
 }
 
 /// VGG16 needs at least 32 pixels for its five poolings; beyond 1024 a batch of one image
@@ -325,6 +342,20 @@ mod tests {
         for unchanged in ["--schedule", "--out", "--epochs", "--max-lr", "--step-size"] {
             assert!(!err.contains(unchanged), "{unchanged} in {err}");
         }
+        requested.sched_step = SchedStep::Epoch;
+        let err = resumed(&requested, &recorded).unwrap_err().to_string();
+        assert!(
+            err.contains("--sched-step epoch (the run has batch)"),
+            "{err}"
+        );
+        requested.sched_step = SchedStep::Batch;
+        let mut other_stage = requested.clone();
+        other_stage.stage = Stage::Finetune;
+        let err = resumed(&other_stage, &recorded).unwrap_err().to_string();
+        assert!(
+            err.contains("holds a base run") && err.contains("train-base"),
+            "{err}"
+        );
         requested.schedule.base_lr = recorded.schedule.base_lr;
         requested.augment = true;
         let config = resumed(&requested, &recorded).unwrap();

@@ -73,11 +73,16 @@ impl Trainer<'_> {
             .keys
             .epoch(epoch, Stream::Dropout, self.state.batch as u64);
         tch::manual_seed(dropout_key as i64);
+        // A batch that may be skipped must not leave its BatchNorm statistics behind.
+        let model = &self.learner.model;
+        let statistics = (self.cfg.max_nan_skips > 0).then(|| model.batch_norm_statistics());
         let (loss, logits) = self.learner.forward_loss(batch);
         if self.policy.admit(&loss, step, &mut self.state.nan_skips)? {
             self.learner.optimize(&loss, (lr, beta1));
             *loss_sum += loss.detach().to_kind(Kind::Double) * batch.len as f64;
             self.state.seen += batch.len;
+        } else if let Some(statistics) = statistics {
+            self.learner.model.set_batch_norm_statistics(&statistics);
         }
         self.state.last_lr = lr;
         self.log.advance(batch.len as u64);
@@ -125,24 +130,63 @@ impl Trainer<'_> {
     }
 
     /// A checkpoint inside the epoch when `--checkpoint-every` says so or a signal asks the run
-    /// to stop (which it then does). The epoch's end saves its own.
+    /// to stop (which it then does).
     fn checkpoint_mid_epoch(&mut self, loss_sum: &Tensor) -> Result<()> {
-        let signal = self.signals.caught();
         let due = self
             .cfg
             .checkpoint_every
             .is_some_and(|n| self.state.step.is_multiple_of(n));
-        if (due || signal.is_some()) && self.state.batch < self.per_epoch() {
-            self.policy.check()?;
-            self.state.loss_sum = loss_sum.double_value(&[]);
-            self.saver.save(&self.learner, &mut self.state, &self.log)?;
+        let signal = self.signals.caught();
+        let action = mid_epoch(due, signal, self.state.batch, self.per_epoch());
+        if action == MidEpoch::Go {
+            return Ok(());
         }
-        match signal {
-            Some(signal) => {
+        self.policy.check()?;
+        self.state.loss_sum = loss_sum.double_value(&[]);
+        self.saver.save(&self.learner, &mut self.state, &self.log)?;
+        match action {
+            MidEpoch::SaveAndStop(signal) => {
                 let (epoch, step) = (self.state.epoch, self.state.step);
                 Err(interrupted(signal, epoch, step, &self.cfg.out))
             }
-            None => Ok(()),
+            _ => Ok(()),
         }
+    }
+}
+
+/// What the end of a step inside an epoch calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MidEpoch {
+    Go,
+    Save,
+    /// Save, then stop for this signal.
+    SaveAndStop(i32),
+}
+
+/// After `batch` of `per_epoch` batches: a due checkpoint is saved, a signal saves and stops.
+/// After the epoch's last batch both wait for the epoch's end, which saves the epoch with its
+/// scores and then answers the signal.
+fn mid_epoch(due: bool, signal: Option<i32>, batch: usize, per_epoch: usize) -> MidEpoch {
+    match signal {
+        _ if batch >= per_epoch => MidEpoch::Go,
+        Some(signal) => MidEpoch::SaveAndStop(signal),
+        None if due => MidEpoch::Save,
+        None => MidEpoch::Go,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_in_the_last_batch_is_left_to_the_epoch_end() {
+        assert_eq!(mid_epoch(false, None, 3, 10), MidEpoch::Go);
+        assert_eq!(mid_epoch(true, None, 3, 10), MidEpoch::Save);
+        assert_eq!(mid_epoch(true, Some(2), 3, 10), MidEpoch::SaveAndStop(2));
+        assert_eq!(mid_epoch(false, Some(15), 9, 10), MidEpoch::SaveAndStop(15));
+        // the epoch's last batch: its end saves, then stops
+        assert_eq!(mid_epoch(false, Some(2), 10, 10), MidEpoch::Go);
+        assert_eq!(mid_epoch(true, None, 10, 10), MidEpoch::Go);
     }
 }

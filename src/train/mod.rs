@@ -119,8 +119,10 @@ impl Trainer<'_> {
         let epoch = self.state.epoch;
         let started = Instant::now();
         let order = self.epoch_order(epoch);
+        let seen_before = self.state.seen;
         let complete = self.train_one_epoch(&order)?;
-        let train_seconds = started.elapsed().as_secs_f64();
+        // This session's speed: a resumed epoch counts only the images trained since.
+        let speed = (self.state.seen - seen_before) as f64 / started.elapsed().as_secs_f64();
         if !complete {
             // --max-steps ended the stage inside the epoch: the checkpoint keeps this position
             // (and leaves out the scores below, so that a resumed run logs the epoch once).
@@ -128,7 +130,7 @@ impl Trainer<'_> {
         }
         self.precise_batch_norm(&order);
         let scores = self.validate();
-        let record = self.epoch_record(&scores, started, train_seconds);
+        let record = self.epoch_record(&scores, started, speed);
         self.log.epoch(&record, scores.samples)?;
         self.saver.push_epoch(record);
         if !complete {
@@ -175,7 +177,7 @@ impl Trainer<'_> {
         )
     }
 
-    fn epoch_record(&self, scores: &Scores, started: Instant, train_seconds: f64) -> EpochRecord {
+    fn epoch_record(&self, scores: &Scores, started: Instant, speed: f64) -> EpochRecord {
         let state = &self.state;
         EpochRecord {
             stage: self.cfg.stage.name().to_string(),
@@ -186,7 +188,7 @@ impl Trainer<'_> {
             holdout_top5: scores.top5,
             lr: state.last_lr,
             seconds: started.elapsed().as_secs_f64(),
-            images_per_sec: state.seen as f64 / train_seconds,
+            images_per_sec: speed,
             host_mb: host_memory_mb("VmRSS:"),
         }
     }

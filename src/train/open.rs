@@ -75,6 +75,14 @@ pub fn open(requested: &TrainConfig) -> Result<Opened> {
             state.stage.name()
         );
     }
+    if let Some(max) = config.max_steps.filter(|&max| state.step >= max) {
+        bail_input!(
+            "--resume: {} already took {} steps, and --max-steps {max} allows no more; raise \
+             or drop --max-steps",
+            config.out.display(),
+            state.step
+        );
+    }
     Ok(Opened {
         config,
         start: Start::Resumed {

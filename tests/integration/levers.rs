@@ -40,7 +40,7 @@ fn image_size_64_is_the_recipe_bit_for_bit() {
 
 /// A run at 96x96 with label smoothing: both recorded; finetune inherits the size (or says
 /// when told another); eval, eval --tta, predict and report use the run's size; the holdout
-/// loss is the plain NLL (eval, which knows no smoothing, reproduces it); resume and bf16 work.
+/// loss is the plain NLL (eval, which knows no smoothing, reproduces it); resume works.
 #[test]
 fn a_larger_image_size_and_label_smoothing_carry_through_every_command() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,7 +66,7 @@ fn a_larger_image_size_and_label_smoothing_carry_through_every_command() {
     let ft = dir.path().join("ft");
     let base_s = s(&base).to_string();
     let out = vggtiny(&words(&format!(
-        "finetune --data {} --from {base_s} --out {} --max-steps 1 --batch-size 6 --amp bf16",
+        "finetune --data {} --from {base_s} --out {} --max-steps 1 --batch-size 6",
         s(&data),
         s(&ft)
     )));

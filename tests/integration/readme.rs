@@ -38,7 +38,7 @@ fn the_readmes_commands_run_as_written() {
     let commands = readme_commands();
     assert!(commands.len() >= 12, "{commands:?}");
     let dir = tempfile::tempdir().unwrap();
-    let data = dataset(dir.path(), 4, 10);
+    let data = dataset(dir.path(), 3, 8);
     // ImageNet-style weights where train-base looks for them by default
     let cache = dir.path().join("cache");
     let weights = cache.join("vggtiny/vgg16-imagenet.safetensors");
