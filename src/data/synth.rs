@@ -98,7 +98,7 @@ fn write_class(out: &Path, spec: &SynthSpec, c: usize) -> Result<ClassFiles> {
     for k in 0..spec.per_class + spec.val_per_class {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(&[spec.seed, c as u64, k as u64]));
         let rgb = render(c, spec.classes, &mut rng);
-        let gray = (c * 31 + k) % 50 == 0;
+        let gray = (c * 31 + k).is_multiple_of(50);
         if k < spec.per_class {
             let name = format!("{id}_{k}.JPEG");
             write_jpeg(&images.join(&name), &rgb, gray)?;

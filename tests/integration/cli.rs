@@ -50,8 +50,7 @@ fn train_base_finetune_eval_end_to_end() {
         10
     );
 
-    let meta: Value =
-        serde_json::from_str(&std::fs::read_to_string(base.join("meta.json")).unwrap()).unwrap();
+    let meta: Value = meta_json(&base);
     assert_eq!(meta["classes"].as_array().unwrap().len(), 4);
     assert_eq!(meta["split"]["seed"], 42);
     assert_eq!(meta["split"]["dataset_size"], 40);
@@ -118,8 +117,7 @@ fn train_base_finetune_eval_end_to_end() {
             assert!(!tuned[name].equal(t), "stage 2 left {name} unchanged");
         }
     }
-    let ft_meta: Value =
-        serde_json::from_str(&std::fs::read_to_string(ft.join("meta.json")).unwrap()).unwrap();
+    let ft_meta: Value = meta_json(&ft);
     assert_eq!(ft_meta["stage"], "finetune");
     assert_eq!(ft_meta["split"], meta["split"]);
 
@@ -169,8 +167,7 @@ fn max_steps_stops_the_stage() {
     let events = json_lines(&run.join("metrics.jsonl"));
     assert_eq!(events.iter().filter(|e| e["event"] == "batch").count(), 3);
     assert_eq!(events.iter().filter(|e| e["event"] == "epoch").count(), 1);
-    let meta: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
+    let meta: Value = meta_json(&run);
     assert_eq!(meta["config"]["precise_bn"], 2);
     assert_eq!(meta["config"]["max_steps"], 3);
 }

@@ -126,3 +126,20 @@ pub fn mini_subset() -> PathBuf {
     assert!(dir.join("train").is_dir(), "{}: no train/", dir.display());
     dir
 }
+
+/// The `meta.json` of a run directory.
+pub fn meta_json(run: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap()
+}
+
+/// Runs a prepared command that must succeed; returns its stdout.
+pub fn succeeds(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run vggtiny");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

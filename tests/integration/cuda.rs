@@ -118,17 +118,7 @@ fn cuda_prefetched_augmented_batches_equal_the_cpu_batches() {
 /// vggtiny's output with TF32 off: libtorch runs fp32 convolutions on tensor cores in TF32 by
 /// default, which moves losses by far more than the CPU comparisons allow.
 fn ok_fp32(args: &[&str]) -> String {
-    let out = command()
-        .args(args)
-        .env("NVIDIA_TF32_OVERRIDE", "0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    succeeds(command().args(args).env("NVIDIA_TF32_OVERRIDE", "0"))
 }
 
 fn eval_on(data: &Path, run: &Path, device: &str, flags: &str) -> Value {
@@ -255,8 +245,7 @@ fn cuda_checkpoints_resume_across_cpu_and_gpu() {
         let mut args = train_args(&data, &run, flags);
         args.extend(["--device", then, "--resume"]);
         ok(&args);
-        let meta: Value =
-            serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
+        let meta: Value = meta_json(&run);
         assert_eq!(
             meta["epochs"].as_array().unwrap().len(),
             2,

@@ -1,14 +1,8 @@
 //! Everyday use: early stopping and the best model, predict, test-time augmentation, the
 //! report (its PNG decoded and looked into), shell completions.
 
-use std::path::Path;
-
 use crate::common::*;
 use serde_json::Value;
-
-fn meta(run: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap()
-}
 
 #[test]
 fn early_stopping_keeps_the_best_model_and_which_selects_it() {
@@ -23,7 +17,7 @@ fn early_stopping_keeps_the_best_model_and_which_selects_it() {
         "--epochs 6 --batch-size 6 --holdout 0.25 --early-stop 2 --min-delta 0.9",
     );
     assert!(out.contains("Early stop"), "{out}");
-    let m = meta(&run);
+    let m = meta_json(&run);
     assert_eq!(m["epochs"].as_array().unwrap().len(), 3);
     assert_eq!(m["best"]["epoch"], 1);
     let best = tensors(&run.join("best.safetensors"));
@@ -39,7 +33,7 @@ fn early_stopping_keeps_the_best_model_and_which_selects_it() {
         s(&run),
         s(&ft)
     )));
-    assert_eq!(meta(&ft)["config"]["which"], "best");
+    assert_eq!(meta_json(&ft)["config"]["which"], "best");
 }
 
 #[test]

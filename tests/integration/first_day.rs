@@ -7,10 +7,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn meta(run: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap()
-}
-
 /// A small trained run to point commands at.
 fn trained(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let data = dataset(dir, 3, 8);
@@ -166,7 +162,7 @@ fn logs_read_well_without_a_terminal_and_meta_names_the_device() {
     );
     let text = ok(&["eval", "--data", s(&data), "--checkpoint", s(&run)]);
     assert!(text.contains("Top-1 acc: ") && text.contains('%'), "{text}");
-    let m = meta(&run);
+    let m = meta_json(&run);
     assert!(
         m["device"].as_str().unwrap().starts_with("cpu"),
         "{}",
@@ -213,19 +209,11 @@ fn the_image_cache_lives_apart_from_the_weights() {
     let data = dataset(dir.path(), 2, 4);
     let cache_home = dir.path().join("home-cache");
     let run = dir.path().join("run");
-    let out = command()
-        .args(train_args(
-            &data,
-            &run,
-            "--batch-size 2 --holdout 0.25 --max-steps 1",
-        ))
-        .env("XDG_CACHE_HOME", &cache_home)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let flags = "--batch-size 2 --holdout 0.25 --max-steps 1";
+    succeeds(
+        command()
+            .args(train_args(&data, &run, flags))
+            .env("XDG_CACHE_HOME", &cache_home),
     );
     let files: Vec<_> = std::fs::read_dir(cache_home.join("vggtiny/images"))
         .unwrap()

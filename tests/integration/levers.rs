@@ -8,10 +8,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn meta(run: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap()
-}
-
 #[test]
 fn image_size_64_is_the_recipe_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,8 +30,8 @@ fn image_size_64_is_the_recipe_bit_for_bit() {
             .collect()
     };
     assert_eq!(losses(&plain), losses(&sized));
-    assert_eq!(meta(&plain)["config"]["image_size"], 64);
-    assert_eq!(meta(&plain)["config"]["label_smoothing"], 0.0);
+    assert_eq!(meta_json(&plain)["config"]["image_size"], 64);
+    assert_eq!(meta_json(&plain)["config"]["label_smoothing"], 0.0);
 }
 
 /// A run at 96x96 with label smoothing: both recorded; finetune inherits the size (or says
@@ -51,7 +47,7 @@ fn a_larger_image_size_and_label_smoothing_carry_through_every_command() {
     let mut resume = train_args(&data, &base, flags);
     resume.push("--resume");
     ok(&resume);
-    let m = meta(&base);
+    let m = meta_json(&base);
     assert_eq!(m["config"]["image_size"], 96);
     assert_eq!(m["config"]["label_smoothing"], 0.1);
     let last = &m["epochs"][1];
@@ -75,7 +71,7 @@ fn a_larger_image_size_and_label_smoothing_carry_through_every_command() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(meta(&ft)["config"]["image_size"], 96, "inherited");
+    assert_eq!(meta_json(&ft)["config"]["image_size"], 96, "inherited");
     let other = dir.path().join("other");
     let out = vggtiny(&words(&format!(
         "finetune --data {} --from {base_s} --out {} --max-steps 1 --batch-size 6 --image-size 64",
@@ -85,7 +81,7 @@ fn a_larger_image_size_and_label_smoothing_carry_through_every_command() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("trained at 96x96"), "{stderr}");
-    assert_eq!(meta(&other)["config"]["image_size"], 64);
+    assert_eq!(meta_json(&other)["config"]["image_size"], 64);
 
     let jpeg = data.join("val/images/val_0.JPEG");
     let predicted = ok(&["predict", s(&jpeg), "--checkpoint", s(&ft), "--json"]);
@@ -117,11 +113,11 @@ fn a_third_stage_starts_from_the_second() {
             s(out)
         )));
     }
-    let m = meta(&third);
+    let m = meta_json(&third);
     assert_eq!(m["stage"], "finetune");
     assert_eq!(
         m["split"],
-        meta(&base)["split"],
+        meta_json(&base)["split"],
         "the holdout stays stage 1's"
     );
     assert_eq!(m["config"]["schedule"]["base_lr"], 1e-6);

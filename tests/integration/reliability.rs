@@ -267,8 +267,7 @@ fn undecodable_images_stop_the_run_or_are_skipped_and_recorded() {
         stderr.contains("1 images were not 64x64 and were resized"),
         "{stderr}"
     );
-    let meta: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
+    let meta: Value = meta_json(&run);
     let skipped: Vec<&str> = meta["skipped"]
         .as_array()
         .unwrap()
@@ -455,8 +454,7 @@ fn precise_bn_skips_a_batch_of_one_image() {
         &run,
         "--batch-size 11 --holdout 0.25 --epochs 1 --precise-bn 4",
     );
-    let meta: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("meta.json")).unwrap()).unwrap();
+    let meta: Value = meta_json(&run);
     let loss = &meta["epochs"][0]["holdout_loss"];
     assert!(loss.as_f64().is_some_and(f64::is_finite), "{loss}");
     for (name, t) in tensors(&run.join("model.safetensors")) {
