@@ -64,6 +64,7 @@ fn the_readmes_commands_run_as_written() {
                 format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
             )
             .env("data", &data)
+            .env("OMP_NUM_THREADS", "1")
             .env("XDG_CACHE_HOME", &cache)
             .output()
             .unwrap();
