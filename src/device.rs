@@ -278,18 +278,18 @@ pub fn set_deterministic(on: bool) -> Result<()> {
     Ok(())
 }
 
-/// Whether cuDNN is told to use deterministic algorithms (`None`: not readable).
-pub fn deterministic() -> Option<bool> {
-    type GetFlag = unsafe extern "C" fn(*mut c_void) -> bool;
-    let context = global_context()?;
-    let get = context_member(c"_ZNK2at7Context18deterministicCuDNNEv")?;
-    // SAFETY: `bool at::Context::deterministicCuDNN() const` on the global context.
-    Some(unsafe { std::mem::transmute::<*mut c_void, GetFlag>(get)(context) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether cuDNN is told to use deterministic algorithms, read back from libtorch.
+    fn deterministic() -> Option<bool> {
+        type GetFlag = unsafe extern "C" fn(*mut c_void) -> bool;
+        let context = global_context()?;
+        let get = context_member(c"_ZNK2at7Context18deterministicCuDNNEv")?;
+        // SAFETY: `bool at::Context::deterministicCuDNN() const` on the global context.
+        Some(unsafe { std::mem::transmute::<*mut c_void, GetFlag>(get)(context) })
+    }
 
     #[test]
     fn device_specs() {

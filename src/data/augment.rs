@@ -117,10 +117,6 @@ impl Constants {
             hue_slope: per_channel([1.0, -1.0, -1.0]),
         }
     }
-
-    pub fn device(&self) -> Device {
-        self.mean.device()
-    }
 }
 
 /// `Normalize(MEAN, STD)` on float NCHW, with torchvision's arithmetic (subtract, then
@@ -250,13 +246,6 @@ fn column(v: &Tensor) -> Tensor {
     v.view([-1, 1, 1, 1])
 }
 
-/// `adjust_saturation`: blend with the grayscale image (torchvision's weights), clamp to [0, 1].
-pub fn adjust_saturation(x: &Tensor, factor: &Tensor) -> Tensor {
-    let out = x.empty_like();
-    saturate_into(x, &column(factor), 1.0, &out);
-    out
-}
-
 /// `adjust_saturation` of `x * scale`, written into `out`.
 fn saturate_into(x: &Tensor, factor: &Tensor, scale: f64, out: &Tensor) {
     let c = x.unbind(1);
@@ -264,14 +253,6 @@ fn saturate_into(x: &Tensor, factor: &Tensor, scale: f64, out: &Tensor) {
     let keep: Tensor = (1.0 - factor) * scale;
     let blend = (gray * keep).addcmul(x, &(factor * scale));
     let _ = blend.clamp_out(out, 0.0, 1.0);
-}
-
-/// `adjust_hue`: rotate the HSV hue by `shift` (fraction of a turn, one per sample) keeping
-/// saturation and value.
-pub fn adjust_hue(x: &Tensor, shift: &Tensor, c: &Constants) -> Tensor {
-    let out = x.empty_like();
-    rotate_hue_into(x, &column(shift), c, &out);
-    out
 }
 
 /// `adjust_hue` written into `out`, in closed form rather than through a full HSV round trip:
@@ -369,6 +350,21 @@ mod tests {
             hue: vec![0.0; n],
             saturation_first: vec![true; n],
         }
+    }
+
+    /// `adjust_saturation`: blend with the grayscale image (torchvision's weights), clamp to [0, 1].
+    fn adjust_saturation(x: &Tensor, factor: &Tensor) -> Tensor {
+        let out = x.empty_like();
+        saturate_into(x, &column(factor), 1.0, &out);
+        out
+    }
+
+    /// `adjust_hue`: rotate the HSV hue by `shift` (fraction of a turn, one per sample) keeping
+    /// saturation and value.
+    fn adjust_hue(x: &Tensor, shift: &Tensor, c: &Constants) -> Tensor {
+        let out = x.empty_like();
+        rotate_hue_into(x, &column(shift), c, &out);
+        out
     }
 
     fn full(n: i64, v: f64) -> Tensor {

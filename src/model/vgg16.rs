@@ -83,7 +83,6 @@ pub struct Vgg16 {
     tensors: Vec<Named>,
     features: Vec<Layer>,
     head: Head,
-    num_classes: i64,
     dropout: f64,
     /// Type of convolutions and linear layers under mixed precision; `None` computes in fp32.
     compute: Option<Kind>,
@@ -207,7 +206,6 @@ impl Vgg16 {
             tensors,
             features,
             head: Head { fc, bn },
-            num_classes,
             dropout: DROPOUT,
             compute: None,
         }
@@ -235,10 +233,6 @@ impl Vgg16 {
     /// The device the model's tensors are on.
     pub fn device(&self) -> Device {
         self.tensors[0].tensor.device()
-    }
-
-    pub fn num_classes(&self) -> i64 {
-        self.num_classes
     }
 
     fn t(&self, i: usize) -> &Tensor {
