@@ -56,6 +56,16 @@ impl Plan<'_> {
     fn wants(&self, w: Workload) -> bool {
         self.only.is_empty() || self.only.contains(&w)
     }
+
+    /// Batches of `set` on the plan's device, at its image size.
+    fn loader<'s>(&self, set: &'s ImageSet) -> Loader<'s> {
+        Loader::new(set, self.device).with_image_size(self.image_size)
+    }
+}
+
+/// The rows of batch `b` of `batch` images, cycling through a set of `n`.
+fn cyclic_rows(b: usize, batch: usize, n: usize) -> Vec<usize> {
+    (0..batch).map(|i| (b * batch + i) % n).collect()
 }
 
 /// Results, in the JSON shape `--json` prints. Absent workloads are null.
@@ -189,18 +199,17 @@ fn warm_start(tree: &Path, plan: &Plan, scratch: &Scratch) -> Result<f64> {
     let warm = place(warm, plan.device)?;
     let _model = Vgg16::new(200, plan.device);
     let first: Vec<usize> = (0..plan.batch_size).collect();
-    let loader = Loader::new(&warm, plan.device).with_image_size(plan.image_size);
-    let _ = loader.train_batch(&first, 0, true);
+    let _ = plan.loader(&warm).train_batch(&first, 0, true);
     synchronize(plan.device);
     Ok(started.elapsed().as_secs_f64())
 }
 
 /// Augmented batches per second, about 16 384 images' worth.
 fn augment_throughput(set: &ImageSet, plan: &Plan) -> f64 {
-    let loader = Loader::new(set, plan.device).with_image_size(plan.image_size);
+    let loader = plan.loader(set);
     let (n, batch) = (set.len(), plan.batch_size);
     let batches = (16384 / batch).max(4);
-    let rows = |b: usize| (0..batch).map(|i| (b * batch + i) % n).collect::<Vec<_>>();
+    let rows = |b: usize| cyclic_rows(b, batch, n);
     let _ = loader.train_batch(&rows(0), 0, true);
     synchronize(plan.device);
     let started = Instant::now();
@@ -223,11 +232,11 @@ fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<(f64, f
     let warmup = 2;
     let batches: Vec<Planned> = (0..warmup + plan.steps)
         .map(|b| Planned {
-            indices: (0..batch_size).map(|i| (b * batch_size + i) % n).collect(),
+            indices: cyclic_rows(b, batch_size, n),
             key: b as u64,
         })
         .collect();
-    let loader = Loader::new(set, device).with_image_size(plan.image_size);
+    let loader = plan.loader(set);
     let (mut waited, mut timed_start) = (0.0, Instant::now());
     std::thread::scope(|scope| -> Result<()> {
         let mut stream = loader.prefetch(scope, batches, true);
@@ -255,7 +264,7 @@ fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<(f64, f
 /// Eval-mode forward passes per second over the whole set.
 fn eval_throughput(set: &ImageSet, plan: &Plan) -> f64 {
     let device = plan.device;
-    let loader = Loader::new(set, device).with_image_size(plan.image_size);
+    let loader = plan.loader(set);
     tch::manual_seed(0);
     let mut model = Vgg16::new(200, device);
     model.set_compute_kind(plan.amp.compute_kind());

@@ -7,9 +7,8 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use super::flags::{CacheFlags, DeviceFlag, ModelFlags};
+use super::flags::{CacheFlags, DeviceFlag, ModelFlags, ScoreBatch};
 use super::JSON_VERSION;
-use crate::bail_input;
 use crate::data::scan::DataRoot;
 use crate::eval::scoring::{prepare, EvalSplit, ScoringData};
 use crate::eval::tta::Tta;
@@ -38,9 +37,8 @@ pub struct EvalArgs {
     /// Holdout fraction for a checkpoint without meta.json
     #[arg(long, default_value_t = 0.05, value_name = "FRACTION")]
     pub holdout: f64,
-    /// Images per forward pass
-    #[arg(long, default_value_t = 256, value_name = "N")]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub batch: ScoreBatch,
     #[command(flatten)]
     pub device: DeviceFlag,
     #[command(flatten)]
@@ -62,9 +60,6 @@ struct Report<'a> {
 
 pub fn run(args: &EvalArgs) -> Result<()> {
     validate_holdout(args.holdout)?;
-    if args.batch_size < 1 {
-        bail_input!("--batch-size must be at least 1");
-    }
     let device = args.device.open()?;
     let source = args.model.open()?;
     let root = DataRoot::locate(&args.data)?;
@@ -79,7 +74,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let scoring = prepare(&source, &data, device)?;
     let loader = scoring.loader(device);
     let indices: Vec<usize> = (0..scoring.samples.len()).collect();
-    let scores = evaluate(&scoring.model, &loader, &indices, args.batch_size, args.tta);
+    let scores = evaluate(&scoring.model, &loader, &indices, args.batch.size, args.tta);
     print(args, scores)
 }
 

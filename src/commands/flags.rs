@@ -1,8 +1,6 @@
 //! Flag groups several commands share, flattened into each (`#[command(flatten)]`).
 
-use std::path::PathBuf;
-
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
@@ -51,6 +49,22 @@ impl CacheFlags {
     /// The cache directory to use: none with --no-cache, else --cache-dir or the default.
     pub fn dir(&self) -> Option<PathBuf> {
         (!self.no_cache).then(|| self.cache_dir.clone().unwrap_or_else(image_cache_dir))
+    }
+}
+
+/// `--batch-size` of the commands that only score images.
+#[derive(Debug, Clone, Args)]
+pub struct ScoreBatch {
+    /// Images per forward pass
+    #[arg(long = "batch-size", default_value_t = 256, value_name = "N", value_parser = at_least_one)]
+    pub size: usize,
+}
+
+/// A count that must be positive, as clap checks it.
+fn at_least_one(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be at least 1".into()),
     }
 }
 

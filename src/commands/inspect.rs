@@ -15,7 +15,6 @@ use tch::{Device, Tensor};
 use crate::bail_input;
 use crate::data::augment::{augment, resize, to_float, AugmentParams, Constants, ParamTensors};
 use crate::data::cache::decode_files;
-
 use crate::data::scan::{scan_image_folder, scan_val, DataRoot, Sample};
 use crate::data::split::SplitSpec;
 use crate::io::safetensors::{read_tensors, save_tensors};

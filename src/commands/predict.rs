@@ -7,7 +7,7 @@ use clap::Args;
 
 use serde::Serialize;
 
-use super::flags::{DeviceFlag, ModelFlags};
+use super::flags::{DeviceFlag, ModelFlags, ScoreBatch};
 use super::JSON_VERSION;
 use crate::bail_input;
 use crate::data::scan::{find_classes, DataRoot};
@@ -27,9 +27,8 @@ pub struct PredictArgs {
     /// Test-time augmentation: average the class probabilities over views of each image
     #[arg(long, value_enum, default_value_t = Tta::None)]
     pub tta: Tta,
-    /// Images per forward pass
-    #[arg(long, default_value_t = 256, value_name = "N")]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub batch: ScoreBatch,
     /// Print one JSON object (version, predictions) instead of text
     #[arg(long)]
     pub json: bool,
@@ -38,9 +37,6 @@ pub struct PredictArgs {
 }
 
 pub fn run(args: &PredictArgs) -> Result<()> {
-    if args.batch_size < 1 {
-        bail_input!("--batch-size must be at least 1");
-    }
     let device = args.device.open()?;
     let source = args.model.open()?;
     let (classes, names) = match (&source.meta, &args.data) {
@@ -63,7 +59,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         classes: &classes,
         names: &names,
     };
-    let predictions = classifier.predict(&args.images, args.tta, args.batch_size)?;
+    let predictions = classifier.predict(&args.images, args.tta, args.batch.size)?;
     print(&predictions, args.json)
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::flags::{open_run, DeviceFlag};
+use super::flags::{open_run, DeviceFlag, ScoreBatch};
 use crate::bail_input;
 use crate::data::scan::DataRoot;
 use crate::eval::predicted_classes;
@@ -35,17 +35,13 @@ pub struct ReportArgs {
     /// Which model of the last run: the last epoch's or the best holdout top-1's
     #[arg(long, value_enum, default_value_t = Which::Last)]
     pub which: Which,
-    /// Images per forward pass when scoring
-    #[arg(long, default_value_t = 256, value_name = "N")]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub batch: ScoreBatch,
     #[command(flatten)]
     pub device: DeviceFlag,
 }
 
 pub fn run(args: &ReportArgs) -> Result<()> {
-    if args.batch_size < 1 {
-        bail_input!("--batch-size must be at least 1");
-    }
     let last = args.runs.last().context("no run given")?;
     // Checked before drawing: a run without the model to score writes nothing.
     let source = open_run(last, args.which, "RUN", "vggtiny train-base --data DIR")?;
@@ -75,7 +71,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let scoring = prepare(&source, &data, device)?;
     let loader = scoring.loader(device);
     let indices: Vec<usize> = (0..scoring.samples.len()).collect();
-    let guesses = predicted_classes(&scoring.model, &loader, &indices, args.batch_size)?;
+    let guesses = predicted_classes(&scoring.model, &loader, &indices, args.batch.size)?;
     let pairs = scoring.samples.iter().zip(&guesses);
     let confusion = Confusion::new(
         scoring.classes.len(),
