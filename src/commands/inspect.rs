@@ -32,6 +32,11 @@ pub enum InspectCommand {
         #[arg(long, default_value_t = 0.05)]
         holdout: f64,
     },
+    /// JSON: for each `N:SEED:HOLDOUT` case, the holdout indices of the split of N samples
+    Split {
+        #[arg(required = true, value_name = "N:SEED:HOLDOUT")]
+        cases: Vec<String>,
+    },
     /// Decode images into a safetensors file holding `images` (uint8, N x 64 x 64 x 3)
     Decode {
         #[arg(long, value_name = "FILE")]
@@ -87,6 +92,14 @@ pub fn run(command: &InspectCommand) -> Result<()> {
             seed,
             holdout,
         } => dataset(data, *seed, *holdout),
+        InspectCommand::Split { cases } => {
+            let holdouts = cases
+                .iter()
+                .map(|case| split_case(case).map(|spec| spec.split().holdout))
+                .collect::<Result<Vec<_>>>()?;
+            println!("{}", serde_json::to_string(&holdouts)?);
+            Ok(())
+        }
         InspectCommand::Decode { out, images } => {
             save_tensors(out, &[("images".to_string(), decode_files(images)?)])
         }
@@ -147,6 +160,22 @@ fn augment_file(input: &Path, params: &Path, out: &Path, image_size: u32) -> Res
     let side = i64::from(image_size);
     let augmented = augment(&images, &params, &tensors, &Constants::on(device), side);
     save_tensors(out, &[("augmented".to_string(), augmented)])
+}
+
+/// `N:SEED:HOLDOUT` as a split.
+fn split_case(case: &str) -> Result<SplitSpec> {
+    let parts: Vec<&str> = case.split(':').collect();
+    let [n, seed, holdout] = parts[..] else {
+        bail_input!("inspect split: {case:?} is not N:SEED:HOLDOUT");
+    };
+    let parsed = (|| -> Option<(usize, i64, f64)> {
+        Some((n.parse().ok()?, seed.parse().ok()?, holdout.parse().ok()?))
+    })();
+    let Some((n, seed, holdout)) = parsed else {
+        bail_input!("inspect split: {case:?} is not N:SEED:HOLDOUT");
+    };
+    validate_holdout(holdout)?;
+    Ok(SplitSpec::new(seed, holdout, n))
 }
 
 fn dataset(data: &Path, seed: i64, holdout: f64) -> Result<()> {

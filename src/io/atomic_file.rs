@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 /// Test hook for file systems that cannot be made full for real: with
 /// `VGGTINY_FAULT_DISK_FULL_AFTER=N` set, every atomic write after the first N fails as a full
-/// disk would.
+/// disk would at the sync, once its temporary file is written.
 fn injected_disk_full() -> Option<std::io::Error> {
     static WRITES: AtomicUsize = AtomicUsize::new(0);
     let limit: usize = std::env::var("VGGTINY_FAULT_DISK_FULL_AFTER")
@@ -23,9 +23,6 @@ fn injected_disk_full() -> Option<std::io::Error> {
 
 /// Writes `path` through a synced temporary file and a rename; `write` fills the temporary path.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    if let Some(err) = injected_disk_full() {
-        return Err(err).with_context(|| format!("cannot write {}", path.display()));
-    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -36,7 +33,10 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
     let result = write(&tmp).and_then(|()| {
         File::open(&tmp)
-            .and_then(|f| f.sync_all())
+            .and_then(|f| match injected_disk_full() {
+                Some(err) => Err(err),
+                None => f.sync_all(),
+            })
             .with_context(|| format!("cannot sync {}", tmp.display()))?;
         fs::rename(&tmp, path)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;

@@ -541,7 +541,8 @@ mod tests {
         let bf16 = model.forward_eval(&x);
         assert_eq!(bf16.kind(), Kind::Float);
         let rel = ((&bf16 - &fp32).norm().double_value(&[])) / fp32.norm().double_value(&[]);
-        assert!(rel < 0.05, "relative difference {rel}");
+        // bf16 keeps 8 significant bits: a result equal to fp32's was not computed in bf16
+        assert!(rel > 1e-4 && rel < 0.05, "relative difference {rel}");
         model.set_stage(Stage::Finetune);
         model.forward_train(&x).sum(Kind::Float).backward();
         for (name, t) in model.trainable() {

@@ -147,9 +147,13 @@ impl Start {
         cfg: &TrainConfig,
     ) -> Result<TrainState> {
         match self {
-            Start::Fresh(None) => Ok(TrainState::new(cfg.stage)),
-            Start::Fresh(Some(w)) => {
-                learner.model.load(w.named, w.part, &w.source)?;
+            Start::Fresh(weights) => {
+                if let Some(w) = weights {
+                    learner.model.load(w.named, w.part, &w.source)?;
+                }
+                // meta.json (the recipe) goes to disk before the first checkpoint, so that a
+                // run killed between the two can still be resumed.
+                saver.save_meta()?;
                 Ok(TrainState::new(cfg.stage))
             }
             Start::Resumed { tensors, state, .. } => {

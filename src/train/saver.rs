@@ -46,6 +46,10 @@ impl CheckpointSaver {
     /// The model and `meta.json` alone (an epoch scored after its checkpoint was written).
     pub fn save_model(&self, model: &Vgg16) -> Result<()> {
         save_tensors(&self.dir.join(MODEL_FILE), &model.state())?;
+        self.save_meta()
+    }
+
+    pub fn save_meta(&self) -> Result<()> {
         save_meta(&self.dir, &self.meta)
     }
 

@@ -148,3 +148,21 @@ pub fn succeeds(cmd: &mut Command) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A directory shared by the tests of this binary (fixtures built once, such as reference
+/// runs), removed when the binary exits: statics are never dropped, so an `atexit` hook
+/// removes it.
+pub fn shared_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    extern "C" fn remove() {
+        if let Some(dir) = DIR.get() {
+            let _ = std::fs::remove_dir_all(dir.path());
+        }
+    }
+    DIR.get_or_init(|| {
+        // SAFETY: registers a plain function without arguments to run at exit.
+        unsafe { libc::atexit(remove) };
+        tempfile::tempdir().unwrap()
+    })
+    .path()
+}

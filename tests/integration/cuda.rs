@@ -18,6 +18,7 @@ use vggtiny::model::Vgg16;
 use vggtiny::optim::loss_scaler::LossScaler;
 
 use crate::common::*;
+use crate::reliability;
 
 fn require_gpu() {
     assert!(
@@ -63,7 +64,7 @@ fn cuda_set_in_device_memory_and_the_pinned_host_fallback_train_alike() {
     assert!(stderr.contains("stay in host memory"), "{stderr}");
     assert!(!stderr.to_lowercase().contains("deprecated"), "{stderr}");
     let (a, b) = (losses(&on_device), losses(&host));
-    assert_eq!(a.len(), 4);
+    assert_eq!((a.len(), b.len()), (4, 4));
     for (x, y) in a.iter().zip(&b) {
         assert!(close(*x, *y, 1e-5), "{a:?} vs {b:?}");
     }
@@ -105,6 +106,7 @@ fn cuda_prefetched_augmented_batches_equal_the_cpu_batches() {
     assert_eq!(on_device.images.device(), gpu);
     for (name, held) in [("device", &on_device), ("host", &set)] {
         let batches = prefetched(&Loader::new(held, gpu), plan());
+        assert_eq!((cpu.len(), batches.len()), (4, 4), "{name}");
         for (c, g) in cpu.iter().zip(&batches) {
             assert_eq!(g.images.device(), gpu);
             assert!(g.labels.to_device(Device::Cpu).equal(&c.labels), "{name}");
@@ -190,8 +192,12 @@ fn cuda_predict_names_what_the_cpu_names() {
         serde_json::from_str(ok_fp32(&args).trim()).unwrap()
     };
     let (cpu, gpu) = (predict("cpu"), predict("cuda"));
-    let (cpu, gpu) = (&cpu["predictions"], &gpu["predictions"]);
-    for (c, g) in cpu.as_array().unwrap().iter().zip(gpu.as_array().unwrap()) {
+    let (cpu, gpu) = (
+        cpu["predictions"].as_array().unwrap(),
+        gpu["predictions"].as_array().unwrap(),
+    );
+    assert_eq!((cpu.len(), gpu.len()), (5, 5));
+    for (c, g) in cpu.iter().zip(gpu) {
         assert_eq!(c["top5"][0]["wnid"], g["top5"][0]["wnid"]);
         let (a, b) = (
             c["top5"][0]["prob"].as_f64().unwrap(),
@@ -265,7 +271,9 @@ fn cuda_initial_weights_equal_the_cpu_ones() {
     let cpu = Vgg16::new(10, Device::Cpu);
     tch::manual_seed(7);
     let gpu = Vgg16::new(10, Device::Cuda(0));
-    for ((name, a), (_, b)) in cpu.state().into_iter().zip(gpu.state()) {
+    let (cpu, gpu) = (cpu.state(), gpu.state());
+    assert_eq!(cpu.len(), gpu.len());
+    for ((name, a), (_, b)) in cpu.into_iter().zip(gpu) {
         assert_eq!(b.device(), Device::Cuda(0));
         assert!(a.equal(&b.to_device(Device::Cpu)), "{name}");
     }
@@ -277,7 +285,9 @@ fn cuda_initial_weights_equal_the_cpu_ones() {
 #[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
 fn cuda_sigint_then_resume_is_exact_in_deterministic_mode() {
     require_gpu();
-    let flags = "--batch-size 8 --holdout 0.2 --epochs 2 --checkpoint-every 3 --log-interval 1 \
-                 --device cuda --deterministic";
-    crate::reliability::stop_and_resume_equals_uninterrupted(libc::SIGINT, 130, flags);
+    let flags = "--batch-size 8 --holdout 0.2 --epochs 2 --log-interval 1 --device cuda \
+                 --deterministic";
+    let dir = tempfile::tempdir().unwrap();
+    let reference = reliability::reference_run(dir.path(), flags);
+    reliability::stop_and_resume_equals_uninterrupted(&reference, flags, libc::SIGINT, 130);
 }

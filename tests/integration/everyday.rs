@@ -36,6 +36,38 @@ fn early_stopping_keeps_the_best_model_and_which_selects_it() {
     assert_eq!(meta_json(&ft)["config"]["which"], "best");
 }
 
+/// An improvement moves the best model: epoch 1 at a learning rate of 1e-7 stays near chance,
+/// epoch 2 at 3e-4 learns (the schedule steps per epoch), epoch 3 at 1e-7 gains nothing, and
+/// with a patience of 1 the run stops there, epoch 2's model kept as the best.
+#[test]
+fn early_stopping_after_an_improvement_keeps_the_improved_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3, 8);
+    let run = dir.path().join("run");
+    let out = train_random(
+        &data,
+        &run,
+        "--epochs 6 --batch-size 6 --holdout 0.25 --lr 1e-7 --max-lr 3e-4 --step-size-up 1 \
+         --sched-step epoch --early-stop 1 --min-delta 0.05 --precise-bn 3 --device cpu",
+    );
+    assert!(out.contains("Early stop"), "{out}");
+    let m = meta_json(&run);
+    let epochs = m["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3, "{out}");
+    let top1 = |e: usize| epochs[e]["holdout_top1"].as_f64().unwrap();
+    assert!(top1(1) > top1(0) + 0.05, "epoch 2 improves: {out}");
+    assert_eq!(m["best"]["epoch"], 2);
+    let scored = eval_json(&data, &run, "--which best");
+    assert_eq!(scored["top1"], epochs[1]["holdout_top1"]);
+    let rel = (scored["loss"].as_f64().unwrap() - epochs[1]["holdout_loss"].as_f64().unwrap())
+        .abs()
+        / epochs[1]["holdout_loss"].as_f64().unwrap();
+    assert!(rel < 1e-6, "best.safetensors is epoch 2's model: {scored}");
+    let best = tensors(&run.join("best.safetensors"));
+    let last = tensors(&run.join("model.safetensors"));
+    assert!(!best["vgg16.classifier.8.weight"].equal(&last["vgg16.classifier.8.weight"]));
+}
+
 #[test]
 fn predict_names_the_top5_for_images_of_any_size() {
     let dir = tempfile::tempdir().unwrap();

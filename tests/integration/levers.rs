@@ -83,11 +83,72 @@ fn a_larger_image_size_and_label_smoothing_carry_through_every_command() {
     assert!(stderr.contains("trained at 96x96"), "{stderr}");
     assert_eq!(meta_json(&other)["config"]["image_size"], 64);
 
-    let jpeg = data.join("val/images/val_0.JPEG");
-    let predicted = ok(&["predict", s(&jpeg), "--checkpoint", s(&ft), "--json"]);
-    assert!(predicted.contains("\"top5\""), "{predicted}");
+    // predict sees what eval sees: the probabilities it gives the val images' true classes
+    // (a 3-class model lists every class) make eval's val loss.
+    let val_loss = eval_json(&data, &ft, "--split val")["loss"]
+        .as_f64()
+        .unwrap();
+    let predicted_loss = predicted_val_loss(&data, &ft);
+    assert!(
+        (predicted_loss - val_loss).abs() / val_loss < 1e-5,
+        "predict {predicted_loss}, eval {val_loss}"
+    );
+    // report's per-class table counts what eval counts on the holdout
     let png = dir.path().join("report.png");
-    ok(&["report", s(&base), s(&ft), "--out", s(&png)]);
+    let table = ok(&["report", s(&base), s(&ft), "--out", s(&png)]);
+    let holdout = eval_json(&data, &ft, "");
+    let samples = holdout["samples"].as_f64().unwrap();
+    assert_eq!(
+        per_class_totals(&table),
+        (
+            (holdout["top1"].as_f64().unwrap() * samples).round() as usize,
+            samples as usize
+        ),
+        "{table}"
+    );
+}
+
+/// The mean negative log-probability `predict --json` gives the true class of each val image.
+fn predicted_val_loss(data: &Path, run: &Path) -> f64 {
+    let annotations = std::fs::read_to_string(data.join("val/val_annotations.txt")).unwrap();
+    let labelled: Vec<(String, &str)> = annotations
+        .lines()
+        .map(|line| {
+            let mut fields = line.split('\t');
+            let file = data.join("val/images").join(fields.next().unwrap());
+            (s(&file).to_string(), fields.next().unwrap())
+        })
+        .collect();
+    let mut args = vec!["predict", "--json", "--checkpoint", s(run)];
+    args.extend(labelled.iter().map(|(path, _)| path.as_str()));
+    let predicted: Value = serde_json::from_str(ok(&args).trim()).unwrap();
+    let predictions = predicted["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), labelled.len());
+    let nll: f64 = predictions
+        .iter()
+        .zip(&labelled)
+        .map(|(p, (_, wnid))| {
+            let guesses = p["top5"].as_array().unwrap();
+            let truth = guesses
+                .iter()
+                .find(|g| g["wnid"] == *wnid)
+                .expect("every class");
+            -truth["prob"].as_f64().unwrap().ln()
+        })
+        .sum();
+    nll / labelled.len() as f64
+}
+
+/// (correct, images) summed over the rows of report's per-class table ("1/3" columns).
+fn per_class_totals(table: &str) -> (usize, usize) {
+    table
+        .lines()
+        .skip_while(|l| !l.starts_with("Per-class accuracy"))
+        .take_while(|l| !l.starts_with("Most confused"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.split_once('/')))
+        .map(|(c, n)| (c.parse::<usize>().unwrap(), n.parse::<usize>().unwrap()))
+        .fold((0, 0), |(c, n), (a, b)| (c + a, n + b))
 }
 
 /// A third stage is a finetune from a finetune run; the report draws the three as one run.

@@ -1,5 +1,8 @@
 """Forward and eval: the same weights give the same correct counts and mean loss in vggtiny
-and in the PyTorch oracle, whichever side saved them."""
+and in the PyTorch oracle, whichever side saved them, on a synthetic dataset everywhere and on
+the real subset where it is present."""
+
+from collections import namedtuple
 
 import pytest
 import torch
@@ -22,38 +25,62 @@ def oracle_model(num_classes, seed=0):
     return model
 
 
-def oracle_scores(model, data, split):
-    _, holdout, val, _ = recipe.datasets_for(str(data))
-    loader = DataLoader(holdout if split == "holdout" else val, batch_size=256)
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory, vggtiny):
+    """10 classes: a holdout of 60 and a val set of 100 images, where a top-5 that counted
+    top-4 (or top-1 off by one) would miss by several images."""
+    data = tmp_path_factory.mktemp("eval") / "data"
+    vggtiny("synth", "--out", data, "--classes", 10, "--per-class", 12, "--val-per-class", 10)
+    return data
+
+
+Dataset = namedtuple("Dataset", "root holdout real")
+
+
+@pytest.fixture(params=["synthetic", "mini"])
+def dataset(request):
+    if request.param == "mini":
+        return Dataset(request.getfixturevalue("mini"), 0.05, real=True)
+    return Dataset(request.getfixturevalue("synthetic"), 0.5, real=False)
+
+
+def oracle_scores(model, data, split, holdout):
+    _, held_out, val, _ = recipe.datasets_for(str(data), holdout=holdout)
+    loader = DataLoader(held_out if split == "holdout" else val, batch_size=256)
     return recipe.evaluate(model, loader, "cpu")
 
 
 def assert_same_scores(ours, ref):
     n = ref["samples"]
     assert ours["samples"] == n
+    # a random model scores neither nothing nor everything: both counts can go wrong
+    assert 0 < ref["correct5"] < n and ref["correct1"] < ref["correct5"], ref
     assert round(ours["top1"] * n) == ref["correct1"]
     assert round(ours["top5"] * n) == ref["correct5"]
     assert abs(ours["loss"] - ref["loss"]) / ref["loss"] < 1e-4, (ours, ref)
 
 
 @pytest.mark.parametrize("split", ["holdout", "val"])
-def test_pytorch_weights_score_the_same_in_vggtiny(mini, vggtiny_json, tmp_path, split):
+def test_pytorch_weights_score_the_same_in_vggtiny(dataset, vggtiny_json, tmp_path, split):
+    data, holdout, _ = dataset
     model = oracle_model(10)
     path = tmp_path / "torch.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    ours = vggtiny_json("eval", "--data", mini, "--checkpoint", path, "--split", split,
-                        "--json", "--device", "cpu")
-    assert_same_scores(ours, oracle_scores(model, mini, split))
+    ours = vggtiny_json("eval", "--data", data, "--checkpoint", path, "--split", split,
+                        "--holdout", holdout, "--json", "--device", "cpu")
+    assert_same_scores(ours, oracle_scores(model, data, split, holdout))
 
 
-def test_vggtiny_checkpoint_loads_strictly_and_scores_the_same(mini, vggtiny, vggtiny_json,
+def test_vggtiny_checkpoint_loads_strictly_and_scores_the_same(dataset, vggtiny, vggtiny_json,
                                                                tmp_path):
+    data, holdout, real = dataset
     run = tmp_path / "run"
-    vggtiny("train-base", "--data", mini, "--random-init", "--out", run, "--epochs", 1,
-            "--max-steps", 3, "--device", "cpu")
+    vggtiny("train-base", "--data", data, "--random-init", "--out", run, "--epochs", 1,
+            "--max-steps", 3, "--holdout", holdout, "--device", "cpu")
     model = recipe.Net(10)
     model.load_state_dict(load_file(str(run / "model.safetensors")), strict=True)
-    for split in ["holdout", "val"]:
-        ours = vggtiny_json("eval", "--data", mini, "--checkpoint", run, "--split", split,
+    # the real subset's 500 val images are scored above already
+    for split in ["holdout"] if real else ["holdout", "val"]:
+        ours = vggtiny_json("eval", "--data", data, "--checkpoint", run, "--split", split,
                             "--json", "--device", "cpu")
-        assert_same_scores(ours, oracle_scores(model, mini, split))
+        assert_same_scores(ours, oracle_scores(model, data, split, holdout))

@@ -18,7 +18,8 @@ import recipe
 CLASSES, PER_CLASS, HOLDOUT, BATCH, EPOCHS = 3, 6, 0.2, 5, 2
 
 
-def oracle_train(model, data, frozen, lr, max_lr, step_size_up, label_smoothing=0.0):
+def oracle_train(model, data, frozen, lr, max_lr, step_size_up, label_smoothing=0.0,
+                 sched_step="batch"):
     ds = ImageFolder(str(data / "train"), transform=recipe.eval_transform())
     train_part, _ = recipe.split(ds, HOLDOUT, 42)
     loader = DataLoader(Subset(ds, train_part.indices), batch_size=BATCH, shuffle=False)
@@ -28,7 +29,8 @@ def oracle_train(model, data, frozen, lr, max_lr, step_size_up, label_smoothing=
     # channels-last, as vggtiny runs (and as PyTorch recommends for oneDNN and tensor cores)
     model.to(memory_format=torch.channels_last)
     recipe.train_stage(model, loader, "cpu", EPOCHS, lr, max_lr, step_size_up,
-                       frozen=frozen, channels_last=True, label_smoothing=label_smoothing)
+                       sched_step=sched_step, frozen=frozen, channels_last=True,
+                       label_smoothing=label_smoothing)
     return model.state_dict()
 
 
@@ -67,16 +69,19 @@ def compare(ours, ref, initial, frozen_features):
     assert moved > 0
 
 
+# Per epoch, as the original program stepped its scheduler: the second epoch runs at
+# base_lr + (max_lr - base_lr) / 2 with step_size_up 2.
+@pytest.mark.parametrize("sched_step", ["batch", "epoch"])
 @pytest.mark.parametrize("stage,lr,max_lr", [("base", 1e-3, 3e-3), ("finetune", 1e-4, 3e-4)])
-def test_adam_steps_match(tmp_path, vggtiny, setup, stage, lr, max_lr):
+def test_adam_steps_match(tmp_path, vggtiny, setup, stage, lr, max_lr, sched_step):
     data, init, model = setup
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     run = tmp_path / stage
     start = ["train-base", "--init"] if stage == "base" else ["finetune", "--from"]
     vggtiny(start[0], "--data", data, start[1], init, "--out", run,
-            *common_flags(lr, max_lr, 2))
+            *common_flags(lr, max_lr, 2), "--sched-step", sched_step)
     frozen = stage == "base"
-    ref = oracle_train(model, data, frozen, lr, max_lr, 2)
+    ref = oracle_train(model, data, frozen, lr, max_lr, 2, sched_step=sched_step)
     compare(load_file(str(run / "model.safetensors")), ref, initial, frozen_features=frozen)
 
 

@@ -68,14 +68,28 @@ def make_flat_tree(root, n):
         path.write_bytes(b"")
 
 
-@pytest.mark.parametrize("n", [1000, 19, 20, 21, 39, 101, 257])
-@pytest.mark.parametrize("seed,holdout", [(42, 0.05), (7, 0.05), (42, 0.2)])
-def test_holdout_equals_random_split(tmp_path, vggtiny_json, n, seed, holdout):
-    make_flat_tree(tmp_path, n)
-    view = vggtiny_json("inspect", "dataset", "--data", tmp_path, "--seed", seed,
-                        "--holdout", holdout)
+def random_split_holdout(n, seed, holdout):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random_split warns about empty subsets
         _, ref = random_split(range(n), [1 - holdout, holdout],
                               generator=torch.Generator().manual_seed(seed))
-    assert view["holdout"] == list(ref.indices)
+    return list(ref.indices)
+
+
+def test_holdout_of_a_scanned_tree_equals_random_split(tmp_path, vggtiny_json):
+    make_flat_tree(tmp_path, 1000)
+    view = vggtiny_json("inspect", "dataset", "--data", tmp_path, "--seed", 7,
+                        "--holdout", 0.05)
+    assert view["holdout"] == random_split_holdout(1000, 7, 0.05)
+
+
+# Sizes around the rounding of the holdout's length, in one launch of the binary.
+CASES = [(n, seed, holdout) for n in [1000, 19, 20, 21, 39, 101, 257]
+         for seed, holdout in [(42, 0.05), (7, 0.05), (42, 0.2)]]
+
+
+def test_holdout_equals_random_split(vggtiny_json):
+    ours = vggtiny_json("inspect", "split", *(f"{n}:{s}:{h}" for n, s, h in CASES))
+    assert len(ours) == len(CASES)
+    for case, holdout in zip(CASES, ours):
+        assert holdout == random_split_holdout(*case), case
