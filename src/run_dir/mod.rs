@@ -46,8 +46,9 @@ pub fn prepare(dir: &Path, force: bool) -> Result<()> {
         );
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // A forced fresh start must not leave the old run's log or checkpoint behind.
-    for stale in [METRICS_FILE, CHECKPOINT_FILE] {
+    // A forced fresh start must leave nothing of the old run that could pass for the new one's:
+    // its meta.json is written at the start, before any model.
+    for stale in [METRICS_FILE, CHECKPOINT_FILE, MODEL_FILE, BEST_FILE] {
         let path = dir.join(stale);
         if path.exists() {
             fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
@@ -61,12 +62,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn run_dir_refuses_to_overwrite_a_model() {
+    fn run_dir_refuses_to_overwrite_a_model_and_force_clears_it() {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path(), false).unwrap();
         fs::write(dir.path().join(MODEL_FILE), b"x").unwrap();
         let err = prepare(dir.path(), false).unwrap_err().to_string();
         assert!(err.contains("--force"), "{err}");
+        fs::write(dir.path().join(BEST_FILE), b"x").unwrap();
         prepare(dir.path(), true).unwrap();
+        for gone in [MODEL_FILE, BEST_FILE] {
+            assert!(!dir.path().join(gone).exists(), "{gone} left by --force");
+        }
     }
 }

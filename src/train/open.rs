@@ -12,7 +12,7 @@ use super::step::Learner;
 use crate::bail_input;
 use crate::io::safetensors::{read_tensors, Named};
 use crate::model::Part;
-use crate::run_dir::checkpoint::{load_checkpoint, TrainState};
+use crate::run_dir::checkpoint::{load_checkpoint, TrainState, CHECKPOINT_FILE};
 use crate::run_dir::config::{resumed, Init, TrainConfig};
 use crate::run_dir::meta::{load_meta, Meta};
 use crate::run_dir::metrics::{read_epochs, truncate};
@@ -67,6 +67,13 @@ pub fn open(requested: &TrainConfig) -> Result<Opened> {
     }
     let meta = load_meta(&meta_path)?;
     let config = resumed(requested, &meta.config)?;
+    if !config.out.join(CHECKPOINT_FILE).is_file() {
+        bail_input!(
+            "--resume: {} stopped before its first checkpoint, so there is nothing to resume; \
+             run the same command without --resume to start it again",
+            config.out.display()
+        );
+    }
     let (tensors, state) = load_checkpoint(&config.out)?;
     if state.stage != config.stage {
         bail_input!(
@@ -138,8 +145,8 @@ impl Start {
     }
 
     /// Puts the starting weights into `learner`: for a resumed run also its optimizer state,
-    /// its epochs so far (from the log, cut back to the checkpoint) and its best model.
-    /// Returns where the run stands.
+    /// its epochs so far (from the log, cut back to the checkpoint) and its best model; a
+    /// fresh run writes its meta.json now. Returns where the run stands.
     pub fn apply(
         self,
         learner: &mut Learner,

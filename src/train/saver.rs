@@ -49,6 +49,7 @@ impl CheckpointSaver {
         self.save_meta()
     }
 
+    /// `meta.json` alone (a fresh run's, before its first checkpoint).
     pub fn save_meta(&self) -> Result<()> {
         save_meta(&self.dir, &self.meta)
     }

@@ -285,9 +285,11 @@ fn cuda_initial_weights_equal_the_cpu_ones() {
 #[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
 fn cuda_sigint_then_resume_is_exact_in_deterministic_mode() {
     require_gpu();
-    let flags = "--batch-size 8 --holdout 0.2 --epochs 2 --log-interval 1 --device cuda \
+    // Batches of 2, 20 steps an epoch: a GPU step takes milliseconds, and the signal must
+    // still land inside the first epoch.
+    let flags = "--batch-size 2 --holdout 0.2 --epochs 2 --log-interval 1 --device cuda \
                  --deterministic";
     let dir = tempfile::tempdir().unwrap();
     let reference = reliability::reference_run(dir.path(), flags);
-    reliability::stop_and_resume_equals_uninterrupted(&reference, flags, libc::SIGINT, 130);
+    reliability::stop_and_resume_equals_uninterrupted(&reference, (flags, 40), libc::SIGINT, 130);
 }

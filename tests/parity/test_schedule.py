@@ -28,9 +28,10 @@ def reference(epochs, steps_per_epoch, mode, step_size_up):
     return used
 
 
-# Three full cycles and then some, in either mode: per batch, cycles of 4 steps over 4 epochs
-# of 4 batches; per epoch, cycles of 2 epochs (each epoch writes its checkpoint, so few).
-@pytest.mark.parametrize("mode,epochs,step_size_up", [("batch", 4, 2), ("epoch", 7, 1)])
+# Full cycles (the second at half the amplitude) and then some, in either mode: per batch,
+# cycles of 4 steps over 4 epochs of 4 batches; per epoch, cycles of 4 epochs over 9 (each
+# epoch writes its checkpoint, so no more).
+@pytest.mark.parametrize("mode,epochs,step_size_up", [("batch", 4, 2), ("epoch", 9, 2)])
 def test_every_step_matches_cyclic_lr(tmp_path, vggtiny, mode, epochs, step_size_up):
     data = tmp_path / "data"
     vggtiny("synth", "--out", data, "--classes", 2, "--per-class", 5, "--val-per-class", 0)
