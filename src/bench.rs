@@ -18,7 +18,7 @@ use crate::device::{self, cuda_memory_mb, synchronize};
 use crate::eval::eval_batch_size;
 use crate::io::memory::host_memory_mb;
 use crate::model::{Amp, Stage, Vgg16};
-use crate::optim::schedule::CyclicLr;
+use crate::run_dir::config::Recipe;
 use crate::train::step::Learner;
 
 /// A part of the pipeline `bench` can measure.
@@ -226,8 +226,12 @@ fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<(f64, f
     let (device, batch_size) = (plan.device, plan.batch_size);
     let classes = (set.labels.max().int64_value(&[]) + 1).max(200) as usize;
     tch::manual_seed(0);
-    let mut learner = Learner::new(classes, stage, plan.amp, true, device);
-    let schedule = CyclicLr::triangular2(1e-4, 6e-4, 1404);
+    let recipe = Recipe {
+        amp: plan.amp,
+        image_size: plan.image_size,
+        ..Recipe::of(stage)
+    };
+    let mut learner = Learner::new(classes, &recipe, device);
     let n = set.len();
     let warmup = 2;
     let batches: Vec<Planned> = (0..warmup + plan.steps)
@@ -251,8 +255,7 @@ fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<(f64, f
             };
             let batch = batch?;
             waited += wait.elapsed().as_secs_f64();
-            let (loss, _) = learner.forward_loss(&batch);
-            learner.optimize(&loss, schedule.at(step as u64));
+            learner.step(&batch, recipe.schedule.at(step as u64, 1), |_| Ok(true))?;
         }
         Ok(())
     })?;

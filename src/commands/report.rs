@@ -14,7 +14,7 @@ use crate::eval::scoring::{prepare, EvalSplit, ScoringData};
 use crate::io::paths::image_cache_dir;
 use crate::report::draw_curves;
 use crate::report::per_class::{self, Confusion};
-use crate::run_dir::config::{DEFAULT_HOLDOUT, DEFAULT_SEED};
+use crate::run_dir::config::defaults;
 
 use crate::run_dir::Which;
 
@@ -58,13 +58,13 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let data_dir = args
         .data
         .clone()
-        .unwrap_or_else(|| meta.config.data.clone());
+        .unwrap_or_else(|| meta.config.session.data.clone());
     let root = DataRoot::locate(&data_dir)?;
     let cache = image_cache_dir();
     let data = ScoringData {
         root: &root,
         split: args.split,
-        fallback_split: (DEFAULT_SEED, DEFAULT_HOLDOUT),
+        fallback_split: (defaults::SEED, defaults::HOLDOUT),
         cache_dir: Some(&cache),
         skip_bad_images: true,
     };

@@ -1,8 +1,8 @@
-//! `vggtiny train-base` and `vggtiny finetune`: their flags, turned into a validated
-//! `TrainConfig` after the files it depends on (the run a stage starts from, the weights) are
-//! read, then one call of the training loop.
+//! `vggtiny train-base` and `vggtiny finetune`: their flags, in a recipe group and a session
+//! group, turned into a validated `TrainConfig` after the files it depends on (the run a stage
+//! starts from, the run it resumes, the weights) are read, then one call of the training loop.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
@@ -15,20 +15,17 @@ use crate::data::split::SplitSpec;
 use crate::device;
 use crate::io::paths::default_weights_path;
 use crate::model::{Amp, Stage};
-use crate::optim::schedule::{CyclicLr, SchedStep};
-use crate::run_dir::config::{recipe_image_size, Init, TrainConfig, DEFAULT_HOLDOUT, DEFAULT_SEED};
-
-use crate::run_dir::Which;
+use crate::optim::schedule::{CyclicLr, LearningRate, SchedStep, Schedule};
+use crate::run_dir::config::{defaults, Init, Origin, Recipe, Session, TrainConfig};
+use crate::run_dir::meta::load_meta;
+use crate::run_dir::{Which, META_FILE};
 use crate::train;
 
-/// Flags shared by both training stages.
+/// The recipe's flags both stages share: what `--resume` compares with the run's own.
 #[derive(Debug, Clone, Args)]
-pub struct CommonArgs {
-    /// Tiny ImageNet root (with train/ and val/), or a class-folder tree
-    #[arg(long, value_name = "DIR")]
-    pub data: PathBuf,
+pub struct RecipeArgs {
     /// Images per optimizer step
-    #[arg(long, default_value_t = 64, value_name = "N")]
+    #[arg(long, default_value_t = defaults::BATCH_SIZE, value_name = "N")]
     pub batch_size: usize,
     /// When the CyclicLR schedule advances
     #[arg(long, value_enum, default_value_t = SchedStep::Batch)]
@@ -39,16 +36,6 @@ pub struct CommonArgs {
     /// Holdout fraction of the split [default: 0.05; finetune: the --from run's]
     #[arg(long, value_name = "FRACTION")]
     pub holdout: Option<f64>,
-    #[command(flatten)]
-    pub device: DeviceFlag,
-    #[command(flatten)]
-    pub cache: CacheFlags,
-    /// Log the loss every N optimizer steps
-    #[arg(long, default_value_t = 100, value_name = "N")]
-    pub log_interval: u64,
-    /// Also log mini-batch accuracy every N optimizer steps
-    #[arg(long, default_value_t = 300, value_name = "N")]
-    pub pred_interval: u64,
     /// Mixed precision: fp16 (CUDA, with loss scaling) or bf16; off computes in fp32 as the recipe
     #[arg(long, value_enum, default_value_t = Amp::Off)]
     pub amp: Amp,
@@ -64,6 +51,33 @@ pub struct CommonArgs {
     /// eval sees them (no augmentation, no dropout); 0 keeps the recipe's running statistics
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub precise_bn: usize,
+    /// Diagnostics: train on un-augmented images
+    #[arg(long, hide = true)]
+    pub no_augment: bool,
+    /// Diagnostics: no dropout in the head
+    #[arg(long, hide = true)]
+    pub no_dropout: bool,
+    /// Diagnostics: visit the training split in split order every epoch
+    #[arg(long, hide = true)]
+    pub no_shuffle: bool,
+}
+
+/// This invocation's flags: a resumed run takes them from its command line.
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
+    /// Tiny ImageNet root (with train/ and val/), or a class-folder tree
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceFlag,
+    #[command(flatten)]
+    pub cache: CacheFlags,
+    /// Log the loss every N optimizer steps
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub log_interval: u64,
+    /// Also log mini-batch accuracy every N optimizer steps
+    #[arg(long, default_value_t = 300, value_name = "N")]
+    pub pred_interval: u64,
     /// Continue the stopped run in --out from its last checkpoint: same split, schedule
     /// position, optimizer state and random draws
     #[arg(long, conflicts_with = "force")]
@@ -98,21 +112,14 @@ pub struct CommonArgs {
     /// Overwrite a run directory that already holds a model
     #[arg(long)]
     pub force: bool,
-    /// Diagnostics: train on un-augmented images
-    #[arg(long, hide = true)]
-    pub no_augment: bool,
-    /// Diagnostics: no dropout in the head
-    #[arg(long, hide = true)]
-    pub no_dropout: bool,
-    /// Diagnostics: visit the training split in split order every epoch
-    #[arg(long, hide = true)]
-    pub no_shuffle: bool,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct TrainBaseArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub session: SessionArgs,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
     /// ImageNet VGG16 weights (.safetensors or .ot, torchvision names) [default: ~/.cache/vggtiny/vgg16-imagenet.safetensors]
     #[arg(long, value_name = "FILE", conflicts_with = "random_init")]
     pub weights: Option<PathBuf>,
@@ -126,23 +133,25 @@ pub struct TrainBaseArgs {
     #[arg(long, default_value = "runs/base", value_name = "DIR")]
     pub out: PathBuf,
     /// Passes over the training split
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults::BASE.epochs)]
     pub epochs: u32,
     /// CyclicLR base learning rate (Adam's lr)
-    #[arg(long, default_value = "1e-4")]
-    pub lr: f64,
+    #[arg(long, default_value_t = defaults::BASE.lr)]
+    pub lr: LearningRate,
     /// CyclicLR peak learning rate
-    #[arg(long, default_value = "6e-4")]
-    pub max_lr: f64,
+    #[arg(long, default_value_t = defaults::BASE.max_lr)]
+    pub max_lr: LearningRate,
     /// CyclicLR half cycle, in scheduler steps
-    #[arg(long, default_value_t = 1404, value_name = "STEPS")]
+    #[arg(long, default_value_t = defaults::BASE.step_size_up, value_name = "STEPS")]
     pub step_size_up: u64,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct FinetuneArgs {
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub session: SessionArgs,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
     /// Stage-1 run directory (or model .safetensors) to start from
     #[arg(long, default_value = "runs/base", value_name = "RUN")]
     pub from: PathBuf,
@@ -153,30 +162,74 @@ pub struct FinetuneArgs {
     #[arg(long, default_value = "runs/finetune", value_name = "DIR")]
     pub out: PathBuf,
     /// Passes over the training split
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = defaults::FINETUNE.epochs)]
     pub epochs: u32,
     /// CyclicLR base learning rate (Adam's lr)
-    #[arg(long, default_value = "1e-5")]
-    pub lr: f64,
+    #[arg(long, default_value_t = defaults::FINETUNE.lr)]
+    pub lr: LearningRate,
     /// CyclicLR peak learning rate
-    #[arg(long, default_value = "6e-5")]
-    pub max_lr: f64,
+    #[arg(long, default_value_t = defaults::FINETUNE.max_lr)]
+    pub max_lr: LearningRate,
     /// CyclicLR half cycle, in scheduler steps
-    #[arg(long, default_value_t = 1200, value_name = "STEPS")]
+    #[arg(long, default_value_t = defaults::FINETUNE.step_size_up, value_name = "STEPS")]
     pub step_size_up: u64,
 }
 
-/// The settings in which the two stages differ.
-struct StageSettings {
-    stage: Stage,
-    image_size: u32,
-    which: Which,
-    out: PathBuf,
-    init: Init,
-    epochs: u32,
-    schedule: CyclicLr,
+impl RecipeArgs {
+    /// The recipe of `stage` with `cyclic`, the split and input size its command resolved
+    /// (stage 2 inherits them), and the model `which` it starts from.
+    fn recipe(&self, stage: Stage, cyclic: CyclicLr, resolved: Resolved) -> Recipe {
+        Recipe {
+            stage,
+            batch_size: self.batch_size,
+            schedule: Schedule {
+                cyclic,
+                step: self.sched_step,
+            },
+            seed: resolved.seed,
+            holdout: resolved.holdout,
+            augment: !self.no_augment,
+            dropout: !self.no_dropout,
+            shuffle: !self.no_shuffle,
+            amp: self.amp,
+            image_size: resolved.image_size,
+            label_smoothing: self.label_smoothing,
+            precise_bn: self.precise_bn,
+            which: resolved.which,
+        }
+    }
+}
+
+/// The recipe values a stage's command resolves: its own flags, or for stage 2 the run it
+/// starts from.
+struct Resolved {
     seed: i64,
     holdout: f64,
+    image_size: u32,
+    which: Which,
+}
+
+impl SessionArgs {
+    fn session(self, out: PathBuf, epochs: u32) -> Session {
+        Session {
+            cache_dir: self.cache.dir(),
+            data: self.data,
+            out,
+            device: self.device.device,
+            deterministic: self.deterministic,
+            epochs,
+            log_interval: self.log_interval,
+            pred_interval: self.pred_interval,
+            max_steps: self.max_steps,
+            checkpoint_every: self.checkpoint_every,
+            max_nan_skips: self.max_nan_skips,
+            early_stop: self.early_stop,
+            min_delta: self.min_delta,
+            tensorboard: self.tensorboard,
+            force: self.force,
+            resume: self.resume,
+        }
+    }
 }
 
 pub fn run_base(args: TrainBaseArgs) -> Result<()> {
@@ -187,7 +240,7 @@ pub fn run_base(args: TrainBaseArgs) -> Result<()> {
     } else {
         let path = args.weights.unwrap_or_else(default_weights_path);
         // A resumed run has its weights in its checkpoint.
-        if !path.is_file() && !args.common.resume {
+        if !path.is_file() && !args.session.resume {
             bail_input!(
                 "no ImageNet VGG16 weights at {}\n\
                  Get them with `scripts/fetch-weights`, or convert a downloaded \
@@ -198,19 +251,23 @@ pub fn run_base(args: TrainBaseArgs) -> Result<()> {
         }
         Init::Weights(path)
     };
-    let c = &args.common;
-    let stage = StageSettings {
-        stage: Stage::Base,
-        image_size: c.image_size.unwrap_or(recipe_image_size()),
+    let r = &args.recipe;
+    let resolved = Resolved {
+        seed: r.seed.unwrap_or(defaults::SEED),
+        holdout: r.holdout.unwrap_or(defaults::HOLDOUT),
+        image_size: r.image_size.unwrap_or(defaults::IMAGE_SIZE),
         which: Which::Last,
-        seed: c.seed.unwrap_or(DEFAULT_SEED),
-        holdout: c.holdout.unwrap_or(DEFAULT_HOLDOUT),
-        out: args.out,
-        init,
-        epochs: args.epochs,
-        schedule: CyclicLr::triangular2(args.lr, args.max_lr, args.step_size_up),
     };
-    train_stage(args.common, stage)
+    let cyclic = CyclicLr::triangular2(args.lr.0, args.max_lr.0, args.step_size_up);
+    let config = TrainConfig {
+        recipe: r.recipe(Stage::Base, cyclic, resolved),
+        origin: Origin {
+            init,
+            skip_bad_images: args.session.skip_bad_images,
+        },
+        session: args.session.session(args.out, args.epochs),
+    };
+    train_stage(config)
 }
 
 /// Stage 2 takes the split of the run it starts from unless told otherwise.
@@ -219,30 +276,37 @@ pub fn run_finetune(args: FinetuneArgs) -> Result<()> {
     let source = open_run(&args.from, args.which, "--from", made_by)?;
     let recorded = source.meta.as_ref().map(|m| &m.split);
     let from = args.from.display().to_string();
-    let (seed, holdout) = finetune_split(&args.common, recorded, &from);
-    let inherited = source.meta.as_ref().map(|m| m.config.image_size);
-    let stage = StageSettings {
-        stage: Stage::Finetune,
-        image_size: finetune_image_size(args.common.image_size, inherited, &from),
-        which: args.which,
+    let (seed, holdout) = finetune_split(&args.recipe, recorded, &from);
+    let inherited = source.meta.as_ref().map(|m| m.config.recipe.image_size);
+    let resolved = Resolved {
         seed,
         holdout,
-        out: args.out,
-        init: Init::From(args.from),
-        epochs: args.epochs,
-        schedule: CyclicLr::triangular2(args.lr, args.max_lr, args.step_size_up),
+        image_size: finetune_image_size(args.recipe.image_size, inherited, &from),
+        which: args.which,
     };
-    train_stage(args.common, stage)
+    let cyclic = CyclicLr::triangular2(args.lr.0, args.max_lr.0, args.step_size_up);
+    let config = TrainConfig {
+        recipe: args.recipe.recipe(Stage::Finetune, cyclic, resolved),
+        origin: Origin {
+            init: Init::From(args.from),
+            skip_bad_images: args.session.skip_bad_images,
+        },
+        session: args.session.session(args.out, args.epochs),
+    };
+    train_stage(config)
 }
 
 /// The split of stage 2: the flags' where given, else the one `recorded` by the stage-1 run
 /// `from`, else the defaults. A split other than stage 1's is allowed with a warning.
-fn finetune_split(c: &CommonArgs, recorded: Option<&SplitSpec>, from: &str) -> (i64, f64) {
-    let seed = c.seed.or(recorded.map(|s| s.seed)).unwrap_or(DEFAULT_SEED);
-    let holdout = c
+fn finetune_split(r: &RecipeArgs, recorded: Option<&SplitSpec>, from: &str) -> (i64, f64) {
+    let seed = r
+        .seed
+        .or(recorded.map(|s| s.seed))
+        .unwrap_or(defaults::SEED);
+    let holdout = r
         .holdout
         .or(recorded.map(|s| s.fractions[1]))
-        .unwrap_or(DEFAULT_HOLDOUT);
+        .unwrap_or(defaults::HOLDOUT);
     if let Some(split) = recorded {
         if seed != split.seed || holdout != split.fractions[1] {
             eprintln!(
@@ -259,69 +323,50 @@ fn finetune_split(c: &CommonArgs, recorded: Option<&SplitSpec>, from: &str) -> (
 /// Another size than that run's is allowed (training at one size and testing at another is a
 /// known technique) and said.
 fn finetune_image_size(flag: Option<u32>, inherited: Option<u32>, from: &str) -> u32 {
-    let size = flag.or(inherited).unwrap_or(recipe_image_size());
+    let size = flag.or(inherited).unwrap_or(defaults::IMAGE_SIZE);
     if let Some(before) = inherited.filter(|&before| before != size) {
         eprintln!("note: {from} trained at {before}x{before}; this stage trains at {size}x{size}");
     }
     size
 }
 
-/// Validates the configuration, opens the device and trains the stage.
-fn train_stage(c: CommonArgs, s: StageSettings) -> Result<()> {
+/// Validates the configuration (on `--resume`, the run's own, compared with it), opens the
+/// device and trains the stage.
+fn train_stage(requested: TrainConfig) -> Result<()> {
     // The dataset's errors (a zip, val/, the folder above) before anything else is read.
-    DataRoot::locate(&c.data)?;
-    let config = stage_config(c, s);
-    config.validate()?;
+    DataRoot::locate(&requested.session.data)?;
+    requested.validate()?;
+    let config = if requested.session.resume {
+        let recorded = recorded_config(&requested.session.out)?;
+        requested.resumed(&recorded)?
+    } else {
+        requested
+    };
     let device = device_for(&config)?;
     train::run(&config, device).map(drop)
+}
+
+/// The configuration the run in `out` recorded, for `--resume`.
+fn recorded_config(out: &Path) -> Result<TrainConfig> {
+    let meta_path = out.join(META_FILE);
+    if !meta_path.is_file() {
+        bail_input!(
+            "--resume: {} holds no run to resume (no {META_FILE})",
+            out.display()
+        );
+    }
+    Ok(load_meta(&meta_path)?.config)
 }
 
 /// The device of a training run, with its CUDA settings applied.
 fn device_for(config: &TrainConfig) -> Result<Device> {
     let device = DeviceFlag {
-        device: config.device.clone(),
+        device: config.session.device.clone(),
     }
     .open()?;
-    config.amp.check_device(device)?;
+    config.recipe.amp.check_device(device)?;
     if device != Device::Cpu {
-        device::set_deterministic(config.deterministic)?;
+        device::set_deterministic(config.session.deterministic)?;
     }
     Ok(device)
-}
-
-fn stage_config(c: CommonArgs, s: StageSettings) -> TrainConfig {
-    TrainConfig {
-        stage: s.stage,
-        data: c.data,
-        out: s.out,
-        init: s.init,
-        epochs: s.epochs,
-        batch_size: c.batch_size,
-        schedule: s.schedule,
-        sched_step: c.sched_step,
-        seed: s.seed,
-        holdout: s.holdout,
-        device: c.device.device,
-        cache_dir: c.cache.dir(),
-        log_interval: c.log_interval,
-        pred_interval: c.pred_interval,
-        augment: !c.no_augment,
-        dropout: !c.no_dropout,
-        shuffle: !c.no_shuffle,
-        precise_bn: c.precise_bn,
-        amp: c.amp,
-        image_size: s.image_size,
-        label_smoothing: c.label_smoothing,
-        max_steps: c.max_steps,
-        checkpoint_every: c.checkpoint_every,
-        early_stop: c.early_stop,
-        tensorboard: c.tensorboard,
-        min_delta: c.min_delta,
-        which: s.which,
-        max_nan_skips: c.max_nan_skips,
-        skip_bad_images: c.skip_bad_images,
-        deterministic: c.deterministic,
-        force: c.force,
-        resume: c.resume,
-    }
 }

@@ -1,7 +1,66 @@
 //! The learning-rate schedule: PyTorch's `CyclicLR` in triangular2 mode with beta1 cycling,
-//! in PyTorch's arithmetic, and when it advances.
+//! in PyTorch's arithmetic, and when it advances: one value that answers "the learning rate
+//! and beta1 at this step of this epoch" for the training loop, its reports and bench.
 
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
+
+use crate::bail_input;
+
+/// A stage's schedule: the cycle and when it advances.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    #[serde(rename = "schedule")]
+    pub cyclic: CyclicLr,
+    #[serde(rename = "sched_step")]
+    pub step: SchedStep,
+}
+
+impl Schedule {
+    /// `(lr, beta1)` of optimizer step `step` (from 0) in `epoch` (from 1).
+    pub fn at(&self, step: u64, epoch: u32) -> (f64, f64) {
+        self.cyclic.at(self.step.position(step, epoch))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let s = &self.cyclic;
+        if !(s.base_lr > 0.0 && s.base_lr.is_finite()) {
+            bail_input!("--lr must be a positive number, got {}", s.base_lr);
+        }
+        if !(s.max_lr >= s.base_lr && s.max_lr.is_finite()) {
+            bail_input!(
+                "--max-lr ({}) must be at least --lr ({})",
+                s.max_lr,
+                s.base_lr
+            );
+        }
+        if s.step_size_up < 1 {
+            bail_input!("--step-size-up must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// A learning rate as the command line takes and shows it (`1e-4`, `0.0001`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LearningRate(pub f64);
+
+impl fmt::Display for LearningRate {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{:e}", self.0)
+    }
+}
+
+impl FromStr for LearningRate {
+    type Err = std::num::ParseFloatError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.parse().map(LearningRate)
+    }
+}
 
 /// When CyclicLR steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -97,5 +156,20 @@ mod tests {
         assert_eq!(SchedStep::Batch.position(17, 3), 17);
         assert_eq!(SchedStep::Epoch.position(0, 1), 0);
         assert_eq!(SchedStep::Epoch.position(17, 3), 2);
+        let per_epoch = Schedule {
+            cyclic: CyclicLr::triangular2(1e-4, 6e-4, 4),
+            step: SchedStep::Epoch,
+        };
+        assert_eq!(per_epoch.at(17, 3), per_epoch.cyclic.at(2));
+    }
+
+    #[test]
+    fn learning_rates_show_as_the_recipe_writes_them() {
+        assert_eq!(LearningRate(1e-4).to_string(), "1e-4");
+        assert_eq!(LearningRate(6e-5).to_string(), "6e-5");
+        assert_eq!(
+            "0.0002".parse::<LearningRate>().unwrap(),
+            LearningRate(2e-4)
+        );
     }
 }

@@ -62,7 +62,7 @@ type Offset = (f64, f64);
 /// epoch, or its best one (`which`), from its `meta.json`.
 fn length(meta: &Meta, which: Which) -> Offset {
     let [train, _] = meta.split.lengths();
-    let per_epoch = batches_per_epoch(train, meta.config.batch_size);
+    let per_epoch = batches_per_epoch(train, meta.config.recipe.batch_size);
     let epochs = match (which, meta.best) {
         (Which::Best, Some(best)) => best.epoch as usize,
         _ => meta.epochs.len(),
@@ -82,8 +82,8 @@ fn same_place(a: &Path, b: &Path) -> bool {
 fn offsets(runs: &[PathBuf], metas: &[Option<Meta>]) -> Vec<Offset> {
     let mut out: Vec<Offset> = Vec::with_capacity(runs.len());
     for meta in metas {
-        let from = meta.as_ref().and_then(|m| match &m.config.init {
-            Init::From(path) => Some((path, m.config.which)),
+        let from = meta.as_ref().and_then(|m| match &m.config.origin.init {
+            Init::From(path) => Some((path, m.config.recipe.which)),
             _ => None,
         });
         let which = from.map_or(Which::Last, |(_, which)| which);
@@ -186,7 +186,7 @@ mod tests {
         use crate::model::Stage;
         use crate::run_dir::config::TrainConfig;
         let mut config = TrainConfig::example(Stage::Base, init);
-        config.batch_size = 10;
+        config.recipe.batch_size = 10;
         let mut meta = Meta::new(Stage::Base, vec![], SplitSpec::new(1, 0.5, 200), config);
         meta.epochs = (0..epochs).map(|_| EpochRecord::example(1.0)).collect();
         Some(meta)
@@ -209,7 +209,7 @@ mod tests {
         }
         let mut from_best = meta(Init::From(PathBuf::from("r/base")), 1);
         if let Some(m) = from_best.as_mut() {
-            m.config.which = Which::Best;
+            m.config.recipe.which = Which::Best;
         }
         let metas = [
             base,

@@ -1,20 +1,85 @@
-//! The validated configuration of a training stage: what `meta.json` records of a run and what
-//! `--resume` continues with. Checks are pure: the command that builds a configuration reads
-//! whatever files it needs (the run it starts from, the device) before.
+//! The validated configuration of a training stage, in three parts: the `Recipe` (what is fixed
+//! for a run and compared on `--resume`), the `Origin` (where its weights came from) and the
+//! `Session` (this invocation's settings). `meta.json` records all three as one `config`
+//! object. Checks are pure: the command that builds a configuration reads whatever files it
+//! needs (the run it starts from, the run it resumes) before.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::Which;
 use crate::bail_input;
 use crate::model::{Amp, Stage};
-use crate::optim::schedule::{CyclicLr, SchedStep};
+use crate::optim::schedule::{CyclicLr, SchedStep, Schedule};
 
-pub const DEFAULT_SEED: i64 = 42;
-pub const DEFAULT_HOLDOUT: f64 = 0.05;
+/// The recipe's numbers that are not a stage's own (those are in `StageRecipe`).
+pub mod defaults {
+    use super::StageRecipe;
+    use crate::optim::schedule::LearningRate;
+
+    pub const SEED: i64 = 42;
+    pub const HOLDOUT: f64 = 0.05;
+    pub const BATCH_SIZE: usize = 64;
+    /// The side of Tiny ImageNet's images, which the recipe feeds the network as they are.
+    pub const IMAGE_SIZE: u32 = 64;
+
+    /// Stage 1: 10 epochs of the head on frozen features.
+    pub const BASE: StageRecipe = StageRecipe {
+        epochs: 10,
+        lr: LearningRate(1e-4),
+        max_lr: LearningRate(6e-4),
+        step_size_up: 1404,
+    };
+    /// Stage 2: 5 epochs of everything.
+    pub const FINETUNE: StageRecipe = StageRecipe {
+        epochs: 5,
+        lr: LearningRate(1e-5),
+        max_lr: LearningRate(6e-5),
+        step_size_up: 1200,
+    };
+}
+
+/// A stage's own numbers in the recipe.
+pub struct StageRecipe {
+    pub epochs: u32,
+    pub lr: crate::optim::schedule::LearningRate,
+    pub max_lr: crate::optim::schedule::LearningRate,
+    pub step_size_up: u64,
+}
+
+/// What is fixed for a run: `--resume` continues with it and refuses a command line that
+/// differs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    pub stage: Stage,
+    pub batch_size: usize,
+    #[serde(flatten)]
+    pub schedule: Schedule,
+    pub seed: i64,
+    pub holdout: f64,
+    #[serde(default = "on")]
+    pub augment: bool,
+    #[serde(default = "on")]
+    pub dropout: bool,
+    #[serde(default = "on")]
+    pub shuffle: bool,
+    #[serde(default)]
+    pub amp: Amp,
+    /// Side of the images the network sees (`--image-size`).
+    #[serde(default = "recipe_image_size")]
+    pub image_size: u32,
+    /// Label smoothing of the training loss (`--label-smoothing`); 0 is the recipe's NLL.
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Batches of PreciseBN recalibration after each epoch; 0 = off.
+    #[serde(default)]
+    pub precise_bn: usize,
+    /// Which model of an `Init::From` run the stage started from.
+    #[serde(default)]
+    pub which: Which,
+}
 
 /// Where a stage's starting weights come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,67 +94,59 @@ pub enum Init {
     From(PathBuf),
 }
 
-/// Everything one training stage needs, validated.
+/// How a run began: recorded, not compared on `--resume`, since a resumed run needs its
+/// starting weights no more and its split already left out the images it could not decode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Origin {
+    pub init: Init,
+    #[serde(default)]
+    pub skip_bad_images: bool,
+}
+
+/// One invocation's settings: a resumed run takes them from its command line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub stage: Stage,
+pub struct Session {
     pub data: PathBuf,
     pub out: PathBuf,
-    pub init: Init,
-    pub epochs: u32,
-    pub batch_size: usize,
-    pub schedule: CyclicLr,
-    pub sched_step: SchedStep,
-    pub seed: i64,
-    pub holdout: f64,
     /// As requested (`auto`, `cpu`, `cuda`, `cuda:N`); the run resolves it at start.
     pub device: String,
+    /// Deterministic GPU kernels.
+    #[serde(default)]
+    pub deterministic: bool,
+    /// Length of the stage: a resumed run may be extended.
+    pub epochs: u32,
+    pub log_interval: u64,
+    pub pred_interval: u64,
     /// Directory of the decoded-image cache; `None` decodes without one.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
-    pub log_interval: u64,
-    pub pred_interval: u64,
-    #[serde(default = "on")]
-    pub augment: bool,
-    #[serde(default = "on")]
-    pub dropout: bool,
-    #[serde(default = "on")]
-    pub shuffle: bool,
-    #[serde(default)]
-    pub amp: Amp,
-    /// Side of the images the network sees (`--image-size`); the recipe's 64.
-    #[serde(default = "recipe_image_size")]
-    pub image_size: u32,
-    /// Label smoothing of the training loss (`--label-smoothing`); 0 is the recipe's NLL.
-    #[serde(default)]
-    pub label_smoothing: f64,
-    /// Batches of PreciseBN recalibration after each epoch; 0 = off.
-    #[serde(default)]
-    pub precise_bn: usize,
     #[serde(default)]
     pub max_steps: Option<u64>,
     #[serde(default)]
     pub checkpoint_every: Option<u64>,
     #[serde(default)]
-    pub tensorboard: Option<PathBuf>,
+    pub max_nan_skips: u64,
     #[serde(default)]
     pub early_stop: Option<u32>,
     #[serde(default)]
     pub min_delta: f64,
-    /// Which model of an `Init::From` run to start from.
     #[serde(default)]
-    pub which: Which,
-    #[serde(default)]
-    pub max_nan_skips: u64,
-    #[serde(default)]
-    pub skip_bad_images: bool,
-    /// Deterministic GPU kernels; may change when a run resumes.
-    #[serde(default)]
-    pub deterministic: bool,
+    pub tensorboard: Option<PathBuf>,
     #[serde(skip)]
     pub force: bool,
     #[serde(skip)]
     pub resume: bool,
+}
+
+/// Everything one training stage needs, validated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    #[serde(flatten)]
+    pub recipe: Recipe,
+    #[serde(flatten)]
+    pub origin: Origin,
+    #[serde(flatten)]
+    pub session: Session,
 }
 
 /// Serde default of switches that older meta.json files do not record.
@@ -98,41 +155,100 @@ fn on() -> bool {
 }
 
 /// The recipe's input side, for runs recorded before `--image-size` existed.
-pub fn recipe_image_size() -> u32 {
-    64
+fn recipe_image_size() -> u32 {
+    defaults::IMAGE_SIZE
 }
 
 impl TrainConfig {
     /// Checks ranges and combinations of settings.
     pub fn validate(&self) -> Result<()> {
-        if self.epochs < 1 {
+        self.recipe.validate()?;
+        let s = &self.session;
+        if s.epochs < 1 {
             bail_input!("--epochs must be at least 1");
         }
+        if s.max_steps == Some(0) || s.checkpoint_every == Some(0) {
+            bail_input!("--max-steps and --checkpoint-every must be at least 1");
+        }
+        if !(s.min_delta >= 0.0 && s.min_delta < 1.0) || s.early_stop == Some(0) {
+            bail_input!("--min-delta must be in [0, 1) and --early-stop at least 1");
+        }
+        if s.log_interval < 1 || s.pred_interval < 1 {
+            bail_input!("--log-interval and --pred-interval must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The configuration a resumed run continues with: `recorded`'s recipe and origin, this
+    /// command line's session. A recipe flag that differs from the recording is an error
+    /// naming it with both values.
+    pub fn resumed(self, recorded: &TrainConfig) -> Result<TrainConfig> {
+        let (now, then) = (&self.recipe, &recorded.recipe);
+        if now.stage != then.stage {
+            let command = match then.stage {
+                Stage::Base => "train-base",
+                Stage::Finetune => "finetune",
+            };
+            bail_input!(
+                "--resume: {} holds a {} run; resume it with `vggtiny {command} ... --resume`",
+                self.session.out.display(),
+                then.stage.name()
+            );
+        }
+        let differing = now.differences(then);
+        if !differing.is_empty() {
+            bail_input!(
+                "--resume: {}; resume with the run's own flags (its config is in {}), or start a \
+                 new run elsewhere",
+                differing.join("; "),
+                self.session.out.join(super::META_FILE).display()
+            );
+        }
+        Ok(TrainConfig {
+            recipe: recorded.recipe.clone(),
+            origin: recorded.origin.clone(),
+            session: Session {
+                resume: true,
+                ..self.session
+            },
+        })
+    }
+}
+
+impl Recipe {
+    /// The recipe's own settings for `stage` (stage 2 starting from stage 1's last model).
+    pub fn of(stage: Stage) -> Recipe {
+        let own = match stage {
+            Stage::Base => &defaults::BASE,
+            Stage::Finetune => &defaults::FINETUNE,
+        };
+        Recipe {
+            stage,
+            batch_size: defaults::BATCH_SIZE,
+            schedule: Schedule {
+                cyclic: CyclicLr::triangular2(own.lr.0, own.max_lr.0, own.step_size_up),
+                step: SchedStep::Batch,
+            },
+            seed: defaults::SEED,
+            holdout: defaults::HOLDOUT,
+            augment: true,
+            dropout: true,
+            shuffle: true,
+            amp: Amp::Off,
+            image_size: defaults::IMAGE_SIZE,
+            label_smoothing: 0.0,
+            precise_bn: 0,
+            which: Which::Last,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
         // BatchNorm needs more than one sample per training batch.
         if self.batch_size < 2 {
             bail_input!("--batch-size must be at least 2 (BatchNorm needs a batch)");
         }
         validate_holdout(self.holdout)?;
-        let s = &self.schedule;
-        if !(s.base_lr > 0.0 && s.base_lr.is_finite()) {
-            bail_input!("--lr must be a positive number, got {}", s.base_lr);
-        }
-        if !(s.max_lr >= s.base_lr && s.max_lr.is_finite()) {
-            bail_input!(
-                "--max-lr ({}) must be at least --lr ({})",
-                s.max_lr,
-                s.base_lr
-            );
-        }
-        if s.step_size_up < 1 {
-            bail_input!("--step-size-up must be at least 1");
-        }
-        if self.max_steps == Some(0) || self.checkpoint_every == Some(0) {
-            bail_input!("--max-steps and --checkpoint-every must be at least 1");
-        }
-        if !(self.min_delta >= 0.0 && self.min_delta < 1.0) || self.early_stop == Some(0) {
-            bail_input!("--min-delta must be in [0, 1) and --early-stop at least 1");
-        }
+        self.schedule.validate()?;
         validate_image_size(self.image_size)?;
         if !(0.0..1.0).contains(&self.label_smoothing) {
             bail_input!(
@@ -140,128 +256,64 @@ impl TrainConfig {
                 self.label_smoothing
             );
         }
-        if self.log_interval < 1 || self.pred_interval < 1 {
-            bail_input!("--log-interval and --pred-interval must be at least 1");
-        }
         Ok(())
     }
-}
 
-/// The configuration a resumed run continues with: the one it recorded, but for the settings
-/// that may change between sessions (device, length, logging, checkpoints, cache, where the
-/// data and the run now are), taken from this command line. Any other flag that differs from
-/// the recording is an error naming it with both values.
-pub fn resumed(requested: &TrainConfig, recorded: &TrainConfig) -> Result<TrainConfig> {
-    if requested.stage != recorded.stage {
-        let command = match recorded.stage {
-            Stage::Base => "train-base",
-            Stage::Finetune => "finetune",
+    /// The flags whose values differ from `recorded`'s, as `--lr 0.01 (the run has 0.0001)`.
+    fn differences(&self, recorded: &Recipe) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |flag: &str, now: &dyn Shown, then: &dyn Shown| {
+            let (now, then) = (now.shown(), then.shown());
+            if now != then {
+                out.push(format!("{flag} {now} (the run has {then})"));
+            }
         };
-        bail_input!(
-            "--resume: {} holds a {} run; resume it with `vggtiny {command} ... --resume`",
-            requested.out.display(),
-            recorded.stage.name()
-        );
-    }
-    const FROM_COMMAND_LINE: [&str; 14] = [
-        "data",
-        "out",
-        "device",
-        "deterministic",
-        "epochs",
-        "log_interval",
-        "pred_interval",
-        "cache_dir",
-        "max_steps",
-        "checkpoint_every",
-        "max_nan_skips",
-        "early_stop",
-        "min_delta",
-        "tensorboard",
-    ];
-    // Not compared either: a resumed run needs its starting weights no more, and its split
-    // already left out the images it could not decode.
-    const KEPT_AS_RECORDED: [&str; 2] = ["init", "skip_bad_images"];
-    let (Value::Object(requested_fields), Value::Object(mut fields)) = (
-        serde_json::to_value(requested)?,
-        serde_json::to_value(recorded)?,
-    ) else {
-        anyhow::bail!("configuration is not a JSON object");
-    };
-    let compared = |k: &str| !FROM_COMMAND_LINE.contains(&k) && !KEPT_AS_RECORDED.contains(&k);
-    let mut now = Vec::new();
-    let mut then = Vec::new();
-    for (k, v) in requested_fields.iter().filter(|(k, _)| compared(k)) {
-        flatten(k, v, &mut now);
-        flatten(k, fields.get(k).unwrap_or(&Value::Null), &mut then);
-    }
-    let differing: Vec<String> = now
-        .iter()
-        .zip(&then)
-        .filter(|((_, a), (_, b))| a != b)
-        .filter_map(|((key, a), (_, b))| flag_change(key, a, b))
-        .collect();
-    if !differing.is_empty() {
-        bail_input!(
-            "--resume: {}; resume with the run's own flags (its config is in {}), or start a \
-             new run elsewhere",
-            differing.join("; "),
-            requested.out.join("meta.json").display()
-        );
-    }
-    for key in FROM_COMMAND_LINE {
-        if let Some(value) = requested_fields.get(key) {
-            fields.insert(key.to_string(), value.clone());
-        }
-    }
-    let mut config: TrainConfig = serde_json::from_value(Value::Object(fields))?;
-    config.resume = true;
-    Ok(config)
-}
-
-/// The leaves of a JSON value under dotted keys (`schedule.base_lr`), in order.
-fn flatten(key: &str, value: &Value, out: &mut Vec<(String, Value)>) {
-    match value {
-        Value::Object(fields) => {
-            for (k, v) in fields {
-                flatten(&format!("{key}.{k}"), v, out);
+        let (a, b) = (self, recorded);
+        check("--batch-size", &a.batch_size, &b.batch_size);
+        let (s, t) = (&a.schedule.cyclic, &b.schedule.cyclic);
+        check("--lr", &s.base_lr, &t.base_lr);
+        check("--max-lr", &s.max_lr, &t.max_lr);
+        check("--step-size-up", &s.step_size_up, &t.step_size_up);
+        check("--sched-step", &a.schedule.step, &b.schedule.step);
+        check("--seed", &a.seed, &b.seed);
+        check("--holdout", &a.holdout, &b.holdout);
+        check("--amp", &a.amp, &b.amp);
+        check("--image-size", &a.image_size, &b.image_size);
+        check("--label-smoothing", &a.label_smoothing, &b.label_smoothing);
+        check("--precise-bn", &a.precise_bn, &b.precise_bn);
+        check("--which", &a.which, &b.which);
+        for (name, now, then) in [
+            ("augment", a.augment, b.augment),
+            ("dropout", a.dropout, b.dropout),
+            ("shuffle", a.shuffle, b.shuffle),
+        ] {
+            let given = |on: bool| if on { "not given" } else { "given" };
+            if now != then {
+                out.push(format!(
+                    "--no-{name} {} (the run was started with it {})",
+                    given(now),
+                    given(then)
+                ));
             }
         }
-        leaf => out.push((key.to_string(), leaf.clone())),
+        out
     }
 }
 
-/// How a configuration field that differs reads as a flag: `--lr 0.01 (the run has 0.0001)`.
-/// `None` for fields that follow from another flag (the schedule's down half and momenta).
-fn flag_change(key: &str, now: &Value, then: &Value) -> Option<String> {
-    let flag = match key {
-        "schedule.base_lr" => "--lr".to_string(),
-        "schedule.max_lr" => "--max-lr".to_string(),
-        "schedule.step_size_up" => "--step-size-up".to_string(),
-        k if k.starts_with("schedule.") => return None,
-        "augment" | "dropout" | "shuffle" => {
-            let given = |v: &Value| {
-                if v == &Value::Bool(false) {
-                    "given"
-                } else {
-                    "not given"
-                }
-            };
-            return Some(format!(
-                "--no-{key} {} (the run was started with it {})",
-                given(now),
-                given(then)
-            ));
+/// A recipe value as a command line shows it: numbers as Rust prints them, names as the flags
+/// take them.
+trait Shown {
+    fn shown(&self) -> String;
+}
+
+impl<T: Serialize> Shown for T {
+    fn shown(&self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(name)) => name,
+            Ok(value) => value.to_string(),
+            Err(_) => String::new(),
         }
-        k => format!("--{}", k.replace('_', "-")),
-    };
-    // Strings as a command line shows them, without JSON's quotes.
-    let shown = |v: &Value| v.as_str().map_or_else(|| v.to_string(), String::from);
-    Some(format!(
-        "{flag} {} (the run has {})",
-        shown(now),
-        shown(then)
-    ))
+    }
 }
 
 /// VGG16 needs at least 32 pixels for its five poolings; beyond 1024 a batch of one image
@@ -282,41 +334,32 @@ pub fn validate_holdout(holdout: f64) -> Result<()> {
 
 #[cfg(test)]
 impl TrainConfig {
-    /// A valid configuration with the recipe's stage-1 settings, writing to `runs/example`.
+    /// A valid configuration with the recipe's settings for `stage`, writing to `runs/example`.
     pub fn example(stage: Stage, init: Init) -> TrainConfig {
         TrainConfig {
-            stage,
-            data: PathBuf::from("data"),
-            out: PathBuf::from("runs/example"),
-            init,
-            epochs: 10,
-            batch_size: 64,
-            schedule: CyclicLr::triangular2(1e-4, 6e-4, 1404),
-            sched_step: SchedStep::Batch,
-            seed: DEFAULT_SEED,
-            holdout: DEFAULT_HOLDOUT,
-            device: "auto".into(),
-            cache_dir: None,
-            log_interval: 100,
-            pred_interval: 300,
-            augment: true,
-            dropout: true,
-            shuffle: true,
-            amp: Amp::Off,
-            image_size: 64,
-            label_smoothing: 0.0,
-            precise_bn: 0,
-            max_steps: None,
-            checkpoint_every: None,
-            tensorboard: None,
-            early_stop: None,
-            min_delta: 0.0,
-            which: Which::Last,
-            max_nan_skips: 0,
-            skip_bad_images: false,
-            deterministic: false,
-            force: false,
-            resume: false,
+            recipe: Recipe::of(stage),
+            origin: Origin {
+                init,
+                skip_bad_images: false,
+            },
+            session: Session {
+                data: PathBuf::from("data"),
+                out: PathBuf::from("runs/example"),
+                device: "auto".into(),
+                deterministic: false,
+                epochs: 10,
+                log_interval: 100,
+                pred_interval: 300,
+                cache_dir: None,
+                max_steps: None,
+                checkpoint_every: None,
+                max_nan_skips: 0,
+                early_stop: None,
+                min_delta: 0.0,
+                tensorboard: None,
+                force: false,
+                resume: false,
+            },
         }
     }
 }
@@ -329,11 +372,15 @@ mod tests {
     fn resume_names_exactly_the_flags_that_differ_with_both_values() {
         let recorded = TrainConfig::example(Stage::Base, Init::RandomInit);
         let mut requested = recorded.clone();
-        requested.schedule.base_lr = 0.01;
-        requested.augment = false;
-        requested.out = PathBuf::from("./runs/example/");
-        requested.epochs = 20;
-        let err = resumed(&requested, &recorded).unwrap_err().to_string();
+        requested.recipe.schedule.cyclic.base_lr = 0.01;
+        requested.recipe.augment = false;
+        requested.session.out = PathBuf::from("./runs/example/");
+        requested.session.epochs = 20;
+        let err = requested
+            .clone()
+            .resumed(&recorded)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--lr 0.01 (the run has 0.0001)"), "{err}");
         assert!(
             err.contains("--no-augment given (the run was started with it not given)"),
@@ -342,26 +389,83 @@ mod tests {
         for unchanged in ["--schedule", "--out", "--epochs", "--max-lr", "--step-size"] {
             assert!(!err.contains(unchanged), "{unchanged} in {err}");
         }
-        requested.sched_step = SchedStep::Epoch;
-        let err = resumed(&requested, &recorded).unwrap_err().to_string();
+        requested.recipe.schedule.step = SchedStep::Epoch;
+        let err = requested
+            .clone()
+            .resumed(&recorded)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("--sched-step epoch (the run has batch)"),
             "{err}"
         );
-        requested.sched_step = SchedStep::Batch;
+        requested.recipe.schedule.step = SchedStep::Batch;
         let mut other_stage = requested.clone();
-        other_stage.stage = Stage::Finetune;
-        let err = resumed(&other_stage, &recorded).unwrap_err().to_string();
+        other_stage.recipe.stage = Stage::Finetune;
+        let err = other_stage.resumed(&recorded).unwrap_err().to_string();
         assert!(
             err.contains("holds a base run") && err.contains("train-base"),
             "{err}"
         );
-        requested.schedule.base_lr = recorded.schedule.base_lr;
-        requested.augment = true;
-        let config = resumed(&requested, &recorded).unwrap();
-        assert_eq!(config.epochs, 20);
-        assert_eq!(config.out, PathBuf::from("./runs/example/"));
-        assert!(config.resume);
+        requested.recipe.schedule.cyclic.base_lr = recorded.recipe.schedule.cyclic.base_lr;
+        requested.recipe.augment = true;
+        requested.origin.init = Init::Weights(PathBuf::from("elsewhere.safetensors"));
+        let config = requested.resumed(&recorded).unwrap();
+        assert_eq!(config.session.epochs, 20);
+        assert_eq!(config.session.out, PathBuf::from("./runs/example/"));
+        assert_eq!(config.origin.init, Init::RandomInit, "the recorded origin");
+        assert!(config.session.resume);
+    }
+
+    /// meta.json keeps one flat `config` object with the keys it always had.
+    #[test]
+    fn the_recorded_config_keeps_its_keys() {
+        let config = TrainConfig::example(Stage::Base, Init::RandomInit);
+        let json = serde_json::to_value(&config).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for key in [
+            "stage",
+            "data",
+            "out",
+            "init",
+            "epochs",
+            "batch_size",
+            "schedule",
+            "sched_step",
+            "seed",
+            "holdout",
+            "device",
+            "cache_dir",
+            "log_interval",
+            "pred_interval",
+            "augment",
+            "dropout",
+            "shuffle",
+            "amp",
+            "image_size",
+            "label_smoothing",
+            "precise_bn",
+            "max_steps",
+            "checkpoint_every",
+            "tensorboard",
+            "early_stop",
+            "min_delta",
+            "which",
+            "max_nan_skips",
+            "skip_bad_images",
+            "deterministic",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        assert_eq!(keys.len(), 30, "{keys:?}");
+        assert_eq!(json["schedule"]["step_size_up"], 1404);
+        let back: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back.recipe, config.recipe);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use tch::Device;
 
-use super::config::recipe_image_size;
+use super::config::defaults;
 use super::meta::{load_meta, Meta};
 use super::{Which, BEST_FILE, META_FILE, MODEL_FILE};
 use crate::bail_input;
@@ -61,7 +61,7 @@ impl Source {
     pub fn image_size(&self) -> u32 {
         self.meta
             .as_ref()
-            .map_or_else(recipe_image_size, |m| m.config.image_size)
+            .map_or(defaults::IMAGE_SIZE, |m| m.config.recipe.image_size)
     }
 
     /// The model's tensors. A run's resume checkpoint (`checkpoint.safetensors`) holds the

@@ -33,9 +33,9 @@ pub struct Expected<'a> {
 }
 
 impl TrainData {
-    /// Scans, decodes and splits `cfg.data`.
+    /// Scans, decodes and splits the data of `cfg`.
     pub fn load(cfg: &TrainConfig, expected: Option<Expected>) -> Result<TrainData> {
-        let root = DataRoot::locate(&cfg.data)?;
+        let root = DataRoot::locate(&cfg.session.data)?;
         let list = scan_image_folder(&root.train)?;
         if list.classes.len() < 2 {
             bail_input!(
@@ -47,10 +47,14 @@ impl TrainData {
         if let Some(e) = &expected {
             ensure_same_classes(&e.meta.classes, &list.classes, &e.name)?;
         }
-        let decoded = images::load(list.samples, cfg.cache_dir.as_deref(), cfg.skip_bad_images)?;
+        let decoded = images::load(
+            list.samples,
+            cfg.session.cache_dir.as_deref(),
+            cfg.origin.skip_bad_images,
+        )?;
         let size = decoded.samples.len();
         // The split draws first from a freshly seeded generator, exactly as random_split does.
-        let spec = SplitSpec::new(cfg.seed, cfg.holdout, size);
+        let spec = SplitSpec::new(cfg.recipe.seed, cfg.recipe.holdout, size);
         if let Some(e) = expected.filter(|e| e.same_dataset) {
             e.meta.split.check_size(size, &e.name, &root.train)?;
         }
@@ -59,7 +63,7 @@ impl TrainData {
             bail_input!(
                 "a holdout of {} over {size} images leaves {} to train on and {} to hold out; \
                  both must be non-empty (at least 2 to train)",
-                cfg.holdout,
+                cfg.recipe.holdout,
                 split.train.len(),
                 split.holdout.len()
             );
@@ -84,7 +88,7 @@ impl TrainData {
     /// The `meta.json` of a run on this data with configuration `cfg`, before any epoch.
     pub fn meta(&self, cfg: &TrainConfig) -> Meta {
         let mut meta = Meta::new(
-            cfg.stage,
+            cfg.recipe.stage,
             self.classes.clone(),
             self.spec.clone(),
             cfg.clone(),

@@ -64,7 +64,7 @@ pub struct RunLog {
 impl RunLog {
     /// Appends to the run's `metrics.jsonl` (and to new TensorBoard event files).
     pub fn open(cfg: &TrainConfig) -> Result<RunLog> {
-        let path = cfg.out.join(METRICS_FILE);
+        let path = cfg.session.out.join(METRICS_FILE);
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -73,6 +73,7 @@ impl RunLog {
         Ok(RunLog {
             out: BufWriter::new(file),
             tensorboard: cfg
+                .session
                 .tensorboard
                 .as_deref()
                 .map(EventWriter::create)
@@ -232,8 +233,8 @@ mod tests {
     fn steps_and_epochs_are_tagged_lines_and_tensorboard_scalars() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = TrainConfig::example(Stage::Base, Init::RandomInit);
-        cfg.out = dir.path().to_path_buf();
-        cfg.tensorboard = Some(dir.path().join("tb"));
+        cfg.session.out = dir.path().to_path_buf();
+        cfg.session.tensorboard = Some(dir.path().join("tb"));
         let mut log = RunLog::open(&cfg).unwrap();
         let record = BatchRecord {
             stage: "base".into(),

@@ -1,15 +1,15 @@
 //! The training loop shared by both stages. They differ only in their starting weights, what
-//! is frozen (`Stage`) and their hyper-parameters (`TrainConfig`).
+//! is frozen (`Stage`) and their hyper-parameters (the `Recipe`).
 //!
-//! `run` reads top to bottom: open the run (fresh or resumed), then for each epoch train one
-//! epoch, validate on the holdout, save (checkpoint, model, best model, meta.json), and decide
-//! whether to stop early. A run checkpoints after every epoch (and every `--checkpoint-every`
-//! steps); every random draw is keyed by (seed, stage, epoch, batch), so a run resumed from
-//! any checkpoint continues exactly as it would have.
+//! This file reads top to bottom as one loop: `run` opens the run (fresh or resumed); each
+//! epoch `run_epoch` trains (`train_one_epoch`: its batches, each `train_batch`, one optimizer
+//! step, logged at intervals and checkpointed when due), validates on the holdout, and
+//! `finish_epoch` saves (best model, checkpoint, model, meta.json) and decides whether to stop
+//! early. Every random draw is keyed by (seed, stage, epoch, batch), so a run resumed from any
+//! checkpoint continues exactly as it would have.
 
 mod data;
 mod early_stop;
-mod epoch;
 mod keys;
 mod log;
 mod nonfinite;
@@ -22,64 +22,63 @@ pub mod step;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use tch::Device;
+use tch::{Device, Kind, Tensor};
 
 use crate::data::images::place;
-use crate::data::loader::Loader;
+use crate::data::loader::{batches_per_epoch, Batch, Loader, Planned};
 use crate::data::split::Split;
 use crate::device;
 use crate::eval::tta::Tta;
-use crate::eval::{eval_batch_size, evaluate, Scores};
+use crate::eval::{eval_batch_size, evaluate, topk_correct, Scores};
 use crate::io::memory::host_memory_mb;
 use crate::run_dir::checkpoint::TrainState;
 use crate::run_dir::config::TrainConfig;
-use crate::run_dir::metrics::EpochRecord;
+use crate::run_dir::metrics::{BatchRecord, EpochRecord};
 use crate::run_dir::{BEST_FILE, MODEL_FILE};
 use data::TrainData;
 use early_stop::EarlyStop;
 use keys::{Keys, Stream};
-use log::RunLog;
+use log::{Position, RunLog};
 use nonfinite::NonFinitePolicy;
-use open::{open, Opened};
+use open::open;
 use saver::CheckpointSaver;
 use signals::{interrupted, StopSignals};
 use step::Learner;
 
-/// Trains one stage as `requested` says (or resumes it) on `device` and returns the final
-/// holdout scores.
-pub fn run(requested: &TrainConfig, device: Device) -> Result<Scores> {
-    let Opened { config: cfg, start } = open(requested)?;
-    let data = TrainData::load(&cfg, start.expected(&cfg))?;
-    let mut meta = data.meta(&cfg);
+/// Trains one stage as `cfg` says (or resumes it) on `device` and returns the final holdout
+/// scores.
+pub fn run(cfg: &TrainConfig, device: Device) -> Result<Scores> {
+    let start = open(cfg)?;
+    let data = TrainData::load(cfg, start.expected(cfg))?;
+    let mut meta = data.meta(cfg);
     meta.device = Some(device::describe(device));
     meta.libtorch = device::libtorch_version();
-    let mut saver = CheckpointSaver::new(&cfg.out, meta);
-    let classes = data.classes.len();
+    let (recipe, session) = (&cfg.recipe, &cfg.session);
+    let mut saver = CheckpointSaver::new(&session.out, meta, session.min_delta);
     let set = place(data.set, device)?;
-    let keys = Keys::new(cfg.seed, cfg.stage);
+    let keys = Keys::new(recipe.seed, recipe.stage);
     tch::manual_seed(keys.init());
-    let mut learner = Learner::new(classes, cfg.stage, cfg.amp, cfg.dropout, device)
-        .with_label_smoothing(cfg.label_smoothing);
-    let state = start.apply(&mut learner, &mut saver, &cfg)?;
+    let mut learner = Learner::new(data.classes.len(), recipe, device)
+        .with_skippable_batches(session.max_nan_skips > 0);
+    let state = start.apply(&mut learner, &mut saver, cfg)?;
     let mut trainer = Trainer {
-        cfg: &cfg,
-        loader: Loader::new(&set, device).with_image_size(cfg.image_size),
+        cfg,
+        loader: Loader::new(&set, device).with_image_size(recipe.image_size),
         split: &data.split,
         keys,
         learner,
         state,
-        policy: NonFinitePolicy::new(&cfg, device),
-        log: RunLog::open(&cfg)?,
+        policy: NonFinitePolicy::new(cfg, device),
+        log: RunLog::open(cfg)?,
         saver,
         signals: StopSignals::install()?,
         stop: EarlyStop {
-            patience: cfg.early_stop,
-            min_delta: cfg.min_delta,
+            patience: session.early_stop,
         },
     };
     let mut last = trainer.last_scores();
-    let max_steps = cfg.max_steps.unwrap_or(u64::MAX);
-    while trainer.state.epoch <= cfg.epochs && trainer.state.step < max_steps {
+    let max_steps = session.max_steps.unwrap_or(u64::MAX);
+    while trainer.state.epoch <= session.epochs && trainer.state.step < max_steps {
         let (scores, go_on) = trainer.run_epoch()?;
         last = Some(scores);
         if !go_on {
@@ -89,10 +88,10 @@ pub fn run(requested: &TrainConfig, device: Device) -> Result<Scores> {
     let scores = last.context("no epoch ran")?;
     println!(
         "Finished {}: holdout top-1 {:.2}%, top-5 {:.2}%; model in {}",
-        cfg.stage.name(),
+        recipe.stage.name(),
         100.0 * scores.top1,
         100.0 * scores.top5,
-        cfg.out.join(MODEL_FILE).display()
+        session.out.join(MODEL_FILE).display()
     );
     Ok(scores)
 }
@@ -141,15 +140,119 @@ impl Trainer<'_> {
         Ok((scores, go_on))
     }
 
-    /// The epoch's sample order: the training split shuffled by the epoch's key.
-    fn epoch_order(&self, epoch: u32) -> Vec<usize> {
-        if self.cfg.shuffle {
-            Loader::shuffled(
-                &self.split.train,
-                self.keys.epoch(epoch, Stream::Shuffle, 0),
-            )
-        } else {
-            self.split.train.clone()
+    /// Trains the current epoch from the batch the run stands at, in `order`, up to its end or
+    /// to `--max-steps`. Returns whether the epoch is complete.
+    fn train_one_epoch(&mut self, order: &[usize]) -> Result<bool> {
+        let plan = self.plan(order);
+        let done = (self.state.batch * self.cfg.recipe.batch_size) as u64;
+        let label = format!(
+            "{} epoch {}",
+            self.cfg.recipe.stage.name(),
+            self.state.epoch
+        );
+        self.log
+            .start_epoch(label, order.len() as u64, done, self.state.step);
+        let device = self.loader.device();
+        let mut loss_sum = Tensor::full([], self.state.loss_sum, (Kind::Double, device));
+        std::thread::scope(|scope| -> Result<()> {
+            let augment = self.cfg.recipe.augment;
+            for batch in self.loader.prefetch(scope, plan, augment) {
+                self.train_batch(&batch?, &mut loss_sum)?;
+                self.checkpoint_mid_epoch(&loss_sum)?;
+            }
+            Ok(())
+        })?;
+        self.log.finish_epoch();
+        self.policy.check(self.state.epoch)?;
+        self.state.loss_sum = loss_sum.double_value(&[]);
+        Ok(self.state.batch >= self.per_epoch())
+    }
+
+    /// One optimizer step on `batch`, its loss added to `loss_sum` on the device.
+    fn train_batch(&mut self, batch: &Batch, loss_sum: &mut Tensor) -> Result<()> {
+        let (epoch, step) = (self.state.epoch, self.state.step);
+        let (lr, beta1) = self.cfg.recipe.schedule.at(step, epoch);
+        // Dropout draws keyed by the step, so a resumed run draws what this one would.
+        let dropout_key = self
+            .keys
+            .epoch(epoch, Stream::Dropout, self.state.batch as u64);
+        tch::manual_seed(dropout_key as i64);
+        let (policy, skipped) = (&mut self.policy, &mut self.state.nan_skips);
+        let outcome = self.learner.step(batch, (lr, beta1), |loss| {
+            policy.admit(loss, step, epoch, skipped)
+        })?;
+        if outcome.taken {
+            *loss_sum += outcome.loss.detach().to_kind(Kind::Double) * batch.len as f64;
+            self.state.seen += batch.len;
+        }
+        self.state.last_lr = lr;
+        self.log.advance(batch.len as u64);
+        if step.is_multiple_of(self.cfg.session.log_interval) {
+            self.log_step(&outcome.loss, &outcome.logits, batch, (lr, beta1))?;
+        }
+        self.state.batch += 1;
+        self.state.step += 1;
+        Ok(())
+    }
+
+    /// The loop's host reads, at log intervals only: the non-finite check, the loss, and the
+    /// mini-batch accuracy at prediction intervals.
+    fn log_step(
+        &mut self,
+        loss: &Tensor,
+        logits: &Tensor,
+        batch: &Batch,
+        (lr, beta1): (f64, f64),
+    ) -> Result<()> {
+        self.policy.check(self.state.epoch)?;
+        let (recipe, session) = (&self.cfg.recipe, &self.cfg.session);
+        let step = self.state.step;
+        let acc = step.is_multiple_of(session.pred_interval).then(|| {
+            let correct = topk_correct(&logits.detach(), &batch.labels, 1).int64_value(&[]);
+            correct as f64 / batch.len as f64
+        });
+        let record = BatchRecord {
+            stage: recipe.stage.name().to_string(),
+            epoch: self.state.epoch,
+            step,
+            lr,
+            beta1,
+            loss: loss.double_value(&[]),
+            acc,
+        };
+        let epochs_steps = self.per_epoch() as u64 * u64::from(session.epochs);
+        let at = Position {
+            batch: self.state.batch,
+            batches: self.per_epoch(),
+            batch_size: recipe.batch_size,
+            images: self.split.train.len(),
+            stage_steps: epochs_steps.min(session.max_steps.unwrap_or(u64::MAX)),
+        };
+        self.log.step(&record, at)
+    }
+
+    /// A checkpoint inside the epoch when `--checkpoint-every` says so or a signal asks the run
+    /// to stop (which it then does).
+    fn checkpoint_mid_epoch(&mut self, loss_sum: &Tensor) -> Result<()> {
+        let due = self
+            .cfg
+            .session
+            .checkpoint_every
+            .is_some_and(|n| self.state.step.is_multiple_of(n));
+        let signal = self.signals.caught();
+        let action = mid_epoch(due, signal, self.state.batch, self.per_epoch());
+        if action == MidEpoch::Go {
+            return Ok(());
+        }
+        self.policy.check(self.state.epoch)?;
+        self.state.loss_sum = loss_sum.double_value(&[]);
+        self.saver.save(&self.learner, &mut self.state, &self.log)?;
+        match action {
+            MidEpoch::SaveAndStop(signal) => {
+                let (epoch, step) = (self.state.epoch, self.state.step);
+                Err(interrupted(signal, epoch, step, &self.cfg.session.out))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -157,17 +260,18 @@ impl Trainer<'_> {
     /// batches as eval sees them. Batches of one image are left out, as in training: their
     /// variance is undefined and would make the statistics NaN.
     fn precise_batch_norm(&mut self, order: &[usize]) {
-        if self.cfg.precise_bn == 0 {
+        let recipe = &self.cfg.recipe;
+        if recipe.precise_bn == 0 {
             return;
         }
-        let batches = precise_bn_batches(order, self.cfg.batch_size, self.cfg.precise_bn);
+        let batches = precise_bn_batches(order, recipe.batch_size, recipe.precise_bn);
         let loader = &self.loader;
         let images = batches.into_iter().map(|b| loader.eval_batch(b).images);
         self.learner.model.recalibrate_batch_norm(images);
     }
 
     fn validate(&self) -> Scores {
-        let batch = eval_batch_size(self.loader.device(), self.cfg.batch_size);
+        let batch = eval_batch_size(self.loader.device(), self.cfg.recipe.batch_size);
         evaluate(
             &self.learner.model,
             &self.loader,
@@ -177,10 +281,74 @@ impl Trainer<'_> {
         )
     }
 
+    /// After a complete epoch: the best model, the resume point at the next epoch, a signal
+    /// that came meanwhile, and the early-stopping decision. Returns whether to go on.
+    fn finish_epoch(&mut self, epoch: u32, scores: &Scores) -> Result<bool> {
+        let best = self
+            .saver
+            .update_best(epoch, scores.top1, &self.learner.model)?;
+        self.state.best = Some(best);
+        self.state.next_epoch(self.cfg.session.epochs);
+        self.saver.save(&self.learner, &mut self.state, &self.log)?;
+        if let Some(signal) = self.signals.caught() {
+            let (epoch, step) = (self.state.epoch, self.state.step);
+            return Err(interrupted(signal, epoch, step, &self.cfg.session.out));
+        }
+        if self.stop.should_stop(epoch, best) {
+            println!(
+                "Early stop: no holdout top-1 gain above {:.2} points for {} epochs; best {:.2}% \
+                 at epoch {} in {}",
+                100.0 * self.cfg.session.min_delta,
+                epoch - best.epoch,
+                100.0 * best.top1,
+                best.epoch,
+                self.cfg.session.out.join(BEST_FILE).display()
+            );
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The epoch's sample order: the training split shuffled by the epoch's key.
+    fn epoch_order(&self, epoch: u32) -> Vec<usize> {
+        if self.cfg.recipe.shuffle {
+            Loader::shuffled(
+                &self.split.train,
+                self.keys.epoch(epoch, Stream::Shuffle, 0),
+            )
+        } else {
+            self.split.train.clone()
+        }
+    }
+
+    /// The batches left to train this epoch, each with the key of its augmentation draws.
+    fn plan(&self, order: &[usize]) -> Vec<Planned> {
+        let max_steps = self.cfg.session.max_steps.unwrap_or(u64::MAX);
+        let remaining = self.per_epoch().saturating_sub(self.state.batch);
+        let allowed = (max_steps - self.state.step)
+            .try_into()
+            .unwrap_or(usize::MAX);
+        let epoch = self.state.epoch;
+        order
+            .chunks(self.cfg.recipe.batch_size)
+            .enumerate()
+            .skip(self.state.batch)
+            .take(remaining.min(allowed))
+            .map(|(b, indices)| Planned {
+                indices: indices.to_vec(),
+                key: self.keys.epoch(epoch, Stream::Augment, b as u64),
+            })
+            .collect()
+    }
+
+    fn per_epoch(&self) -> usize {
+        batches_per_epoch(self.split.train.len(), self.cfg.recipe.batch_size)
+    }
+
     fn epoch_record(&self, scores: &Scores, started: Instant, speed: f64) -> EpochRecord {
         let state = &self.state;
         EpochRecord {
-            stage: self.cfg.stage.name().to_string(),
+            stage: self.cfg.recipe.stage.name().to_string(),
             epoch: state.epoch,
             train_loss: state.loss_sum / state.seen.max(1) as f64,
             holdout_loss: scores.loss,
@@ -193,35 +361,6 @@ impl Trainer<'_> {
         }
     }
 
-    /// After a complete epoch: the best model, the resume point at the next epoch, a signal
-    /// that came meanwhile, and the early-stopping decision. Returns whether to go on.
-    fn finish_epoch(&mut self, epoch: u32, scores: &Scores) -> Result<bool> {
-        let model = &self.learner.model;
-        let best = self
-            .saver
-            .update_best(epoch, scores.top1, &self.stop, model)?;
-        self.state.best = Some(best);
-        self.state.next_epoch(self.cfg.epochs);
-        self.saver.save(&self.learner, &mut self.state, &self.log)?;
-        if let Some(signal) = self.signals.caught() {
-            let (epoch, step) = (self.state.epoch, self.state.step);
-            return Err(interrupted(signal, epoch, step, &self.cfg.out));
-        }
-        if self.stop.should_stop(epoch, best) {
-            println!(
-                "Early stop: no holdout top-1 gain above {:.2} points for {} epochs; best {:.2}% \
-                 at epoch {} in {}",
-                100.0 * self.cfg.min_delta,
-                epoch - best.epoch,
-                100.0 * best.top1,
-                best.epoch,
-                self.cfg.out.join(BEST_FILE).display()
-            );
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
     /// The scores of the last epoch a resumed run logged, if any.
     fn last_scores(&self) -> Option<Scores> {
         self.saver.meta().epochs.last().map(|r| Scores {
@@ -230,6 +369,27 @@ impl Trainer<'_> {
             top1: r.holdout_top1,
             top5: r.holdout_top5,
         })
+    }
+}
+
+/// What the end of a step inside an epoch calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MidEpoch {
+    Go,
+    Save,
+    /// Save, then stop for this signal.
+    SaveAndStop(i32),
+}
+
+/// After `batch` of `per_epoch` batches: a due checkpoint is saved, a signal saves and stops.
+/// After the epoch's last batch both wait for the epoch's end, which saves the epoch with its
+/// scores and then answers the signal.
+fn mid_epoch(due: bool, signal: Option<i32>, batch: usize, per_epoch: usize) -> MidEpoch {
+    match signal {
+        _ if batch >= per_epoch => MidEpoch::Go,
+        Some(signal) => MidEpoch::SaveAndStop(signal),
+        None if due => MidEpoch::Save,
+        None => MidEpoch::Go,
     }
 }
 
@@ -246,6 +406,17 @@ fn precise_bn_batches(order: &[usize], batch_size: usize, count: usize) -> Vec<&
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signal_in_the_last_batch_is_left_to_the_epoch_end() {
+        assert_eq!(mid_epoch(false, None, 3, 10), MidEpoch::Go);
+        assert_eq!(mid_epoch(true, None, 3, 10), MidEpoch::Save);
+        assert_eq!(mid_epoch(true, Some(2), 3, 10), MidEpoch::SaveAndStop(2));
+        assert_eq!(mid_epoch(false, Some(15), 9, 10), MidEpoch::SaveAndStop(15));
+        // the epoch's last batch: its end saves, then stops
+        assert_eq!(mid_epoch(false, Some(2), 10, 10), MidEpoch::Go);
+        assert_eq!(mid_epoch(true, None, 10, 10), MidEpoch::Go);
+    }
 
     #[test]
     fn precise_bn_leaves_out_a_batch_of_one() {

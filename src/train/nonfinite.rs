@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-use crate::optim::schedule::CyclicLr;
+use crate::optim::schedule::Schedule;
 use crate::run_dir::config::TrainConfig;
 
 /// Tracks non-finite losses on the device, without a host read per step: the first step whose
@@ -46,24 +46,30 @@ impl FiniteWatch {
 pub struct NonFinitePolicy {
     max_skips: u64,
     watch: FiniteWatch,
-    schedule: CyclicLr,
+    schedule: Schedule,
     out: PathBuf,
 }
 
 impl NonFinitePolicy {
     pub fn new(cfg: &TrainConfig, device: Device) -> NonFinitePolicy {
         NonFinitePolicy {
-            max_skips: cfg.max_nan_skips,
+            max_skips: cfg.session.max_nan_skips,
             watch: FiniteWatch::new(device),
-            schedule: cfg.schedule,
-            out: cfg.out.clone(),
+            schedule: cfg.recipe.schedule,
+            out: cfg.session.out.clone(),
         }
     }
 
-    /// Whether the optimizer may step on `loss` of step `step`. With skips allowed, the loss
-    /// is read now: a non-finite one is counted in `skipped` and refused, and one more than
-    /// allowed is an error. Otherwise it is only recorded for `check`.
-    pub fn admit(&mut self, loss: &Tensor, step: u64, skipped: &mut u64) -> Result<bool> {
+    /// Whether the optimizer may step on `loss` of step `step` in `epoch`. With skips allowed,
+    /// the loss is read now: a non-finite one is counted in `skipped` and refused, and one
+    /// more than allowed is an error. Otherwise it is only recorded for `check`.
+    pub fn admit(
+        &mut self,
+        loss: &Tensor,
+        step: u64,
+        epoch: u32,
+        skipped: &mut u64,
+    ) -> Result<bool> {
         if self.max_skips > 0 && loss.isfinite().int64_value(&[]) == 0 {
             *skipped += 1;
             eprintln!(
@@ -71,7 +77,7 @@ impl NonFinitePolicy {
                 self.max_skips
             );
             if *skipped > self.max_skips {
-                return Err(self.error(step, f64::NAN).context(format!(
+                return Err(self.error(step, epoch, None).context(format!(
                     "more than --max-nan-skips {} non-finite batches",
                     self.max_skips
                 )));
@@ -82,20 +88,22 @@ impl NonFinitePolicy {
         Ok(true)
     }
 
-    /// Host read: an error when a loss recorded since the start was not finite.
-    pub fn check(&self) -> Result<()> {
+    /// Host read: an error when a loss recorded since the start was not finite. Called at
+    /// least once an epoch, in `epoch`, so the bad step is of this epoch.
+    pub fn check(&self, epoch: u32) -> Result<()> {
         match self.watch.check() {
-            Some((step, last_finite)) => Err(self.error(step, last_finite)),
+            Some((step, last_finite)) => Err(self.error(step, epoch, Some(last_finite))),
             None => Ok(()),
         }
     }
 
-    fn error(&self, step: u64, last_finite: f64) -> anyhow::Error {
-        let (lr, _) = self.schedule.at(step);
+    fn error(&self, step: u64, epoch: u32, last_finite: Option<f64>) -> anyhow::Error {
+        let (lr, _) = self.schedule.at(step, epoch);
+        let last = last_finite.map_or(String::new(), |l| format!("; last finite loss {l:.4}"));
         anyhow::anyhow!(
-            "the loss stopped being finite at step {step} (lr {lr:.3e}; last finite loss \
-             {last_finite:.4}); the last good checkpoint in {} is untouched. Lower \
-             --lr/--max-lr, or pass --max-nan-skips N to skip such batches",
+            "the loss stopped being finite at step {step} (lr {lr:.3e}{last}); the last good \
+             checkpoint in {} is untouched. Lower --lr/--max-lr, or pass --max-nan-skips N to \
+             skip such batches",
             self.out.display()
         )
     }
@@ -123,12 +131,12 @@ mod tests {
         let mut policy = NonFinitePolicy::new(&cfg, Device::Cpu);
         let mut skipped = 0;
         assert!(policy
-            .admit(&Tensor::from(1.5f32), 0, &mut skipped)
+            .admit(&Tensor::from(1.5f32), 0, 1, &mut skipped)
             .unwrap());
         assert!(policy
-            .admit(&Tensor::from(f32::NAN), 1, &mut skipped)
+            .admit(&Tensor::from(f32::NAN), 1, 1, &mut skipped)
             .unwrap());
-        let err = policy.check().unwrap_err().to_string();
+        let err = policy.check(1).unwrap_err().to_string();
         assert!(err.contains("step 1") && err.contains("1.5000"), "{err}");
         assert_eq!(skipped, 0);
     }
@@ -136,18 +144,31 @@ mod tests {
     #[test]
     fn with_skips_nan_batches_are_refused_until_too_many() {
         let mut cfg = TrainConfig::example(Stage::Base, Init::RandomInit);
-        cfg.max_nan_skips = 2;
+        cfg.session.max_nan_skips = 2;
         let mut policy = NonFinitePolicy::new(&cfg, Device::Cpu);
         let mut skipped = 0;
         let nan = Tensor::from(f32::NAN);
-        assert!(!policy.admit(&nan, 3, &mut skipped).unwrap());
+        assert!(!policy.admit(&nan, 3, 1, &mut skipped).unwrap());
         assert!(policy
-            .admit(&Tensor::from(1.0f32), 4, &mut skipped)
+            .admit(&Tensor::from(1.0f32), 4, 1, &mut skipped)
             .unwrap());
-        assert!(!policy.admit(&nan, 5, &mut skipped).unwrap());
+        assert!(!policy.admit(&nan, 5, 1, &mut skipped).unwrap());
         assert_eq!(skipped, 2);
-        let err = format!("{:#}", policy.admit(&nan, 6, &mut skipped).unwrap_err());
+        let err = format!("{:#}", policy.admit(&nan, 6, 1, &mut skipped).unwrap_err());
         assert!(err.contains("--max-nan-skips 2"), "{err}");
-        assert!(policy.check().is_ok(), "skipped losses are never recorded");
+        assert!(!err.contains("last finite loss"), "{err}");
+        assert!(policy.check(1).is_ok(), "skipped losses are never recorded");
+    }
+
+    /// With the schedule stepping per epoch, the report names the epoch's learning rate.
+    #[test]
+    fn the_reported_learning_rate_is_the_one_the_step_used() {
+        let mut cfg = TrainConfig::example(Stage::Base, Init::RandomInit);
+        cfg.recipe.schedule.step = crate::optim::schedule::SchedStep::Epoch;
+        cfg.recipe.schedule.cyclic = crate::optim::schedule::CyclicLr::triangular2(1e20, 1e30, 2);
+        let mut policy = NonFinitePolicy::new(&cfg, Device::Cpu);
+        assert!(policy.admit(&Tensor::from(f32::NAN), 7, 1, &mut 0).unwrap());
+        let err = policy.check(1).unwrap_err().to_string();
+        assert!(err.contains("at step 7 (lr 1.000e20;"), "{err}");
     }
 }

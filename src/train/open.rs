@@ -13,7 +13,7 @@ use crate::bail_input;
 use crate::io::safetensors::{read_tensors, Named};
 use crate::model::Part;
 use crate::run_dir::checkpoint::{load_checkpoint, TrainState, CHECKPOINT_FILE};
-use crate::run_dir::config::{resumed, Init, TrainConfig};
+use crate::run_dir::config::{Init, TrainConfig};
 use crate::run_dir::meta::{load_meta, Meta};
 use crate::run_dir::metrics::{read_epochs, truncate};
 use crate::run_dir::source::Source;
@@ -40,63 +40,43 @@ pub enum Start {
     },
 }
 
-/// The configuration a run goes on with, and how it begins.
-pub struct Opened {
-    pub config: TrainConfig,
-    pub start: Start,
-}
-
-/// Opens the run `requested` asks for. A resumed run continues with its recorded
-/// configuration and its checkpoint; a new one reads its starting weights first, so that a
-/// bad file fails before any decoding.
-pub fn open(requested: &TrainConfig) -> Result<Opened> {
-    if !requested.resume {
-        prepare(&requested.out, requested.force)?;
-        let start = Start::Fresh(read_weights(&requested.init, requested)?);
-        return Ok(Opened {
-            config: requested.clone(),
-            start,
-        });
+/// Opens the run `cfg` describes. A resumed run (its configuration already the recorded one)
+/// from its checkpoint; a new one reads its starting weights first, so that a bad file fails
+/// before any decoding.
+pub fn open(cfg: &TrainConfig) -> Result<Start> {
+    let out = &cfg.session.out;
+    if !cfg.session.resume {
+        prepare(out, cfg.session.force)?;
+        return Ok(Start::Fresh(read_weights(&cfg.origin.init, cfg)?));
     }
-    let meta_path = requested.out.join(META_FILE);
-    if !meta_path.is_file() {
-        bail_input!(
-            "--resume: {} holds no run to resume (no {META_FILE})",
-            requested.out.display()
-        );
-    }
-    let meta = load_meta(&meta_path)?;
-    let config = resumed(requested, &meta.config)?;
-    if !config.out.join(CHECKPOINT_FILE).is_file() {
+    let meta = load_meta(&out.join(META_FILE))?;
+    if !out.join(CHECKPOINT_FILE).is_file() {
         bail_input!(
             "--resume: {} stopped before its first checkpoint, so there is nothing to resume; \
              run the same command without --resume to start it again",
-            config.out.display()
+            out.display()
         );
     }
-    let (tensors, state) = load_checkpoint(&config.out)?;
-    if state.stage != config.stage {
+    let (tensors, state) = load_checkpoint(out)?;
+    if state.stage != cfg.recipe.stage {
         bail_input!(
             "--resume: {} holds a {} run",
-            config.out.display(),
+            out.display(),
             state.stage.name()
         );
     }
-    if let Some(max) = config.max_steps.filter(|&max| state.step >= max) {
+    if let Some(max) = cfg.session.max_steps.filter(|&max| state.step >= max) {
         bail_input!(
             "--resume: {} already took {} steps, and --max-steps {max} allows no more; raise \
              or drop --max-steps",
-            config.out.display(),
+            out.display(),
             state.step
         );
     }
-    Ok(Opened {
-        config,
-        start: Start::Resumed {
-            tensors,
-            state,
-            meta,
-        },
+    Ok(Start::Resumed {
+        tensors,
+        state,
+        meta,
     })
 }
 
@@ -110,7 +90,7 @@ fn read_weights(init: &Init, cfg: &TrainConfig) -> Result<Option<Weights>> {
             meta: None,
         }),
         Init::From(path) => {
-            let source = Source::resolve(path, cfg.which)?;
+            let source = Source::resolve(path, cfg.recipe.which)?;
             Some(Weights {
                 named: source.model_tensors()?,
                 part: Part::All,
@@ -128,7 +108,7 @@ impl Start {
         match self {
             Start::Resumed { meta, .. } => Some(Expected {
                 meta,
-                name: cfg.out.display().to_string(),
+                name: cfg.session.out.display().to_string(),
                 same_dataset: true,
             }),
             Start::Fresh(Some(Weights {
@@ -161,12 +141,12 @@ impl Start {
                 // meta.json (the recipe) goes to disk before the first checkpoint, so that a
                 // run killed between the two can still be resumed.
                 saver.save_meta()?;
-                Ok(TrainState::new(cfg.stage))
+                Ok(TrainState::new(cfg.recipe.stage))
             }
             Start::Resumed { tensors, state, .. } => {
-                let source = cfg.out.display().to_string();
+                let source = cfg.session.out.display().to_string();
                 learner.restore(tensors, state.adam_steps, &source)?;
-                let metrics = cfg.out.join(METRICS_FILE);
+                let metrics = cfg.session.out.join(METRICS_FILE);
                 truncate(&metrics, state.metrics_len)?;
                 saver.restore_epochs(read_epochs(&metrics)?, state.best);
                 eprintln!(

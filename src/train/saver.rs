@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::early_stop::EarlyStop;
 use super::log::RunLog;
 use super::step::Learner;
 use crate::io::safetensors::save_tensors;
@@ -19,14 +18,18 @@ use crate::run_dir::{BEST_FILE, MODEL_FILE};
 pub struct CheckpointSaver {
     dir: PathBuf,
     meta: Meta,
+    /// Smallest holdout top-1 gain that makes a new best model.
+    min_delta: f64,
 }
 
 impl CheckpointSaver {
-    /// A saver of the run in `dir`, whose `meta.json` is `meta` so far.
-    pub fn new(dir: &Path, meta: Meta) -> CheckpointSaver {
+    /// A saver of the run in `dir`, whose `meta.json` is `meta` so far, that keeps a model as
+    /// the best when it beats the best so far by more than `min_delta`.
+    pub fn new(dir: &Path, meta: Meta, min_delta: f64) -> CheckpointSaver {
         CheckpointSaver {
             dir: dir.to_path_buf(),
             meta,
+            min_delta,
         }
     }
 
@@ -65,16 +68,10 @@ impl CheckpointSaver {
         self.meta.epochs.push(record);
     }
 
-    /// The best model so far after `epoch` scored `top1`: when it improves on the best by the
-    /// rule of `stop`, `model` is saved as `best.safetensors` and becomes the best.
-    pub fn update_best(
-        &mut self,
-        epoch: u32,
-        top1: f64,
-        stop: &EarlyStop,
-        model: &Vgg16,
-    ) -> Result<Best> {
-        if stop.improves(self.meta.best, top1) {
+    /// The best model so far after `epoch` scored `top1`: when it improves on the best,
+    /// `model` is saved as `best.safetensors` and becomes the best.
+    pub fn update_best(&mut self, epoch: u32, top1: f64, model: &Vgg16) -> Result<Best> {
+        if improves(self.meta.best, top1, self.min_delta) {
             self.meta.best = Some(Best { epoch, top1 });
             save_tensors(&self.dir.join(BEST_FILE), &model.state())?;
         }
@@ -82,11 +79,17 @@ impl CheckpointSaver {
     }
 }
 
+/// Whether `top1` improves on `best` by more than `min_delta` (the first epoch always does; a
+/// NaN never does).
+fn improves(best: Option<Best>, top1: f64, min_delta: f64) -> bool {
+    best.is_none_or(|b| top1 > b.top1 + min_delta)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::data::split::SplitSpec;
-    use crate::model::{Amp, Stage};
+    use crate::model::Stage;
     use crate::run_dir::checkpoint::load_checkpoint;
     use crate::run_dir::config::{Init, TrainConfig};
     use crate::run_dir::meta::load_meta;
@@ -94,25 +97,36 @@ mod tests {
     use tch::Device;
 
     #[test]
+    fn improvement_needs_more_than_min_delta() {
+        let best = Some(Best {
+            epoch: 1,
+            top1: 0.5,
+        });
+        assert!(improves(None, 0.0, 0.01));
+        assert!(!improves(best, 0.51, 0.01));
+        assert!(improves(best, 0.5101, 0.01));
+        assert!(
+            !improves(best, f64::NAN, 0.01),
+            "a NaN score is no improvement"
+        );
+    }
+
+    #[test]
     fn saves_the_resume_point_model_meta_and_the_best_model() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = TrainConfig::example(Stage::Base, Init::RandomInit);
-        cfg.out = dir.path().to_path_buf();
+        cfg.session.out = dir.path().to_path_buf();
         let meta = Meta::new(
             Stage::Base,
             vec!["a".into(), "b".into()],
             SplitSpec::new(1, 0.5, 4),
             cfg.clone(),
         );
-        let mut saver = CheckpointSaver::new(dir.path(), meta);
-        let learner = Learner::new(2, Stage::Base, Amp::Off, true, Device::Cpu);
+        let mut saver = CheckpointSaver::new(dir.path(), meta, 0.1);
+        let learner = Learner::new(2, &cfg.recipe, Device::Cpu);
         let log = RunLog::open(&cfg).unwrap();
-        let stop = EarlyStop {
-            patience: None,
-            min_delta: 0.1,
-        };
         saver.push_epoch(EpochRecord::example(1.0));
-        let best = saver.update_best(1, 0.5, &stop, &learner.model).unwrap();
+        let best = saver.update_best(1, 0.5, &learner.model).unwrap();
         assert_eq!(
             best,
             Best {
@@ -123,7 +137,7 @@ mod tests {
         assert!(dir.path().join(BEST_FILE).is_file());
         std::fs::remove_file(dir.path().join(BEST_FILE)).unwrap();
         // not better by more than min_delta: the best stays, nothing written
-        let best = saver.update_best(2, 0.55, &stop, &learner.model).unwrap();
+        let best = saver.update_best(2, 0.55, &learner.model).unwrap();
         assert_eq!(best.epoch, 1);
         assert!(!dir.path().join(BEST_FILE).exists());
 

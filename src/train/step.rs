@@ -8,9 +8,10 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::loader::Batch;
 use crate::io::safetensors::Named;
-use crate::model::{Amp, Part, Stage, Vgg16};
+use crate::model::{Amp, Part, Vgg16};
 use crate::optim::adam::Adam;
 use crate::optim::loss_scaler::LossScaler;
+use crate::run_dir::config::Recipe;
 
 /// The model being trained and its optimizer state.
 pub struct Learner {
@@ -18,42 +19,74 @@ pub struct Learner {
     pub adam: Adam,
     pub scaler: Option<LossScaler>,
     label_smoothing: f64,
+    /// Whether a step may be refused, so that its BatchNorm statistics must be kept to put
+    /// back.
+    skippable: bool,
+}
+
+/// What one step did.
+pub struct Stepped {
+    /// The batch's loss and logits (still attached).
+    pub loss: Tensor,
+    pub logits: Tensor,
+    /// Whether the update was made (not refused for its loss).
+    pub taken: bool,
 }
 
 impl Learner {
-    /// A fresh model of `classes` outputs on `device`, drawn from libtorch's generator as it
-    /// is seeded now, with the parameters of `stage` trainable and Adam over them.
-    pub fn new(classes: usize, stage: Stage, amp: Amp, dropout: bool, device: Device) -> Learner {
+    /// A fresh model for `recipe` with `classes` outputs on `device`, drawn from libtorch's
+    /// generator as it is seeded now, with the parameters of its stage trainable and Adam over
+    /// them.
+    pub fn new(classes: usize, recipe: &Recipe, device: Device) -> Learner {
         let mut model = Vgg16::new(classes as i64, device);
-        model.set_stage(stage);
-        model.set_dropout(dropout);
-        model.set_compute_kind(amp.compute_kind());
+        model.set_stage(recipe.stage);
+        model.set_dropout(recipe.dropout);
+        model.set_compute_kind(recipe.amp.compute_kind());
         let adam = Adam::new(model.trainable());
-        let scaler = (amp == Amp::Fp16).then(|| LossScaler::standard(device));
+        let scaler = (recipe.amp == Amp::Fp16).then(|| LossScaler::standard(device));
         Learner {
             model,
             adam,
             scaler,
-            label_smoothing: 0.0,
+            label_smoothing: recipe.label_smoothing,
+            skippable: false,
         }
     }
 
-    /// The same learner, its loss smoothed by `eps` (0: the recipe's NLL).
-    pub fn with_label_smoothing(mut self, eps: f64) -> Learner {
-        self.label_smoothing = eps;
+    /// The same learner, allowed (`true`) to refuse steps for their loss.
+    pub fn with_skippable_batches(mut self, skippable: bool) -> Learner {
+        self.skippable = skippable;
         self
     }
 
-    /// Training-mode forward and its loss: loss and logits (still attached).
-    pub fn forward_loss(&mut self, batch: &Batch) -> (Tensor, Tensor) {
+    /// One optimizer step on `batch` at `(lr, beta1)`: the forward pass and its loss, then, if
+    /// `admit` accepts the loss, backward and the update. A refused batch leaves no trace, its
+    /// BatchNorm statistics included.
+    pub fn step(
+        &mut self,
+        batch: &Batch,
+        hyper: (f64, f64),
+        admit: impl FnOnce(&Tensor) -> Result<bool>,
+    ) -> Result<Stepped> {
+        let statistics = self.skippable.then(|| self.model.batch_norm_statistics());
         let logits = self.model.forward_train(&batch.images);
         let loss = smoothed_nll(&logits, &batch.labels, self.label_smoothing);
-        (loss, logits)
+        let taken = admit(&loss)?;
+        if taken {
+            self.optimize(&loss, hyper);
+        } else if let Some(statistics) = statistics {
+            self.model.set_batch_norm_statistics(&statistics);
+        }
+        Ok(Stepped {
+            loss,
+            logits,
+            taken,
+        })
     }
 
     /// Backward and Adam step with `(lr, beta1)`. Under fp16 the backward runs on the scaled
     /// loss and a step whose gradients overflowed is skipped.
-    pub fn optimize(&mut self, loss: &Tensor, (lr, beta1): (f64, f64)) {
+    fn optimize(&mut self, loss: &Tensor, (lr, beta1): (f64, f64)) {
         self.adam.zero_grad();
         match &mut self.scaler {
             None => {
@@ -122,6 +155,8 @@ pub fn smoothed_nll(logits: &Tensor, labels: &Tensor, eps: f64) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Stage;
+    use crate::run_dir::config::{Init, TrainConfig};
 
     fn batch(n: i64) -> Batch {
         Batch {
@@ -149,20 +184,27 @@ mod tests {
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
     }
 
+    fn recipe(stage: Stage) -> Recipe {
+        TrainConfig::example(stage, Init::RandomInit).recipe
+    }
+
+    fn take(_: &Tensor) -> Result<bool> {
+        Ok(true)
+    }
+
     #[test]
     fn a_stage_1_step_moves_the_head_only() {
         tch::manual_seed(0);
-        let mut learner = Learner::new(3, Stage::Base, Amp::Off, true, Device::Cpu);
+        let mut learner = Learner::new(3, &recipe(Stage::Base), Device::Cpu);
         let before: Named = learner
             .model
             .state()
             .into_iter()
             .map(|(n, t)| (n, t.copy()))
             .collect();
-        let (loss, logits) = learner.forward_loss(&batch(4));
-        assert_eq!(logits.size(), vec![4, 3]);
-        assert!(loss.double_value(&[]).is_finite());
-        learner.optimize(&loss, (1e-3, 0.9));
+        let stepped = learner.step(&batch(4), (1e-3, 0.9), take).unwrap();
+        assert_eq!(stepped.logits.size(), vec![4, 3]);
+        assert!(stepped.loss.double_value(&[]).is_finite() && stepped.taken);
         assert_eq!(learner.adam.steps(), 1);
         for ((name, old), (_, new)) in before.iter().zip(learner.model.state()) {
             let moved = !old.equal(&new);
@@ -174,11 +216,28 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_step_leaves_no_trace() {
+        tch::manual_seed(0);
+        let mut learner =
+            Learner::new(3, &recipe(Stage::Base), Device::Cpu).with_skippable_batches(true);
+        let before: Named = learner
+            .checkpoint_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+        let stepped = learner.step(&batch(4), (1e-3, 0.9), |_| Ok(false)).unwrap();
+        assert!(!stepped.taken);
+        assert_eq!(learner.adam.steps(), 0);
+        for ((name, old), (_, new)) in before.iter().zip(learner.checkpoint_tensors()) {
+            assert!(old.equal(&new), "{name} changed by a refused step");
+        }
+    }
+
+    #[test]
     fn restore_takes_back_what_a_checkpoint_holds() {
         tch::manual_seed(0);
-        let mut trained = Learner::new(3, Stage::Finetune, Amp::Off, true, Device::Cpu);
-        let (loss, _) = trained.forward_loss(&batch(4));
-        trained.optimize(&loss, (1e-3, 0.9));
+        let mut trained = Learner::new(3, &recipe(Stage::Finetune), Device::Cpu);
+        trained.step(&batch(4), (1e-3, 0.9), take).unwrap();
         let saved = || -> HashMap<String, Tensor> {
             trained
                 .checkpoint_tensors()
@@ -187,7 +246,7 @@ mod tests {
                 .collect()
         };
         tch::manual_seed(1);
-        let mut fresh = Learner::new(3, Stage::Finetune, Amp::Off, true, Device::Cpu);
+        let mut fresh = Learner::new(3, &recipe(Stage::Finetune), Device::Cpu);
         fresh.restore(saved(), 1, "ckpt").unwrap();
         let want = saved();
         for (name, t) in fresh.checkpoint_tensors() {

@@ -686,4 +686,11 @@ fn a_non_finite_loss_stops_the_run_at_its_step() {
     ] {
         assert!(err.contains(needle), "no '{needle}' in: {err}");
     }
+
+    // stepped per epoch, the first epoch runs at the base rate, and the report says so
+    let per_epoch = dir.path().join("per-epoch");
+    let flags = "--batch-size 4 --holdout 0.25 --lr 1e20 --max-lr 1e30 --step-size-up 2 \
+                 --sched-step epoch";
+    let err = fails(&train_args(&data, &per_epoch, flags), 1);
+    assert!(err.contains("(lr 1.000e20;"), "{err}");
 }
