@@ -9,9 +9,9 @@ use anyhow::Result;
 use serde::Serialize;
 use tch::{Device, Kind};
 
-use crate::data::cache::{self, ImageSet};
-use crate::data::images::place;
-use crate::data::loader::{Loader, Planned};
+use crate::data::cache;
+use crate::data::image_set::ImageSet;
+use crate::data::loader::{Loader, PlannedBatch};
 use crate::data::scan::{scan_image_folder, DataRoot, Sample};
 use crate::data::synth::{write_dataset, SynthSpec};
 use crate::device::{self, cuda_memory_mb, synchronize};
@@ -160,12 +160,12 @@ pub fn run(plan: &Plan) -> Result<Report> {
         ..Report::default()
     };
     let started = Instant::now();
-    let (decoded, _) = cache::load(&list, None, false)?;
+    let (decoded, _) = cache::decode_or_map(&list, None, false)?;
     if plan.wants(Workload::Decode) {
         report.decode_images_per_sec = Some(list.len() as f64 / started.elapsed().as_secs_f64());
         report.warm_start_seconds = Some(warm_start(&tree, plan, &scratch)?);
     }
-    let set = place(decoded, device)?;
+    let set = decoded.for_training_on(device)?;
     if plan.wants(Workload::Augment) {
         report.augment_images_per_sec = Some(augment_throughput(&set, plan));
     }
@@ -192,11 +192,11 @@ pub fn run(plan: &Plan) -> Result<Report> {
 /// A repeat run's start: scan, find and map the cache, build the model, first batch.
 fn warm_start(tree: &Path, plan: &Plan, scratch: &Scratch) -> Result<f64> {
     let cache_dir = scratch.0.join("cache");
-    cache::load(&samples(tree, plan.images)?, Some(&cache_dir), false)?;
+    cache::decode_or_map(&samples(tree, plan.images)?, Some(&cache_dir), false)?;
     let started = Instant::now();
     let warm_list = samples(tree, plan.images)?;
-    let (warm, _) = cache::load(&warm_list, Some(&cache_dir), false)?;
-    let warm = place(warm, plan.device)?;
+    let (warm, _) = cache::decode_or_map(&warm_list, Some(&cache_dir), false)?;
+    let warm = warm.for_training_on(plan.device)?;
     let _model = Vgg16::new(200, plan.device);
     let first: Vec<usize> = (0..plan.batch_size).collect();
     let _ = plan.loader(&warm).train_batch(&first, 0, true);
@@ -234,8 +234,8 @@ fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<(f64, f
     let mut learner = Learner::new(classes, &recipe, device);
     let n = set.len();
     let warmup = 2;
-    let batches: Vec<Planned> = (0..warmup + plan.steps)
-        .map(|b| Planned {
+    let batches: Vec<PlannedBatch> = (0..warmup + plan.steps)
+        .map(|b| PlannedBatch {
             indices: cyclic_rows(b, batch_size, n),
             key: b as u64,
         })

@@ -4,7 +4,8 @@
 //!
 //! 1. `cli`: the clap root; `commands`: one file per subcommand, its flags and its output.
 //! 2. What the commands do: `train` (the one loop of both stages), `eval` (scores, test-time
-//!    augmentation), `report` (curves and per-class tables), `predict`, `bench`, `download`.
+//!    augmentation, predictions for image files), `report` (curves and per-class tables),
+//!    `bench`, `download`.
 //! 3. The domain: `run_dir` (a run on disk: configuration, meta.json, checkpoint, metrics
 //!    log, the model to load), `data` (image folders to batches), `model` (VGG16, mixed
 //!    precision), `optim` (Adam, CyclicLR, loss scaling), `device`.
@@ -22,7 +23,6 @@ pub mod eval;
 pub mod io;
 pub mod model;
 pub mod optim;
-pub mod predict;
 pub mod report;
 pub mod run_dir;
 pub mod train;

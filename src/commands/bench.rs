@@ -12,7 +12,7 @@ use super::JSON_VERSION;
 use crate::bail_input;
 use crate::bench::{self, Plan, Report, Workload};
 use crate::model::Amp;
-use crate::run_dir::config::validate_image_size;
+use crate::run_dir::config::{defaults, validate_image_size};
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -23,7 +23,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub images: usize,
     /// Images per training batch
-    #[arg(long, default_value_t = 64, value_name = "N")]
+    #[arg(long, default_value_t = defaults::BATCH_SIZE, value_name = "N")]
     pub batch_size: usize,
     /// Timed optimizer steps per training stage (after two warm-up steps)
     #[arg(long, default_value_t = 10, value_name = "N")]
@@ -32,7 +32,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Amp::Off)]
     pub amp: Amp,
     /// Side of the images the network sees (the recipe: 64)
-    #[arg(long, default_value_t = 64, value_name = "N")]
+    #[arg(long, default_value_t = defaults::IMAGE_SIZE, value_name = "N")]
     pub image_size: u32,
     /// Measure only these workloads (comma separated) [default: all]
     #[arg(long, value_enum, value_delimiter = ',')]

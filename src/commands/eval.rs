@@ -7,13 +7,13 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use super::flags::{CacheFlags, DeviceFlag, ModelFlags, ScoreBatch};
+use super::flags::{DeviceFlag, ModelFlags, ScoreBatch, ScoredImages};
 use super::JSON_VERSION;
 use crate::data::scan::DataRoot;
 use crate::eval::scoring::{prepare, EvalSplit, ScoringData};
 use crate::eval::tta::Tta;
 use crate::eval::{evaluate, Scores};
-use crate::run_dir::config::validate_holdout;
+use crate::run_dir::config::{defaults, validate_holdout};
 
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
@@ -32,20 +32,17 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = Tta::None)]
     pub tta: Tta,
     /// Split seed for a checkpoint without meta.json
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = defaults::SEED)]
     pub seed: i64,
     /// Holdout fraction for a checkpoint without meta.json
-    #[arg(long, default_value_t = 0.05, value_name = "FRACTION")]
+    #[arg(long, default_value_t = defaults::HOLDOUT, value_name = "FRACTION")]
     pub holdout: f64,
     #[command(flatten)]
     pub batch: ScoreBatch,
     #[command(flatten)]
     pub device: DeviceFlag,
     #[command(flatten)]
-    pub cache: CacheFlags,
-    /// Score without the images that cannot be decoded instead of stopping
-    #[arg(long)]
-    pub skip_bad_images: bool,
+    pub images: ScoredImages,
 }
 
 /// What `--json` prints.
@@ -63,13 +60,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let device = args.device.open()?;
     let source = args.model.open()?;
     let root = DataRoot::locate(&args.data)?;
-    let cache_dir = args.cache.dir();
+    let cache_dir = args.images.cache.dir();
     let data = ScoringData {
         root: &root,
         split: args.split,
         fallback_split: (args.seed, args.holdout),
         cache_dir: cache_dir.as_deref(),
-        skip_bad_images: args.skip_bad_images,
+        skip_bad_images: args.images.skip_bad_images,
     };
     let scoring = prepare(&source, &data, device)?;
     let loader = scoring.loader(device);

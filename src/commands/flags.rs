@@ -10,7 +10,7 @@ use crate::bail_input;
 use crate::device;
 use crate::io::paths::image_cache_dir;
 use crate::run_dir::source::Source;
-use crate::run_dir::Which;
+use crate::run_dir::ModelChoice;
 
 /// `--device`, and opening it.
 #[derive(Debug, Clone, Args)]
@@ -52,6 +52,17 @@ impl CacheFlags {
     }
 }
 
+/// How the commands that score images read them: the cache, and what to do with images that
+/// cannot be decoded.
+#[derive(Debug, Clone, Args)]
+pub struct ScoredImages {
+    #[command(flatten)]
+    pub cache: CacheFlags,
+    /// Score without the images that cannot be decoded instead of stopping
+    #[arg(long)]
+    pub skip_bad_images: bool,
+}
+
 /// `--batch-size` of the commands that only score images.
 #[derive(Debug, Clone, Args)]
 pub struct ScoreBatch {
@@ -75,8 +86,8 @@ pub struct ModelFlags {
     #[arg(long, default_value = "runs/finetune", value_name = "RUN")]
     pub checkpoint: PathBuf,
     /// Which model of the run: the last epoch's or the best holdout top-1's
-    #[arg(long, value_enum, default_value_t = Which::Last)]
-    pub which: Which,
+    #[arg(long, value_enum, default_value_t = ModelChoice::Last)]
+    pub which: ModelChoice,
 }
 
 impl ModelFlags {
@@ -90,7 +101,7 @@ impl ModelFlags {
 /// The run (or model file) at `path`, named by `flag`, with its `which` model. Where there is
 /// none, the error says which command writes one there (`made_by`) and which flag points
 /// elsewhere.
-pub fn open_run(path: &Path, which: Which, flag: &str, made_by: &str) -> Result<Source> {
+pub fn open_run(path: &Path, which: ModelChoice, flag: &str, made_by: &str) -> Result<Source> {
     if !path.exists() {
         bail_input!(
             "{}: no run here; `{made_by} --out {}` writes one, or point {flag} at another run \

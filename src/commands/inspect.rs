@@ -19,7 +19,7 @@ use crate::data::scan::{scan_image_folder, scan_val, DataRoot, Sample};
 use crate::data::split::SplitSpec;
 use crate::io::safetensors::{read_tensors, save_tensors};
 use crate::model::Vgg16;
-use crate::run_dir::config::validate_holdout;
+use crate::run_dir::config::{defaults, validate_holdout};
 
 #[derive(Debug, Subcommand)]
 pub enum InspectCommand {
@@ -27,9 +27,9 @@ pub enum InspectCommand {
     Dataset {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
-        #[arg(long, default_value_t = 42)]
+        #[arg(long, default_value_t = defaults::SEED)]
         seed: i64,
-        #[arg(long, default_value_t = 0.05)]
+        #[arg(long, default_value_t = defaults::HOLDOUT)]
         holdout: f64,
     },
     /// JSON: for each `N:SEED:HOLDOUT` case, the holdout indices of the split of N samples
@@ -54,7 +54,7 @@ pub enum InspectCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// Side the crops are resized to (`--image-size`)
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = defaults::IMAGE_SIZE)]
         image_size: u32,
     },
     /// Resize `images` of a safetensors file as eval does at `--image-size`; writes `resized`

@@ -11,8 +11,8 @@ use super::flags::{DeviceFlag, ModelFlags, ScoreBatch};
 use super::JSON_VERSION;
 use crate::bail_input;
 use crate::data::scan::{find_classes, DataRoot};
+use crate::eval::predict::{Classifier, Prediction};
 use crate::eval::tta::Tta;
-use crate::predict::{Classifier, Prediction};
 
 #[derive(Debug, Clone, Args)]
 pub struct PredictArgs {

@@ -6,17 +6,16 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::flags::{open_run, DeviceFlag, ScoreBatch};
+use super::flags::{open_run, DeviceFlag, ScoreBatch, ScoredImages};
 use crate::bail_input;
 use crate::data::scan::DataRoot;
 use crate::eval::predicted_classes;
 use crate::eval::scoring::{prepare, EvalSplit, ScoringData};
-use crate::io::paths::image_cache_dir;
 use crate::report::draw_curves;
 use crate::report::per_class::{self, Confusion};
 use crate::run_dir::config::defaults;
 
-use crate::run_dir::Which;
+use crate::run_dir::ModelChoice;
 
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
@@ -33,12 +32,14 @@ pub struct ReportArgs {
     #[arg(long, value_enum, default_value_t = EvalSplit::Holdout)]
     pub split: EvalSplit,
     /// Which model of the last run: the last epoch's or the best holdout top-1's
-    #[arg(long, value_enum, default_value_t = Which::Last)]
-    pub which: Which,
+    #[arg(long, value_enum, default_value_t = ModelChoice::Last)]
+    pub which: ModelChoice,
     #[command(flatten)]
     pub batch: ScoreBatch,
     #[command(flatten)]
     pub device: DeviceFlag,
+    #[command(flatten)]
+    pub images: ScoredImages,
 }
 
 pub fn run(args: &ReportArgs) -> Result<()> {
@@ -60,13 +61,13 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| meta.config.session.data.clone());
     let root = DataRoot::locate(&data_dir)?;
-    let cache = image_cache_dir();
+    let cache_dir = args.images.cache.dir();
     let data = ScoringData {
         root: &root,
         split: args.split,
         fallback_split: (defaults::SEED, defaults::HOLDOUT),
-        cache_dir: Some(&cache),
-        skip_bad_images: true,
+        cache_dir: cache_dir.as_deref(),
+        skip_bad_images: args.images.skip_bad_images,
     };
     let scoring = prepare(&source, &data, device)?;
     let loader = scoring.loader(device);

@@ -18,7 +18,7 @@ use crate::model::{Amp, Stage};
 use crate::optim::schedule::{CyclicLr, LearningRate, SchedStep, Schedule};
 use crate::run_dir::config::{defaults, Init, Origin, Recipe, Session, TrainConfig};
 use crate::run_dir::meta::load_meta;
-use crate::run_dir::{Which, META_FILE};
+use crate::run_dir::{ModelChoice, META_FILE};
 use crate::train;
 
 /// The recipe's flags both stages share: what `--resume` compares with the run's own.
@@ -156,8 +156,8 @@ pub struct FinetuneArgs {
     #[arg(long, default_value = "runs/base", value_name = "RUN")]
     pub from: PathBuf,
     /// Which model of the --from run: the last epoch's or the best holdout top-1's
-    #[arg(long, value_enum, default_value_t = Which::Last)]
-    pub which: Which,
+    #[arg(long, value_enum, default_value_t = ModelChoice::Last)]
+    pub which: ModelChoice,
     /// Run directory to write
     #[arg(long, default_value = "runs/finetune", value_name = "DIR")]
     pub out: PathBuf,
@@ -206,7 +206,7 @@ struct Resolved {
     seed: i64,
     holdout: f64,
     image_size: u32,
-    which: Which,
+    which: ModelChoice,
 }
 
 impl SessionArgs {
@@ -256,7 +256,7 @@ pub fn run_base(args: TrainBaseArgs) -> Result<()> {
         seed: r.seed.unwrap_or(defaults::SEED),
         holdout: r.holdout.unwrap_or(defaults::HOLDOUT),
         image_size: r.image_size.unwrap_or(defaults::IMAGE_SIZE),
-        which: Which::Last,
+        which: ModelChoice::Last,
     };
     let cyclic = CyclicLr::triangular2(args.lr.0, args.max_lr.0, args.step_size_up);
     let config = TrainConfig {

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use super::decode::{decode_into, IMAGE_BYTES, SIDE};
+use super::image_set::ImageSet;
 use super::scan::Sample;
 use crate::error::input_error;
 use crate::io::atomic_file::write_atomic;
@@ -27,49 +28,6 @@ const MAGIC: &[u8; 8] = b"VGGTINYC";
 /// Bumped whenever decoding changes what pixels a file gives.
 const FORMAT_VERSION: u32 = 1;
 const HEADER_BYTES: usize = 64;
-
-/// Decoded images and their labels, row i = sample i of the list they came from.
-pub struct ImageSet {
-    /// uint8, N x 64 x 64 x 3 (HWC per image, as decoded).
-    pub images: Tensor,
-    /// int64, N.
-    pub labels: Tensor,
-    /// The mapped cache file `images` points into, when it came from one.
-    _mapping: Option<Arc<Mmap>>,
-}
-
-impl ImageSet {
-    pub fn len(&self) -> usize {
-        self.images.size()[0] as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Images and labels in memory (no cache file behind them).
-    pub fn from_tensors(images: Tensor, labels: Tensor) -> ImageSet {
-        ImageSet {
-            images,
-            labels,
-            _mapping: None,
-        }
-    }
-
-    /// Bytes of pixels and labels.
-    pub fn bytes(&self) -> usize {
-        self.images.numel() + self.labels.numel() * 8
-    }
-
-    /// A copy of the whole set on `device`.
-    pub fn to_device(&self, device: Device) -> Result<ImageSet> {
-        Ok(ImageSet {
-            images: self.images.f_to_device(device)?,
-            labels: self.labels.f_to_device(device)?,
-            _mapping: None,
-        })
-    }
-}
 
 /// Where the pixels of a load came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +134,7 @@ fn labels_of(samples: &[Sample]) -> Tensor {
 /// otherwise decoded (and cached there). `None` decodes without any cache file. Images that
 /// cannot be decoded are all reported in one input error, unless `skip_bad`: then the set holds
 /// only the good ones and the report lists the others.
-pub fn load(
+pub fn decode_or_map(
     samples: &[Sample],
     cache_dir: Option<&Path>,
     skip_bad: bool,
@@ -269,11 +227,7 @@ fn mapped(map: Mmap, samples: &[Sample]) -> ImageSet {
             Device::Cpu,
         )
     };
-    ImageSet {
-        images,
-        labels: labels_of(samples),
-        _mapping: Some(map),
-    }
+    ImageSet::mapped(images, labels_of(samples), map)
 }
 
 fn write_cache(
@@ -406,11 +360,11 @@ mod tests {
     fn cached_pixels_equal_decoded_pixels() {
         let (dir, samples) = fixture();
         let cache = dir.path().join("cache");
-        let (first, report) = load(&samples, Some(&cache), false).unwrap();
+        let (first, report) = decode_or_map(&samples, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Decoded);
-        let (second, report) = load(&samples, Some(&cache), false).unwrap();
+        let (second, report) = decode_or_map(&samples, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Cache);
-        let (plain, _) = load(&samples, None, false).unwrap();
+        let (plain, _) = decode_or_map(&samples, None, false).unwrap();
         assert!(second.images.equal(&plain.images));
         assert!(first.images.equal(&plain.images));
         assert!(second.labels.equal(&plain.labels));
@@ -420,7 +374,7 @@ mod tests {
     fn a_changed_file_gets_a_new_cache_file() {
         let (dir, samples) = fixture();
         let cache = dir.path().join("cache");
-        load(&samples, Some(&cache), false).unwrap();
+        decode_or_map(&samples, Some(&cache), false).unwrap();
         let before = list_digest(&samples).unwrap();
         // Rewrite one image with other content: size or mtime moves, so does the digest.
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -428,7 +382,7 @@ mod tests {
         fs::write(&samples[0].path, other).unwrap();
         let after = list_digest(&samples).unwrap();
         assert_ne!(before, after);
-        let (set, report) = load(&samples, Some(&cache), false).unwrap();
+        let (set, report) = decode_or_map(&samples, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Decoded);
         assert!(set.images.get(0).equal(&set.images.get(1)));
     }
@@ -437,23 +391,26 @@ mod tests {
     fn corrupt_and_truncated_cache_files_are_rebuilt() {
         let (dir, samples) = fixture();
         let cache = dir.path().join("cache");
-        let (good, _) = load(&samples, Some(&cache), false).unwrap();
+        let (good, _) = decode_or_map(&samples, Some(&cache), false).unwrap();
         let path = cache_path(&cache, &list_digest(&samples).unwrap());
 
         let mut bytes = fs::read(&path).unwrap();
         bytes[HEADER_BYTES + 1000] ^= 0x40;
         fs::write(&path, &bytes).unwrap();
-        let (set, report) = load(&samples, Some(&cache), false).unwrap();
+        let (set, report) = decode_or_map(&samples, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Rebuilt);
         assert!(set.images.equal(&good.images));
         assert_eq!(
-            load(&samples, Some(&cache), false).unwrap().1.origin,
+            decode_or_map(&samples, Some(&cache), false)
+                .unwrap()
+                .1
+                .origin,
             Origin::Cache
         );
 
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-        let (set, report) = load(&samples, Some(&cache), false).unwrap();
+        let (set, report) = decode_or_map(&samples, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Rebuilt);
         assert!(set.images.equal(&good.images));
     }
@@ -464,7 +421,7 @@ mod tests {
         fs::write(&samples[3].path, b"not a jpeg").unwrap();
         let cache = dir.path().join("cache");
         let strict_error = || {
-            load(&samples, Some(&cache), false)
+            decode_or_map(&samples, Some(&cache), false)
                 .err()
                 .unwrap()
                 .to_string()
@@ -476,7 +433,7 @@ mod tests {
             "{err}"
         );
         for _ in 0..2 {
-            let (set, report) = load(&samples, Some(&cache), true).unwrap();
+            let (set, report) = decode_or_map(&samples, Some(&cache), true).unwrap();
             assert_eq!(report.origin, Origin::Cache);
             assert_eq!(report.skipped, vec![3]);
             assert_eq!(set.len(), samples.len() - 1);

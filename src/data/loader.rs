@@ -17,8 +17,8 @@ use super::augment::{
     augment, normalize_channels_last, resize, to_float, AugmentParams, Constants, ParamTensors,
     PACKED_ROWS,
 };
-use super::cache::ImageSet;
 use super::decode::SIDE;
+use super::image_set::ImageSet;
 use crate::error::from_panic;
 
 /// One batch on the training device: normalised float NCHW images and int64 labels.
@@ -29,7 +29,7 @@ pub struct Batch {
 }
 
 /// A 64-bit key from several, with splitmix64 finalisation: stable across platforms and releases.
-pub fn mix(parts: &[u64]) -> u64 {
+pub fn key_of(parts: &[u64]) -> u64 {
     parts.iter().fold(0x9E37_79B9_7F4A_7C15, |acc, &p| {
         let mut z = (acc ^ p).wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -45,7 +45,7 @@ pub fn batches_per_epoch(train_len: usize, batch_size: usize) -> usize {
 }
 
 /// One planned training batch: its rows, and the key of its augmentation draws.
-pub struct Planned {
+pub struct PlannedBatch {
     pub indices: Vec<usize>,
     pub key: u64,
 }
@@ -103,11 +103,6 @@ impl<'a> Loader<'a> {
     /// Where batches are delivered.
     pub fn device(&self) -> Device {
         self.device
-    }
-
-    /// The transforms' constants on the training device.
-    pub fn constants(&self) -> &Constants {
-        &self.constants
     }
 
     /// The epoch's sample order: `indices` shuffled by a generator keyed by `key`.
@@ -204,7 +199,7 @@ impl<'a> Loader<'a> {
     pub fn prefetch<'scope>(
         &self,
         scope: &'scope Scope<'scope, '_>,
-        plan: Vec<Planned>,
+        plan: Vec<PlannedBatch>,
         augment_images: bool,
     ) -> mpsc::IntoIter<Result<Batch>>
     where
@@ -245,10 +240,10 @@ mod tests {
     }
 
     #[test]
-    fn mix_is_stable_and_spreads() {
-        assert_eq!(mix(&[1, 2]), mix(&[1, 2]));
-        assert_ne!(mix(&[1, 2]), mix(&[2, 1]));
-        assert_ne!(mix(&[0]), mix(&[1]));
+    fn keys_are_stable_and_spread() {
+        assert_eq!(key_of(&[1, 2]), key_of(&[1, 2]));
+        assert_ne!(key_of(&[1, 2]), key_of(&[2, 1]));
+        assert_ne!(key_of(&[0]), key_of(&[1]));
     }
 
     #[test]
@@ -276,11 +271,11 @@ mod tests {
         let loader = Loader::new(&set, Device::Cpu);
         let plan = || {
             vec![
-                Planned {
+                PlannedBatch {
                     indices: vec![5, 0, 3],
                     key: 11,
                 },
-                Planned {
+                PlannedBatch {
                     indices: vec![1, 2],
                     key: 12,
                 },
@@ -305,15 +300,15 @@ mod tests {
         let set = numbered_set(4);
         let loader = Loader::new(&set, Device::Cpu);
         let plan = vec![
-            Planned {
+            PlannedBatch {
                 indices: vec![0, 1],
                 key: 1,
             },
-            Planned {
+            PlannedBatch {
                 indices: vec![2, 99],
                 key: 2,
             },
-            Planned {
+            PlannedBatch {
                 indices: vec![3, 0],
                 key: 3,
             },

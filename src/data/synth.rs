@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::decode::SIDE;
-use super::loader::mix;
+use super::loader::key_of;
 use crate::bail_input;
 
 pub struct SynthSpec {
@@ -96,7 +96,7 @@ fn write_class(out: &Path, spec: &SynthSpec, c: usize) -> Result<ClassFiles> {
     fs::create_dir_all(&images).with_context(|| format!("cannot create {}", images.display()))?;
     let (mut boxes, mut annotations) = (String::new(), String::new());
     for k in 0..spec.per_class + spec.val_per_class {
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(&[spec.seed, c as u64, k as u64]));
+        let mut rng = ChaCha8Rng::seed_from_u64(key_of(&[spec.seed, c as u64, k as u64]));
         let rgb = render(c, spec.classes, &mut rng);
         let gray = (c * 31 + k).is_multiple_of(50);
         if k < spec.per_class {

@@ -1,6 +1,7 @@
 //! Scoring a model: mean NLL, top-1 and top-5 over a list of samples, with or without
 //! test-time augmentation, and the model and images to score from a run.
 
+pub mod predict;
 pub mod scoring;
 pub mod tta;
 

@@ -7,9 +7,9 @@ use anyhow::Result;
 use tch::Device;
 
 use crate::bail_input;
-use crate::data::cache::ImageSet;
 use crate::data::ensure_same_classes;
-use crate::data::images::{self, place};
+use crate::data::image_set::ImageSet;
+use crate::data::images;
 use crate::data::loader::Loader;
 use crate::data::scan::{find_classes, scan_image_folder, scan_val, DataRoot, Sample};
 use crate::data::split::SplitSpec;
@@ -100,16 +100,19 @@ pub fn prepare(source: &Source, data: &ScoringData, device: Device) -> Result<Sc
         EvalSplit::Val => val_samples(source, data.root)?,
     };
     if samples.is_empty() {
-        bail_input!("nothing to evaluate: the holdout has 0 images");
+        bail_input!(
+            "nothing to evaluate: the {} has 0 images",
+            data.split.name()
+        );
     }
     let model = source.load_model(classes.len(), device)?;
-    let decoded = images::load(samples, data.cache_dir, data.skip_bad_images)?;
+    let decoded = images::decode_samples(samples, data.cache_dir, data.skip_bad_images)?;
     Ok(Scoring {
         model,
         image_size: source.image_size(),
         classes,
         samples: decoded.samples,
-        set: place(decoded.set, device)?,
+        set: decoded.set.for_training_on(device)?,
     })
 }
 

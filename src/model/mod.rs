@@ -5,4 +5,4 @@ pub mod amp;
 pub mod vgg16;
 
 pub use amp::Amp;
-pub use vgg16::{channels_last, Part, Stage, Vgg16};
+pub use vgg16::{channels_last, Stage, Vgg16, WeightScope};

@@ -58,8 +58,8 @@ impl Stage {
     }
 }
 
-/// A named tensor of the model (`name` without the `vgg16.` prefix).
-struct Named {
+/// A tensor of the model under its name (without the `vgg16.` prefix).
+struct ModelTensor {
     name: String,
     tensor: Tensor,
     /// Parameters train; buffers (BatchNorm running statistics) do not.
@@ -72,15 +72,35 @@ enum Layer {
     MaxPool,
 }
 
-/// `Linear` weight/bias and `BatchNorm1d` weight/bias/running_mean/running_var/num_batches_tracked
-/// indices into `Vgg16::tensors`.
+/// `Linear` weight/bias and `BatchNorm1d` indices into `Vgg16::tensors`.
 struct Head {
     fc: [(usize, usize); 3],
-    bn: [[usize; 5]; 2],
+    bn: [BatchNorm; 2],
+}
+
+/// Indices into `Vgg16::tensors` of a `BatchNorm1d`'s tensors.
+#[derive(Debug, Clone, Copy)]
+struct BatchNorm {
+    weight: usize,
+    bias: usize,
+    running_mean: usize,
+    running_var: usize,
+    num_batches_tracked: usize,
+}
+
+impl BatchNorm {
+    /// The statistics a training forward updates: running mean, running variance, count.
+    fn statistics(&self) -> [usize; 3] {
+        [
+            self.running_mean,
+            self.running_var,
+            self.num_batches_tracked,
+        ]
+    }
 }
 
 pub struct Vgg16 {
-    tensors: Vec<Named>,
+    tensors: Vec<ModelTensor>,
     features: Vec<Layer>,
     head: Head,
     dropout: f64,
@@ -105,7 +125,7 @@ pub fn channels_last(x: &Tensor) -> Tensor {
 
 /// Which part of a weights file to take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
+pub enum WeightScope {
     /// `features.*` only (ImageNet weights: their classifier is not ours).
     Features,
     /// Every tensor, and nothing else.
@@ -115,13 +135,13 @@ pub enum Part {
 /// The model's tensors as they are created, in `state_dict()` order, on the CPU.
 #[derive(Default)]
 struct Builder {
-    tensors: Vec<Named>,
+    tensors: Vec<ModelTensor>,
 }
 
 impl Builder {
     /// Adds a tensor; returns its index.
     fn add(&mut self, name: String, tensor: Tensor, parameter: bool) -> usize {
-        self.tensors.push(Named {
+        self.tensors.push(ModelTensor {
             name,
             tensor,
             parameter,
@@ -167,20 +187,20 @@ impl Builder {
     }
 
     /// `BatchNorm1d(HIDDEN)` at classifier `index`: weight 1, bias 0, fresh statistics.
-    fn batch_norm(&mut self, index: usize) -> [usize; 5] {
+    fn batch_norm(&mut self, index: usize) -> BatchNorm {
         let opts = (Kind::Float, Device::Cpu);
         let name = |field: &str| format!("classifier.{index}.{field}");
-        [
-            self.add(name("weight"), Tensor::ones([HIDDEN], opts), true),
-            self.add(name("bias"), Tensor::zeros([HIDDEN], opts), true),
-            self.add(name("running_mean"), Tensor::zeros([HIDDEN], opts), false),
-            self.add(name("running_var"), Tensor::ones([HIDDEN], opts), false),
-            self.add(
+        BatchNorm {
+            weight: self.add(name("weight"), Tensor::ones([HIDDEN], opts), true),
+            bias: self.add(name("bias"), Tensor::zeros([HIDDEN], opts), true),
+            running_mean: self.add(name("running_mean"), Tensor::zeros([HIDDEN], opts), false),
+            running_var: self.add(name("running_var"), Tensor::ones([HIDDEN], opts), false),
+            num_batches_tracked: self.add(
                 name("num_batches_tracked"),
                 Tensor::zeros([], (Kind::Int64, Device::Cpu)),
                 false,
             ),
-        ]
+        }
     }
 }
 
@@ -272,10 +292,10 @@ impl Vgg16 {
                 .relu()
                 .to_kind(Kind::Float)
                 .batch_norm(
-                    Some(self.t(bn[0])),
-                    Some(self.t(bn[1])),
-                    Some(self.t(bn[2])),
-                    Some(self.t(bn[3])),
+                    Some(self.t(bn.weight)),
+                    Some(self.t(bn.bias)),
+                    Some(self.t(bn.running_mean)),
+                    Some(self.t(bn.running_var)),
                     batch_stats,
                     momentum,
                     BN_EPS,
@@ -291,7 +311,8 @@ impl Vgg16 {
         let logits = self.classifier(&self.features(x), Mode::Train);
         for bn in &self.head.bn {
             // PyTorch counts batches even when a fixed momentum makes the count unused.
-            let _ = self.tensors[bn[4]].tensor.shallow_clone().g_add_scalar_(1);
+            let count = &self.tensors[bn.num_batches_tracked].tensor;
+            let _ = count.shallow_clone().g_add_scalar_(1);
         }
         logits
     }
@@ -308,8 +329,11 @@ impl Vgg16 {
     pub fn recalibrate_batch_norm(&mut self, batches: impl Iterator<Item = Tensor>) {
         tch::no_grad(|| {
             for bn in &self.head.bn {
-                let _ = self.tensors[bn[2]].tensor.shallow_clone().zero_();
-                let _ = self.tensors[bn[3]].tensor.shallow_clone().fill_(1.0);
+                let _ = self.tensors[bn.running_mean].tensor.shallow_clone().zero_();
+                let _ = self.tensors[bn.running_var]
+                    .tensor
+                    .shallow_clone()
+                    .fill_(1.0);
             }
             for (k, x) in batches.enumerate() {
                 // Momentum 1/k turns the running update into a cumulative average.
@@ -325,18 +349,13 @@ impl Vgg16 {
         self.head
             .bn
             .iter()
-            .flat_map(|bn| bn[2..].iter().map(|&i| self.t(i).copy()))
+            .flat_map(|bn| bn.statistics().map(|i| self.t(i).copy()))
             .collect()
     }
 
     /// Puts back what `batch_norm_statistics` copied.
     pub fn set_batch_norm_statistics(&mut self, saved: &[Tensor]) {
-        let indices: Vec<usize> = self
-            .head
-            .bn
-            .iter()
-            .flat_map(|bn| bn[2..].to_vec())
-            .collect();
+        let indices: Vec<usize> = self.head.bn.iter().flat_map(|bn| bn.statistics()).collect();
         tch::no_grad(|| {
             for (i, src) in indices.into_iter().zip(saved) {
                 self.tensors[i].tensor.copy_(src);
@@ -374,13 +393,18 @@ impl Vgg16 {
     /// Copies `part` of named tensors (names with or without the `vgg16.` prefix) into the model.
     /// Every required tensor is checked for presence, shape and kind before anything is copied,
     /// so a failed load leaves the model as it was. `source` names the file in errors.
-    pub fn load(&mut self, named: Vec<(String, Tensor)>, part: Part, source: &str) -> Result<()> {
+    pub fn load_weights(
+        &mut self,
+        named: Vec<(String, Tensor)>,
+        part: WeightScope,
+        source: &str,
+    ) -> Result<()> {
         let mut by_name: HashMap<String, Tensor> = HashMap::new();
         for (name, tensor) in named {
             let bare = name.strip_prefix(PREFIX).unwrap_or(&name).to_string();
             by_name.insert(bare, tensor);
         }
-        let wanted = |n: &Named| part == Part::All || n.name.starts_with("features.");
+        let wanted = |n: &ModelTensor| part == WeightScope::All || n.name.starts_with("features.");
         let mut staged = Vec::new();
         for (i, n) in self.tensors.iter().enumerate().filter(|(_, n)| wanted(n)) {
             let Some(src) = by_name.remove(&n.name) else {
@@ -410,7 +434,7 @@ impl Vgg16 {
             }
             staged.push((i, src));
         }
-        if part == Part::All {
+        if part == WeightScope::All {
             if let Some(extra) = by_name.keys().min() {
                 bail_input!(
                     "{source}: unexpected tensor {extra} ({} unexpected in all); not a checkpoint of this model",
@@ -509,10 +533,10 @@ mod tests {
         let mean = (pa.mean_dim(0, false, Kind::Float) + pb.mean_dim(0, false, Kind::Float)) / 2.0;
         let var = (pa.var_dim(0, true, false) + pb.var_dim(0, true, false)) / 2.0;
         let bn = model.head.bn[0];
-        assert!(model.t(bn[2]).allclose(&mean, 1e-4, 1e-5, false));
-        assert!(model.t(bn[3]).allclose(&var, 1e-4, 1e-5, false));
+        assert!(model.t(bn.running_mean).allclose(&mean, 1e-4, 1e-5, false));
+        assert!(model.t(bn.running_var).allclose(&var, 1e-4, 1e-5, false));
         // the batch counter is a training statistic and stays untouched
-        assert_eq!(model.t(bn[4]).int64_value(&[]), 0);
+        assert_eq!(model.t(bn.num_batches_tracked).int64_value(&[]), 0);
     }
 
     #[test]
@@ -522,14 +546,19 @@ mod tests {
         assert_eq!(saved.len(), 6);
         let x = Tensor::full([3, 3, 64, 64], f64::NAN, (Kind::Float, Device::Cpu));
         let _ = model.forward_train(&x);
-        let var = |m: &Vgg16| m.t(m.head.bn[0][3]).shallow_clone();
+        let var = |m: &Vgg16| m.t(m.head.bn[0].running_var).shallow_clone();
         assert!(
             var(&model).isnan().any().int64_value(&[]) == 1,
             "a NaN batch spoils them"
         );
         model.set_batch_norm_statistics(&saved);
         assert!(var(&model).equal(&saved[1]));
-        assert_eq!(model.t(model.head.bn[1][4]).int64_value(&[]), 0);
+        assert_eq!(
+            model
+                .t(model.head.bn[1].num_batches_tracked)
+                .int64_value(&[]),
+            0
+        );
     }
 
     #[test]
@@ -560,7 +589,7 @@ mod tests {
         for (n, _) in named.iter_mut() {
             *n = n.strip_prefix(PREFIX).unwrap().to_string();
         }
-        a.load(named, Part::All, "b").unwrap();
+        a.load_weights(named, WeightScope::All, "b").unwrap();
         let w = |m: &Vgg16| m.state()[0].1.copy();
         assert_eq!(w(&a), w(&b));
 
@@ -569,7 +598,7 @@ mod tests {
         let last = bad.len() - 1;
         bad[last].1 = Tensor::zeros([3], (Kind::Float, Device::Cpu));
         let err = a
-            .load(bad, Part::All, "c.safetensors")
+            .load_weights(bad, WeightScope::All, "c.safetensors")
             .unwrap_err()
             .to_string();
         assert!(err.contains("c.safetensors"), "{err}");
@@ -578,12 +607,13 @@ mod tests {
 
         let other = Vgg16::new(9, Device::Cpu);
         let err = a
-            .load(other.state(), Part::All, "x")
+            .load_weights(other.state(), WeightScope::All, "x")
             .unwrap_err()
             .to_string();
         assert!(err.contains("classifier.8.weight"), "{err}");
         // features alone load from a model with another head
-        a.load(other.state(), Part::Features, "x").unwrap();
+        a.load_weights(other.state(), WeightScope::Features, "x")
+            .unwrap();
         assert_eq!(w(&a), w(&other));
     }
 }

@@ -13,7 +13,7 @@ use crate::data::loader::batches_per_epoch;
 use crate::run_dir::config::Init;
 use crate::run_dir::meta::{load_meta, Meta};
 use crate::run_dir::metrics::{read_events, BatchRecord, EpochRecord, Event};
-use crate::run_dir::{Which, META_FILE, METRICS_FILE};
+use crate::run_dir::{ModelChoice, META_FILE, METRICS_FILE};
 use charts::{Chart, Page, Series, XAxis, PALETTE};
 
 /// A run's name in legends: its folder name, with the parent's when that alone is ambiguous.
@@ -60,11 +60,11 @@ type Offset = (f64, f64);
 
 /// Optimizer steps and epochs of a run up to the model a later stage took from it: its last
 /// epoch, or its best one (`which`), from its `meta.json`.
-fn length(meta: &Meta, which: Which) -> Offset {
+fn length(meta: &Meta, which: ModelChoice) -> Offset {
     let [train, _] = meta.split.lengths();
     let per_epoch = batches_per_epoch(train, meta.config.recipe.batch_size);
     let epochs = match (which, meta.best) {
-        (Which::Best, Some(best)) => best.epoch as usize,
+        (ModelChoice::Best, Some(best)) => best.epoch as usize,
         _ => meta.epochs.len(),
     };
     ((per_epoch * epochs) as f64, epochs as f64)
@@ -86,7 +86,7 @@ fn offsets(runs: &[PathBuf], metas: &[Option<Meta>]) -> Vec<Offset> {
             Init::From(path) => Some((path, m.config.recipe.which)),
             _ => None,
         });
-        let which = from.map_or(Which::Last, |(_, which)| which);
+        let which = from.map_or(ModelChoice::Last, |(_, which)| which);
         let earlier = from.and_then(|(path, _)| {
             let model_file = path.is_file() || path.extension().is_some_and(|e| e == "safetensors");
             let dir = if model_file {
@@ -209,7 +209,7 @@ mod tests {
         }
         let mut from_best = meta(Init::From(PathBuf::from("r/base")), 1);
         if let Some(m) = from_best.as_mut() {
-            m.config.recipe.which = Which::Best;
+            m.config.recipe.which = ModelChoice::Best;
         }
         let metas = [
             base,

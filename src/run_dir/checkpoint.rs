@@ -40,7 +40,6 @@ pub struct TrainState {
     pub best: Option<Best>,
     /// Bytes of metrics.jsonl that belong to this state; a resume cuts what came after.
     pub metrics_len: u64,
-    pub finished: bool,
 }
 
 impl TrainState {
@@ -57,17 +56,15 @@ impl TrainState {
             nan_skips: 0,
             best: None,
             metrics_len: 0,
-            finished: false,
         }
     }
 
-    /// Moves to the start of the next epoch, `epochs` being the stage's length.
-    pub fn next_epoch(&mut self, epochs: u32) {
+    /// Moves to the start of the next epoch.
+    pub fn next_epoch(&mut self) {
         self.epoch += 1;
         self.batch = 0;
         self.loss_sum = 0.0;
         self.seen = 0;
-        self.finished = self.epoch > epochs;
     }
 }
 
@@ -105,15 +102,12 @@ mod tests {
         state.step = 7;
         state.loss_sum = 3.0;
         state.seen = 28;
-        state.next_epoch(2);
+        state.next_epoch();
         assert_eq!(
             (state.epoch, state.batch, state.step, state.seen),
             (2, 0, 7, 0)
         );
         assert_eq!(state.loss_sum, 0.0);
-        assert!(!state.finished);
-        state.next_epoch(2);
-        assert!(state.finished);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::Which;
+use super::ModelChoice;
 use crate::bail_input;
 use crate::model::{Amp, Stage};
 use crate::optim::schedule::{CyclicLr, SchedStep, Schedule};
@@ -78,7 +78,7 @@ pub struct Recipe {
     pub precise_bn: usize,
     /// Which model of an `Init::From` run the stage started from.
     #[serde(default)]
-    pub which: Which,
+    pub which: ModelChoice,
 }
 
 /// Where a stage's starting weights come from.
@@ -238,7 +238,7 @@ impl Recipe {
             image_size: defaults::IMAGE_SIZE,
             label_smoothing: 0.0,
             precise_bn: 0,
-            which: Which::Last,
+            which: ModelChoice::Last,
         }
     }
 

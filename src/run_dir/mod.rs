@@ -27,7 +27,7 @@ pub const BEST_FILE: &str = "best.safetensors";
 /// Which model of a run directory to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Which {
+pub enum ModelChoice {
     /// The model of the last epoch (model.safetensors)
     #[default]
     Last,

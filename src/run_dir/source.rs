@@ -8,10 +8,10 @@ use tch::Device;
 
 use super::config::defaults;
 use super::meta::{load_meta, Meta};
-use super::{Which, BEST_FILE, META_FILE, MODEL_FILE};
+use super::{ModelChoice, BEST_FILE, META_FILE, MODEL_FILE};
 use crate::bail_input;
 use crate::io::safetensors::{read_tensors, Named};
-use crate::model::{Part, Vgg16};
+use crate::model::{Vgg16, WeightScope};
 
 /// A model to start from or to evaluate: a run directory, or a bare weights file with the
 /// `meta.json` beside it when there is one.
@@ -22,11 +22,11 @@ pub struct Source {
 
 impl Source {
     /// `path` is a run directory (its last or best model, as `which` says) or a model file.
-    pub fn resolve(path: &Path, which: Which) -> Result<Source> {
+    pub fn resolve(path: &Path, which: ModelChoice) -> Result<Source> {
         let (model, meta_path) = if path.is_dir() {
             let file = match which {
-                Which::Last => MODEL_FILE,
-                Which::Best => BEST_FILE,
+                ModelChoice::Last => MODEL_FILE,
+                ModelChoice::Best => BEST_FILE,
             };
             let model = path.join(file);
             if !model.is_file() {
@@ -78,7 +78,7 @@ impl Source {
     /// The model of this source with `classes` outputs, on `device`.
     pub fn load_model(&self, classes: usize, device: Device) -> Result<Vgg16> {
         let mut model = Vgg16::new(classes as i64, device);
-        model.load(self.model_tensors()?, Part::All, &self.name())?;
+        model.load_weights(self.model_tensors()?, WeightScope::All, &self.name())?;
         Ok(model)
     }
 }

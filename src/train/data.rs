@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::bail_input;
-use crate::data::cache::ImageSet;
 use crate::data::ensure_same_classes;
+use crate::data::image_set::ImageSet;
 use crate::data::images;
 use crate::data::scan::{scan_image_folder, DataRoot};
 use crate::data::split::{Split, SplitSpec};
@@ -26,7 +26,7 @@ pub struct TrainData {
 
 /// A run this one must agree with: the run a stage starts from (same classes) or the run being
 /// resumed (same classes and the same dataset). `name` names it in messages.
-pub struct Expected<'a> {
+pub struct ExpectedRun<'a> {
     pub meta: &'a Meta,
     pub name: String,
     pub same_dataset: bool,
@@ -34,7 +34,7 @@ pub struct Expected<'a> {
 
 impl TrainData {
     /// Scans, decodes and splits the data of `cfg`.
-    pub fn load(cfg: &TrainConfig, expected: Option<Expected>) -> Result<TrainData> {
+    pub fn read(cfg: &TrainConfig, expected: Option<ExpectedRun>) -> Result<TrainData> {
         let root = DataRoot::locate(&cfg.session.data)?;
         let list = scan_image_folder(&root.train)?;
         if list.classes.len() < 2 {
@@ -47,7 +47,7 @@ impl TrainData {
         if let Some(e) = &expected {
             ensure_same_classes(&e.meta.classes, &list.classes, &e.name)?;
         }
-        let decoded = images::load(
+        let decoded = images::decode_samples(
             list.samples,
             cfg.session.cache_dir.as_deref(),
             cfg.origin.skip_bad_images,

@@ -2,7 +2,7 @@
 //! epoch, stream, batch), so that a run resumed from any checkpoint draws exactly what the
 //! uninterrupted run would have, and no stream shifts another.
 
-use crate::data::loader::mix;
+use crate::data::loader::key_of;
 use crate::model::Stage;
 
 /// The separate streams of random draws.
@@ -27,7 +27,7 @@ impl Keys {
     }
 
     fn key(&self, parts: &[u64]) -> u64 {
-        mix(&[&[self.seed as u64, self.stage as u64][..], parts].concat())
+        key_of(&[&[self.seed as u64, self.stage as u64][..], parts].concat())
     }
 
     /// The seed of the model's initialisation.

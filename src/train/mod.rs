@@ -24,8 +24,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::data::images::place;
-use crate::data::loader::{batches_per_epoch, Batch, Loader, Planned};
+use crate::data::loader::{batches_per_epoch, Batch, Loader, PlannedBatch};
 use crate::data::split::Split;
 use crate::device;
 use crate::eval::tta::Tta;
@@ -49,18 +48,18 @@ use step::Learner;
 /// scores.
 pub fn run(cfg: &TrainConfig, device: Device) -> Result<Scores> {
     let start = open(cfg)?;
-    let data = TrainData::load(cfg, start.expected(cfg))?;
+    let data = TrainData::read(cfg, start.expected(cfg))?;
     let mut meta = data.meta(cfg);
     meta.device = Some(device::describe(device));
     meta.libtorch = device::libtorch_version();
     let (recipe, session) = (&cfg.recipe, &cfg.session);
     let mut saver = CheckpointSaver::new(&session.out, meta, session.min_delta);
-    let set = place(data.set, device)?;
+    let set = data.set.for_training_on(device)?;
     let keys = Keys::new(recipe.seed, recipe.stage);
     tch::manual_seed(keys.init());
     let mut learner = Learner::new(data.classes.len(), recipe, device)
         .with_skippable_batches(session.max_nan_skips > 0);
-    let state = start.apply(&mut learner, &mut saver, cfg)?;
+    let state = start.load_into(&mut learner, &mut saver, cfg)?;
     let mut trainer = Trainer {
         cfg,
         loader: Loader::new(&set, device).with_image_size(recipe.image_size),
@@ -288,7 +287,7 @@ impl Trainer<'_> {
             .saver
             .update_best(epoch, scores.top1, &self.learner.model)?;
         self.state.best = Some(best);
-        self.state.next_epoch(self.cfg.session.epochs);
+        self.state.next_epoch();
         self.saver.save(&self.learner, &mut self.state, &self.log)?;
         if let Some(signal) = self.signals.caught() {
             let (epoch, step) = (self.state.epoch, self.state.step);
@@ -322,7 +321,7 @@ impl Trainer<'_> {
     }
 
     /// The batches left to train this epoch, each with the key of its augmentation draws.
-    fn plan(&self, order: &[usize]) -> Vec<Planned> {
+    fn plan(&self, order: &[usize]) -> Vec<PlannedBatch> {
         let max_steps = self.cfg.session.max_steps.unwrap_or(u64::MAX);
         let remaining = self.per_epoch().saturating_sub(self.state.batch);
         let allowed = (max_steps - self.state.step)
@@ -334,7 +333,7 @@ impl Trainer<'_> {
             .enumerate()
             .skip(self.state.batch)
             .take(remaining.min(allowed))
-            .map(|(b, indices)| Planned {
+            .map(|(b, indices)| PlannedBatch {
                 indices: indices.to_vec(),
                 key: self.keys.epoch(epoch, Stream::Augment, b as u64),
             })

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use anyhow::Result;
 use tch::Tensor;
 
-use super::data::Expected;
+use super::data::ExpectedRun;
 use super::saver::CheckpointSaver;
 use super::step::Learner;
 use crate::bail_input;
 use crate::io::safetensors::{read_tensors, Named};
-use crate::model::Part;
+use crate::model::WeightScope;
 use crate::run_dir::checkpoint::{load_checkpoint, TrainState, CHECKPOINT_FILE};
 use crate::run_dir::config::{Init, TrainConfig};
 use crate::run_dir::meta::{load_meta, Meta};
@@ -23,7 +23,7 @@ use crate::run_dir::{prepare, META_FILE, METRICS_FILE};
 /// name, and the `meta.json` of the run they come from, if any.
 pub struct Weights {
     named: Named,
-    part: Part,
+    part: WeightScope,
     source: String,
     meta: Option<Meta>,
 }
@@ -85,7 +85,7 @@ fn read_weights(init: &Init, cfg: &TrainConfig) -> Result<Option<Weights>> {
         Init::RandomInit => None,
         Init::Weights(path) => Some(Weights {
             named: read_tensors(path)?,
-            part: Part::Features,
+            part: WeightScope::Features,
             source: path.display().to_string(),
             meta: None,
         }),
@@ -93,7 +93,7 @@ fn read_weights(init: &Init, cfg: &TrainConfig) -> Result<Option<Weights>> {
             let source = Source::resolve(path, cfg.recipe.which)?;
             Some(Weights {
                 named: source.model_tensors()?,
-                part: Part::All,
+                part: WeightScope::All,
                 source: source.name(),
                 meta: source.meta,
             })
@@ -104,9 +104,9 @@ fn read_weights(init: &Init, cfg: &TrainConfig) -> Result<Option<Weights>> {
 impl Start {
     /// The run this one's data must agree with: the one being resumed, or the one it starts
     /// from.
-    pub fn expected(&self, cfg: &TrainConfig) -> Option<Expected<'_>> {
+    pub fn expected(&self, cfg: &TrainConfig) -> Option<ExpectedRun<'_>> {
         match self {
-            Start::Resumed { meta, .. } => Some(Expected {
+            Start::Resumed { meta, .. } => Some(ExpectedRun {
                 meta,
                 name: cfg.session.out.display().to_string(),
                 same_dataset: true,
@@ -115,7 +115,7 @@ impl Start {
                 meta: Some(meta),
                 source,
                 ..
-            })) => Some(Expected {
+            })) => Some(ExpectedRun {
                 meta,
                 name: source.clone(),
                 same_dataset: false,
@@ -127,7 +127,7 @@ impl Start {
     /// Puts the starting weights into `learner`: for a resumed run also its optimizer state,
     /// its epochs so far (from the log, cut back to the checkpoint) and its best model; a
     /// fresh run writes its meta.json now. Returns where the run stands.
-    pub fn apply(
+    pub fn load_into(
         self,
         learner: &mut Learner,
         saver: &mut CheckpointSaver,
@@ -136,7 +136,7 @@ impl Start {
         match self {
             Start::Fresh(weights) => {
                 if let Some(w) = weights {
-                    learner.model.load(w.named, w.part, &w.source)?;
+                    learner.model.load_weights(w.named, w.part, &w.source)?;
                 }
                 // meta.json (the recipe) goes to disk before the first checkpoint, so that a
                 // run killed between the two can still be resumed.

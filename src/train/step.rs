@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::loader::Batch;
 use crate::io::safetensors::Named;
-use crate::model::{Amp, Part, Vgg16};
+use crate::model::{Amp, Vgg16, WeightScope};
 use crate::optim::adam::Adam;
 use crate::optim::loss_scaler::LossScaler;
 use crate::run_dir::config::Recipe;
@@ -126,7 +126,8 @@ impl Learner {
             .into_iter()
             .filter_map(|(name, _)| saved.remove_entry(&name))
             .collect();
-        self.model.load(model_tensors, Part::All, source)?;
+        self.model
+            .load_weights(model_tensors, WeightScope::All, source)?;
         self.adam.load_state(&mut saved, adam_steps, source)?;
         if let Some(scaler) = &mut self.scaler {
             scaler.load_state(&mut saved);

@@ -11,9 +11,8 @@ use std::path::Path;
 
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
-use vggtiny::data::cache::ImageSet;
-use vggtiny::data::images::place;
-use vggtiny::data::loader::{Batch, Loader, Planned};
+use vggtiny::data::image_set::ImageSet;
+use vggtiny::data::loader::{Batch, Loader, PlannedBatch};
 use vggtiny::model::Vgg16;
 use vggtiny::optim::loss_scaler::LossScaler;
 
@@ -75,7 +74,7 @@ fn numbered_set(n: i64) -> ImageSet {
     ImageSet::from_tensors(images, Tensor::arange(n, (Kind::Int64, Device::Cpu)))
 }
 
-fn prefetched(loader: &Loader, plan: Vec<Planned>) -> Vec<Batch> {
+fn prefetched(loader: &Loader, plan: Vec<PlannedBatch>) -> Vec<Batch> {
     std::thread::scope(|scope| {
         loader
             .prefetch(scope, plan, true)
@@ -92,9 +91,9 @@ fn prefetched(loader: &Loader, plan: Vec<Planned>) -> Vec<Batch> {
 fn cuda_prefetched_augmented_batches_equal_the_cpu_batches() {
     require_gpu();
     let set = numbered_set(40);
-    let plan = || -> Vec<Planned> {
+    let plan = || -> Vec<PlannedBatch> {
         (0..4)
-            .map(|b| Planned {
+            .map(|b| PlannedBatch {
                 indices: (0..10).map(|i| (b * 7 + i * 3) % 40).collect(),
                 key: 100 + b as u64,
             })
@@ -102,7 +101,11 @@ fn cuda_prefetched_augmented_batches_equal_the_cpu_batches() {
     };
     let cpu = prefetched(&Loader::new(&set, Device::Cpu), plan());
     let gpu = Device::Cuda(0);
-    let on_device = place(set.to_device(Device::Cpu).unwrap(), gpu).unwrap();
+    let on_device = set
+        .to_device(Device::Cpu)
+        .unwrap()
+        .for_training_on(gpu)
+        .unwrap();
     assert_eq!(on_device.images.device(), gpu);
     for (name, held) in [("device", &on_device), ("host", &set)] {
         let batches = prefetched(&Loader::new(held, gpu), plan());
