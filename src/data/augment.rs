@@ -335,6 +335,20 @@ fn color_jitter(
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    /// The recipe's 64 pixels take no resize at all (the very tensor comes back, so its values
+    /// are the recipe's bit for bit); any other size is resampled, enlarged or shrunk.
+    #[test]
+    fn only_another_size_than_the_images_goes_through_a_resize() {
+        let x = Tensor::rand([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let same = resize(&x, 64);
+        assert_eq!(same.data_ptr(), x.data_ptr(), "64 pixels were resampled");
+        for side in [48, 96, 224] {
+            let other = resize(&x, side);
+            assert_eq!(other.size(), vec![2, 3, side, side]);
+            assert_ne!(other.data_ptr(), x.data_ptr());
+        }
+    }
     use rand_chacha::ChaCha8Rng;
 
     fn images(n: i64) -> Tensor {
