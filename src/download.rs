@@ -55,12 +55,12 @@ fn fetch(url: &str, part: &Path) -> Result<()> {
     let have = fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let mut request = ureq::get(url);
     if have > 0 {
-        request = request.set("Range", &format!("bytes={have}-"));
+        request = request.header("Range", &format!("bytes={have}-"));
     }
     let response = match request.call() {
         Ok(r) => r,
         // Asked for bytes past the end: the earlier attempt already had them all.
-        Err(ureq::Error::Status(416, _)) if have > 0 => return Ok(()),
+        Err(ureq::Error::StatusCode(416)) if have > 0 => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("cannot download {url}")),
     };
     let resumed = response.status() == 206;
@@ -69,8 +69,9 @@ fn fetch(url: &str, part: &Path) -> Result<()> {
     }
     let offset = if resumed { have } else { 0 };
     let total = response
-        .header("Content-Length")
-        .and_then(|v| v.parse::<u64>().ok())
+        .headers()
+        .get("Content-Length")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .map(|len| len + offset);
     let mut file = OpenOptions::new()
         .create(true)
@@ -88,7 +89,7 @@ fn fetch(url: &str, part: &Path) -> Result<()> {
             .expect("static template"),
     );
     bar.set_position(offset);
-    let mut reader = response.into_reader();
+    let mut reader = response.into_body().into_reader();
     let mut buf = vec![0u8; 1 << 16];
     let mut written = offset;
     loop {

@@ -9,6 +9,7 @@ use anyhow::Result;
 use super::cache::{self, Origin};
 use super::image_set::ImageSet;
 use super::scan::Sample;
+use super::split::split_population;
 
 /// Decoded images and the samples they are, row for row.
 pub struct Decoded {
@@ -53,10 +54,7 @@ pub fn decode_samples(
     for path in &skipped {
         eprintln!("warning: skipping undecodable image {}", path.display());
     }
-    let samples = samples
-        .into_iter()
-        .filter(|s| !skipped.contains(&s.path))
-        .collect();
+    let samples = split_population(samples, &skipped);
     Ok(Decoded {
         set,
         samples,

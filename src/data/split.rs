@@ -2,13 +2,24 @@
 //! `torch.utils.data.random_split(ds, [1 - h, h], generator=torch.Generator().manual_seed(seed))`
 //! gives.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use super::scan::Sample;
 use crate::bail_input;
+
+/// The samples a run's split is drawn over: the training tree's, in scan order, without the
+/// images the run left out as undecodable. Training draws its split over them and eval
+/// recovers the holdout from them, so that both count the same images.
+pub fn split_population(samples: Vec<Sample>, left_out: &[PathBuf]) -> Vec<Sample> {
+    samples
+        .into_iter()
+        .filter(|s| !left_out.contains(&s.path))
+        .collect()
+}
 
 /// How a dataset was split: enough to recompute the split and to notice a changed dataset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,9 +58,16 @@ impl SplitSpec {
         lengths
     }
 
-    /// Fails unless this split was drawn over `size` samples: over a changed dataset the same
-    /// seed gives another holdout. `run` and `tree` name the run and the data in the message.
-    pub fn check_size(&self, size: usize, run: &str, tree: &Path) -> Result<()> {
+    /// The split a run recorded as this, drawn again over its population of `size` samples
+    /// (resumed training and eval both recover it here). Fails unless the recording was over
+    /// `size` samples: over a changed dataset the same seed gives another holdout. `run` and
+    /// `tree` name the run and the data in the message.
+    pub fn recover(&self, size: usize, run: &str, tree: &Path) -> Result<Split> {
+        self.check_size(size, run, tree)?;
+        Ok(self.split())
+    }
+
+    fn check_size(&self, size: usize, run: &str, tree: &Path) -> Result<()> {
         if self.dataset_size != size {
             bail_input!(
                 "{run} was split over {} images, {} now has {}: the dataset changed, so its \

@@ -12,7 +12,7 @@ use crate::data::image_set::ImageSet;
 use crate::data::images;
 use crate::data::loader::Loader;
 use crate::data::scan::{find_classes, scan_image_folder, scan_val, DataRoot, Sample};
-use crate::data::split::SplitSpec;
+use crate::data::split::{split_population, SplitSpec};
 use crate::model::Vgg16;
 use crate::run_dir::source::Source;
 
@@ -61,19 +61,22 @@ fn holdout_samples(
     root: &DataRoot,
     fallback: (i64, f64),
 ) -> Result<(Vec<String>, Vec<Sample>)> {
-    let mut list = scan_image_folder(&root.train)?;
-    let spec = match &source.meta {
+    let list = scan_image_folder(&root.train)?;
+    let (population, split) = match &source.meta {
         Some(meta) => {
             ensure_same_classes(&meta.classes, &list.classes, &source.name())?;
-            list.samples.retain(|s| !meta.skipped.contains(&s.path));
-            let size = list.samples.len();
-            meta.split.check_size(size, &source.name(), &root.train)?;
-            meta.split.clone()
+            let population = split_population(list.samples, &meta.skipped);
+            let split = meta
+                .split
+                .recover(population.len(), &source.name(), &root.train)?;
+            (population, split)
         }
-        None => SplitSpec::new(fallback.0, fallback.1, list.samples.len()),
+        None => {
+            let spec = SplitSpec::new(fallback.0, fallback.1, list.samples.len());
+            (list.samples, spec.split())
+        }
     };
-    let holdout = spec.split().holdout;
-    let samples = holdout.iter().map(|&i| list.samples[i].clone()).collect();
+    let samples = split.holdout.iter().map(|&i| population[i].clone()).collect();
     Ok((list.classes, samples))
 }
 

@@ -53,12 +53,13 @@ impl TrainData {
             cfg.origin.skip_bad_images,
         )?;
         let size = decoded.samples.len();
-        // The split draws first from a freshly seeded generator, exactly as random_split does.
         let spec = SplitSpec::new(cfg.recipe.seed, cfg.recipe.holdout, size);
-        if let Some(e) = expected.filter(|e| e.same_dataset) {
-            e.meta.split.check_size(size, &e.name, &root.train)?;
-        }
-        let split = spec.split();
+        let split = match expected.filter(|e| e.same_dataset) {
+            // a resumed run's split, recovered as eval recovers it
+            Some(e) => e.meta.split.recover(size, &e.name, &root.train)?,
+            // drawn first from a freshly seeded generator, exactly as random_split does
+            None => spec.split(),
+        };
         if split.holdout.is_empty() || split.train.len() < 2 {
             bail_input!(
                 "a holdout of {} over {size} images leaves {} to train on and {} to hold out; \

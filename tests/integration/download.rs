@@ -93,7 +93,7 @@ fn dataset_zip(dir: &Path) -> Vec<u8> {
     let mut bytes = Vec::new();
     {
         let mut zip = zip::ZipWriter::new(std::io::Cursor::new(&mut bytes));
-        let options = zip::write::FileOptions::default();
+        let options = zip::write::SimpleFileOptions::default();
         for entry in walk(&data) {
             let rel = entry.strip_prefix(&data).unwrap();
             let name = format!("tiny-imagenet-200/{}", rel.display());
@@ -219,7 +219,7 @@ fn an_entry_escaping_the_target_is_refused() {
     let mut bytes = Vec::new();
     {
         let mut zip = zip::ZipWriter::new(std::io::Cursor::new(&mut bytes));
-        let options = zip::write::FileOptions::default();
+        let options = zip::write::SimpleFileOptions::default();
         zip.start_file("tiny-imagenet-200/wnids.txt", options)
             .unwrap();
         zip.write_all(b"n1\n").unwrap();
