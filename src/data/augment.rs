@@ -19,57 +19,124 @@ const MAX_OFFSET: i64 = SIDE as i64 - CROP;
 pub const SATURATION: (f64, f64) = (0.5, 2.0);
 pub const HUE: (f64, f64) = (-0.05, 0.05);
 
-/// Per-sample random parameters of one batch.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AugmentParams {
-    pub top: Vec<i64>,
-    pub left: Vec<i64>,
-    pub flip: Vec<bool>,
-    pub saturation: Vec<f64>,
-    pub hue: Vec<f64>,
-    /// ColorJitter applies its ops in a random order: saturation before hue, or after.
-    pub saturation_first: Vec<bool>,
+/// Declares the per-sample parameters of the recipe's transforms, one line each: name, type
+/// (`i64`, `bool` or `f64`) and how one sample's value is drawn from `rng`, in draw order.
+/// Everything that carries them follows from the list: the struct (also the JSON of `inspect
+/// augment`), drawing a batch's, selecting rows, packing them into the one host matrix the
+/// loader copies to the device, and the device tensors `augment` reads. A new augmentation
+/// adds its line here and its op in `augment`.
+macro_rules! augment_params {
+    ($($name:ident: $ty:ty = |$rng:ident| $draw:expr,)+) => {
+        /// Per-sample random parameters of one batch.
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        pub struct AugmentParams {
+            $(pub $name: Vec<$ty>,)+
+        }
+
+        /// A batch's drawn parameters as tensors on the device that augments it: int64 for
+        /// offsets and switches, float32 for factors. Each op reads the ones it needs.
+        pub struct ParamTensors {
+            $(pub $name: Tensor,)+
+        }
+
+        /// Rows of `AugmentParams::pack`'s matrix: the gather index, then one per parameter.
+        pub const PACKED_ROWS: usize = 1 + [$(stringify!($name)),+].len();
+
+        impl AugmentParams {
+            /// Draws parameters for `n` samples with the recipe's distributions.
+            pub fn sample(n: usize, rng: &mut impl Rng) -> AugmentParams {
+                let mut p = AugmentParams {
+                    $($name: Vec::with_capacity(n),)+
+                };
+                for _ in 0..n {
+                    $(p.$name.push({
+                        let $rng = &mut *rng;
+                        $draw
+                    });)+
+                }
+                p
+            }
+
+            /// The same parameters for the samples `rows`, in that order.
+            pub fn select(&self, rows: &[usize]) -> AugmentParams {
+                AugmentParams {
+                    $($name: rows.iter().map(|&i| self.$name[i]).collect(),)+
+                }
+            }
+
+            /// The rows `rows` to gather and these parameters as one host matrix (f64,
+            /// `PACKED_ROWS` x n), so that one copy brings a batch's to the device; f64 holds
+            /// every index exactly.
+            pub fn pack(&self, rows: &[usize]) -> Vec<f64> {
+                let mut m = Vec::with_capacity(PACKED_ROWS * rows.len());
+                m.extend(rows.iter().map(|&r| r as f64));
+                $(m.extend(self.$name.iter().map(|&v| Packed::packed(v)));)+
+                m
+            }
+        }
+
+        impl ParamTensors {
+            /// Splits a packed matrix (see `AugmentParams::pack`), already on the device, into
+            /// the gather index and the parameters.
+            pub fn unpack(packed: &Tensor) -> (Tensor, ParamTensors) {
+                let mut row = 0;
+                let mut next = |kind: Kind| {
+                    row += 1;
+                    packed.get(row).to_kind(kind)
+                };
+                let params = ParamTensors {
+                    $($name: next(<$ty as Packed>::KIND),)+
+                };
+                (packed.get(0).to_kind(Kind::Int64), params)
+            }
+        }
+    };
+}
+
+augment_params! {
+    top: i64 = |rng| rng.gen_range(0..=MAX_OFFSET),
+    left: i64 = |rng| rng.gen_range(0..=MAX_OFFSET),
+    flip: bool = |rng| rng.gen_bool(0.5),
+    saturation: f64 = |rng| rng.gen_range(SATURATION.0..SATURATION.1),
+    hue: f64 = |rng| rng.gen_range(HUE.0..HUE.1),
+    // ColorJitter applies its ops in a random order: saturation before hue, or after.
+    saturation_first: bool = |rng| rng.gen_bool(0.5),
+}
+
+/// A parameter's value in the packed matrix, and its tensor type on the device.
+trait Packed: Copy {
+    const KIND: Kind;
+    fn packed(self) -> f64;
+}
+
+impl Packed for i64 {
+    const KIND: Kind = Kind::Int64;
+    fn packed(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Packed for bool {
+    const KIND: Kind = Kind::Int64;
+    fn packed(self) -> f64 {
+        f64::from(u8::from(self))
+    }
+}
+
+impl Packed for f64 {
+    const KIND: Kind = Kind::Float;
+    fn packed(self) -> f64 {
+        self
+    }
 }
 
 impl AugmentParams {
-    /// Draws parameters for `n` samples with the recipe's distributions.
-    pub fn sample(n: usize, rng: &mut impl Rng) -> AugmentParams {
-        let mut p = AugmentParams {
-            top: Vec::with_capacity(n),
-            left: Vec::with_capacity(n),
-            flip: Vec::with_capacity(n),
-            saturation: Vec::with_capacity(n),
-            hue: Vec::with_capacity(n),
-            saturation_first: Vec::with_capacity(n),
-        };
-        for _ in 0..n {
-            p.top.push(rng.gen_range(0..=MAX_OFFSET));
-            p.left.push(rng.gen_range(0..=MAX_OFFSET));
-            p.flip.push(rng.gen_bool(0.5));
-            p.saturation.push(rng.gen_range(SATURATION.0..SATURATION.1));
-            p.hue.push(rng.gen_range(HUE.0..HUE.1));
-            p.saturation_first.push(rng.gen_bool(0.5));
-        }
-        p
-    }
-
     pub fn len(&self) -> usize {
         self.top.len()
     }
 
-    /// The same parameters for the samples `rows`, in that order.
-    pub fn select(&self, rows: &[usize]) -> AugmentParams {
-        let pick = |v: &[f64]| rows.iter().map(|&i| v[i]).collect();
-        let pick_i = |v: &[i64]| rows.iter().map(|&i| v[i]).collect();
-        let pick_b = |v: &[bool]| rows.iter().map(|&i| v[i]).collect();
-        AugmentParams {
-            top: pick_i(&self.top),
-            left: pick_i(&self.left),
-            flip: pick_b(&self.flip),
-            saturation: pick(&self.saturation),
-            hue: pick(&self.hue),
-            saturation_first: pick_b(&self.saturation_first),
-        }
+    pub fn is_empty(&self) -> bool {
+        self.top.is_empty()
     }
 
     /// Sample positions ordered so that each order of the colour ops forms one run, which lets
@@ -78,10 +145,6 @@ impl AugmentParams {
         let mut order: Vec<usize> = (0..self.len()).collect();
         order.sort_by_key(|&i| !self.saturation_first[i]);
         order
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.top.is_empty()
     }
 }
 
@@ -130,58 +193,7 @@ pub fn normalize_channels_last(x: &Tensor, c: &Constants) -> Tensor {
     out
 }
 
-/// Rows of `AugmentParams::pack`'s matrix: the gather index, then the per-sample parameters.
-pub const PACKED_ROWS: usize = 6;
-
-impl AugmentParams {
-    /// The rows `rows` to gather and these parameters as one host matrix (f64, `PACKED_ROWS` x
-    /// n): rows, mirror, top, left (in the mirrored image's frame when flipped), saturation,
-    /// hue. One copy brings it to the device; f64 holds every index exactly.
-    pub fn pack(&self, rows: &[usize]) -> Vec<f64> {
-        let n = self.len();
-        let mut m = Vec::with_capacity(PACKED_ROWS * n);
-        m.extend(rows.iter().map(|&r| r as f64));
-        m.extend(self.flip.iter().map(|&f| f64::from(u8::from(f))));
-        m.extend(self.top.iter().map(|&t| t as f64));
-        m.extend((0..n).map(|i| {
-            let left = if self.flip[i] {
-                MAX_OFFSET - self.left[i]
-            } else {
-                self.left[i]
-            };
-            left as f64
-        }));
-        m.extend(&self.saturation);
-        m.extend(&self.hue);
-        m
-    }
-}
-
-/// A batch's drawn parameters as tensors on the device that augments it.
-pub struct ParamTensors {
-    mirror: Tensor,
-    top: Tensor,
-    left: Tensor,
-    /// float32, one per sample.
-    saturation: Tensor,
-    hue: Tensor,
-}
-
 impl ParamTensors {
-    /// Splits a packed matrix (see `AugmentParams::pack`), already on the device, into the
-    /// gather index and the parameters.
-    pub fn unpack(packed: &Tensor) -> (Tensor, ParamTensors) {
-        let row = |i: i64, kind: Kind| packed.get(i).to_kind(kind);
-        let params = ParamTensors {
-            mirror: row(1, Kind::Int64),
-            top: row(2, Kind::Int64),
-            left: row(3, Kind::Int64),
-            saturation: row(4, Kind::Float),
-            hue: row(5, Kind::Float),
-        };
-        (row(0, Kind::Int64), params)
-    }
-
     /// The parameters of `p` on `device`, copied there directly (diagnostics and tests; the
     /// loader copies them with its batch).
     pub fn new(p: &AugmentParams, device: Device) -> ParamTensors {
@@ -224,12 +236,13 @@ pub fn augment(
     color_jitter(&x, p, t, c, 1.0 / 255.0)
 }
 
-/// Per-sample `CROP`x`CROP` crops at (top, left) of uint8 NHWC images, mirrored where `mirror`
+/// Per-sample `CROP`x`CROP` crops at (top, left) of uint8 NHWC images, mirrored where `flip`
 /// says, as uint8 NCHW: one indexing op into the view of every window of the batch and of its
 /// mirror image. Flipping before the resize equals flipping after it: the resize's sampling
 /// grid is mirror-symmetric. Cropping a mirror image at 4 - left mirrors the crop at left.
 fn crop_flip(images: &Tensor, t: &ParamTensors) -> Tensor {
-    let n = t.mirror.size()[0];
+    let n = t.flip.size()[0];
+    let left = (t.left.neg() + MAX_OFFSET).where_self(&t.flip.to_kind(Kind::Bool), &t.left);
     let both = Tensor::stack(&[images.shallow_clone(), images.flip([2])], 0);
     let windows = both.unfold(2, CROP, 1).unfold(3, CROP, 1); // mirror, N, top, left, C, H, W
     let rows = Tensor::arange(n, (Kind::Int64, images.device()));
@@ -237,7 +250,7 @@ fn crop_flip(images: &Tensor, t: &ParamTensors) -> Tensor {
     // Contiguous NCHW: the indexing result keeps the windows' strides, which would send the
     // resize to its channels-last kernel, slow for three channels.
     windows
-        .index(&[index(&t.mirror), Some(rows), index(&t.top), index(&t.left)])
+        .index(&[index(&t.flip), Some(rows), index(&t.top), Some(left)])
         .contiguous()
 }
 
@@ -472,8 +485,9 @@ mod tests {
             vec![7, 100_000, 3, 0, 42]
         );
         assert_eq!(Vec::<i64>::try_from(&t.top).unwrap(), p.top);
-        let mirror: Vec<i64> = p.flip.iter().map(|&f| i64::from(f)).collect();
-        assert_eq!(Vec::<i64>::try_from(&t.mirror).unwrap(), mirror);
+        let flip: Vec<i64> = p.flip.iter().map(|&f| i64::from(f)).collect();
+        assert_eq!(Vec::<i64>::try_from(&t.flip).unwrap(), flip);
+        assert_eq!(Vec::<i64>::try_from(&t.left).unwrap(), p.left);
         let sat: Vec<f32> = p.saturation.iter().map(|&v| v as f32).collect();
         assert_eq!(Vec::<f32>::try_from(&t.saturation).unwrap(), sat);
         assert_eq!(t.hue.kind(), Kind::Float);

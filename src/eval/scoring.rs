@@ -76,7 +76,11 @@ fn holdout_samples(
             (list.samples, spec.split())
         }
     };
-    let samples = split.holdout.iter().map(|&i| population[i].clone()).collect();
+    let samples = split
+        .holdout
+        .iter()
+        .map(|&i| population[i].clone())
+        .collect();
     Ok((list.classes, samples))
 }
 

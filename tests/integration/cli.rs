@@ -54,7 +54,10 @@ fn train_base_finetune_eval_end_to_end() {
     assert_eq!(meta["split"]["seed"], 42);
     assert_eq!(meta["split"]["dataset_size"], 40);
     assert_eq!(meta["config"]["batch_size"], 8);
-    assert_eq!(meta["config"]["image_size"], 64, "the recipe's size by default");
+    assert_eq!(
+        meta["config"]["image_size"], 64,
+        "the recipe's size by default"
+    );
     assert_eq!(meta["config"]["label_smoothing"], 0.0);
     assert_eq!(meta["epochs"].as_array().unwrap().len(), 2);
 
