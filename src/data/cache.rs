@@ -22,7 +22,7 @@ use super::decode::{decode_into, IMAGE_BYTES, SIDE};
 use super::image_set::ImageSet;
 use super::scan::Sample;
 use crate::error::input_error;
-use crate::io::atomic_file::write_atomic;
+use crate::io::atomic_file::{remove_stale_temporaries, write_atomic};
 
 const MAGIC: &[u8; 8] = b"VGGTINYC";
 /// Bumped whenever decoding changes what pixels a file gives.
@@ -239,6 +239,7 @@ fn write_cache(
 ) -> Result<()> {
     let dir = path.parent().context("cache path has no directory")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    remove_stale_temporaries(dir);
     let bad_bytes: Vec<u8> = bad.iter().flat_map(|&i| (i as u64).to_le_bytes()).collect();
     let mut crc = crc32fast::Hasher::new();
     crc.update(pixels);

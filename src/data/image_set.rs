@@ -59,9 +59,9 @@ impl ImageSet {
         ))
     }
 
-    /// The set where training reads its batches from on `device`: on a GPU, device memory
-    /// when the whole uint8 set fits there with room to train (batches are then gathered
-    /// there); otherwise host memory, from which batches travel through pinned memory. Only
+    /// The set where training (or scoring) reads its batches from on `device`: on a GPU,
+    /// device memory when the whole uint8 set fits there with room to train (batches are then
+    /// gathered there); otherwise host memory, from which batches travel through pinned memory. Only
     /// running out of memory falls back; any other failure is an error.
     /// `VGGTINY_HOST_SET=1` forces the host path (tests of the fallback on a GPU machine).
     pub fn for_training_on(self, device: Device) -> Result<ImageSet> {

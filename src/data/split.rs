@@ -11,9 +11,10 @@ use tch::{Device, Kind, Tensor};
 use super::scan::Sample;
 use crate::bail_input;
 
-/// The samples a run's split is drawn over: the training tree's, in scan order, without the
-/// images the run left out as undecodable. Training draws its split over them and eval
-/// recovers the holdout from them, so that both count the same images.
+/// `samples` without the images a run left out as undecodable, in scan order. Over the training
+/// tree these are what the run's split is drawn over: training draws it over them (decoding
+/// leaves the bad ones out through here) and eval recovers the holdout from them, so that both
+/// count the same images.
 pub fn split_population(samples: Vec<Sample>, left_out: &[PathBuf]) -> Vec<Sample> {
     samples
         .into_iter()

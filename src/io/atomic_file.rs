@@ -4,7 +4,7 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 
@@ -21,6 +21,42 @@ fn injected_disk_full() -> Option<std::io::Error> {
         .then(|| std::io::Error::from_raw_os_error(libc::ENOSPC))
 }
 
+/// A temporary name beside `name` that no other process or write uses: `.NAME.PID-N.tmp`.
+fn temporary_name(name: &str) -> String {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    format!(".{name}.{}-{n}.tmp", std::process::id())
+}
+
+/// Removes the temporary files in `dir` that writers which no longer run left behind (a
+/// killed process leaves its temporary file; one of 200 MB is worth removing). Best effort.
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temporary_owner) else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The pid in a temporary name `.NAME.PID-N.tmp`.
+fn temporary_owner(name: &str) -> Option<i32> {
+    let stem = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (_, tag) = stem.rsplit_once('.')?;
+    let (pid, n) = tag.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
 /// Writes `path` through a synced temporary file and a rename; `write` fills the temporary path.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path
@@ -30,7 +66,7 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     let name = path
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let tmp = dir.join(temporary_name(&name.to_string_lossy()));
     let result = write(&tmp).and_then(|()| {
         File::open(&tmp)
             .and_then(|f| match injected_disk_full() {
@@ -76,5 +112,22 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"two");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "temporary file left behind");
+    }
+
+    #[test]
+    fn temporaries_of_ended_writers_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = temporary_name("model.safetensors");
+        assert_eq!(temporary_owner(&name), Some(std::process::id() as i32));
+        // pid 2^22 + 1 is beyond Linux's pid_max: no such process
+        let stale = ".model.safetensors.4194305-0.tmp";
+        for file in [name.as_str(), stale, "model.safetensors", ".lock"] {
+            fs::write(dir.path().join(file), b"x").unwrap();
+        }
+        remove_stale_temporaries(dir.path());
+        assert!(!dir.path().join(stale).exists());
+        for kept in [name.as_str(), "model.safetensors", ".lock"] {
+            assert!(dir.path().join(kept).exists(), "{kept}");
+        }
     }
 }

@@ -269,6 +269,22 @@ impl Recipe {
             }
         };
         let (a, b) = (self, recorded);
+        // Every field by name: a new one that is not compared below does not compile.
+        let Recipe {
+            stage: _,
+            batch_size: _,
+            schedule: _,
+            seed: _,
+            holdout: _,
+            augment: _,
+            dropout: _,
+            shuffle: _,
+            amp: _,
+            image_size: _,
+            label_smoothing: _,
+            precise_bn: _,
+            which: _,
+        } = a;
         check("--batch-size", &a.batch_size, &b.batch_size);
         let (s, t) = (&a.schedule.cyclic, &b.schedule.cyclic);
         check("--lr", &s.base_lr, &t.base_lr);

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod lock;
 pub mod meta;
 pub mod metrics;
 pub mod source;

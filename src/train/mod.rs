@@ -29,9 +29,11 @@ use crate::data::split::Split;
 use crate::device;
 use crate::eval::tta::Tta;
 use crate::eval::{eval_batch_size, evaluate, topk_correct, Scores};
+use crate::io::atomic_file::remove_stale_temporaries;
 use crate::io::memory::host_memory_mb;
 use crate::run_dir::checkpoint::TrainState;
 use crate::run_dir::config::TrainConfig;
+use crate::run_dir::lock::RunLock;
 use crate::run_dir::metrics::{BatchRecord, EpochRecord};
 use crate::run_dir::{BEST_FILE, MODEL_FILE};
 use data::TrainData;
@@ -47,6 +49,9 @@ use step::Learner;
 /// Trains one stage as `cfg` says (or resumes it) on `device` and returns the final holdout
 /// scores.
 pub fn run(cfg: &TrainConfig, device: Device) -> Result<Scores> {
+    // Held to the end: one run writes a run directory at a time.
+    let _lock = RunLock::acquire(&cfg.session.out)?;
+    remove_stale_temporaries(&cfg.session.out);
     let start = open(cfg)?;
     let data = TrainData::read(cfg, start.expected(cfg))?;
     let mut meta = data.meta(cfg);

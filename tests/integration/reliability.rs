@@ -694,3 +694,51 @@ fn a_non_finite_loss_stops_the_run_at_its_step() {
     let err = fails(&train_args(&data, &per_epoch, flags), 1);
     assert!(err.contains("(lr 1.000e20;"), "{err}");
 }
+
+/// Two runs started together into one `--out`: one owns the directory, the other is refused
+/// (the holder's pid named, or a finished run found), and every file left there is readable
+/// and belongs to the winner.
+#[test]
+fn two_runs_into_one_directory_leave_one_readable_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    for pair in 0..3 {
+        let run = dir.path().join(format!("run{pair}"));
+        let flags = |seed: u32| {
+            format!("--batch-size 4 --holdout 0.25 --epochs 1 --log-interval 1 --seed {seed}")
+        };
+        let children: Vec<_> = [1, 2]
+            .map(|seed| spawn(&train_args(&data, &run, &flags(seed))))
+            .into_iter()
+            .collect();
+        let outcomes: Vec<_> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        let winners: Vec<usize> = (0..2).filter(|&i| outcomes[i].status.success()).collect();
+        assert_eq!(winners.len(), 1, "pair {pair}: {outcomes:?}");
+        let loser = &outcomes[1 - winners[0]];
+        let stderr = String::from_utf8_lossy(&loser.stderr);
+        assert_eq!(loser.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("in use by another vggtiny run (pid ")
+                || stderr.contains("already holds a run"),
+            "{stderr}"
+        );
+        let meta = meta_json(&run);
+        assert_eq!(
+            meta["split"]["seed"],
+            winners[0] as u64 + 1,
+            "the winner's run"
+        );
+        let (_, state) = load_checkpoint(&run).expect("a readable checkpoint");
+        assert_eq!(state.epoch, 2);
+        tensors(&run.join("model.safetensors"));
+        tensors(&run.join("best.safetensors"));
+        let batches = json_lines(&run.join("metrics.jsonl"))
+            .iter()
+            .filter(|e| e["event"] == "batch")
+            .count();
+        assert_eq!(batches, 3, "one run's steps, logged once");
+    }
+}
