@@ -1,6 +1,6 @@
 //! safetensors files with a checksum: safetensors has none of its own, so every file vggtiny
-//! writes carries a CRC-32 of its tensors in its metadata, and a reader refuses a file whose
-//! tensors do not match it.
+//! writes carries a CRC-32 of its tensors and of its other metadata (a checkpoint's position is
+//! metadata), and a reader refuses a file that does not match it.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -49,17 +49,35 @@ fn to_bytes(t: &Tensor) -> Result<Bytes> {
     })
 }
 
-/// Metadata key of the CRC-32 of every tensor's bytes (in name order): safetensors has no
-/// checksum of its own, and a flipped bit in the data would load as a silently wrong weight.
-const CRC_KEY: &str = "vggtiny.crc32";
+/// Metadata key of the CRC-32 of every tensor's bytes and then every other metadata entry (each
+/// in name order): safetensors has no checksum of its own, and a flipped bit would load as a
+/// silently wrong weight or training position.
+const CRC_KEY: &str = "vggtiny.checksum";
+/// The key of files written before the metadata was covered: tensors only.
+const TENSORS_ONLY_CRC_KEY: &str = "vggtiny.crc32";
 
-fn tensors_crc<'a>(named: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
+fn checksum<'a>(
+    named: impl Iterator<Item = (&'a str, &'a [u8])>,
+    metadata: Option<&HashMap<String, String>>,
+) -> String {
     let mut sorted: Vec<_> = named.collect();
     sorted.sort_by_key(|(name, _)| *name);
     let mut crc = crc32fast::Hasher::new();
     for (name, data) in sorted {
         crc.update(name.as_bytes());
         crc.update(data);
+    }
+    let mut entries: Vec<_> = metadata
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| *k != CRC_KEY && *k != TENSORS_ONLY_CRC_KEY)
+        .collect();
+    entries.sort();
+    for (key, value) in entries {
+        crc.update(key.as_bytes());
+        crc.update(&[0]);
+        crc.update(value.as_bytes());
+        crc.update(&[0]);
     }
     format!("{:08x}", crc.finalize())
 }
@@ -76,7 +94,10 @@ pub fn save_safetensors(
         .map(|(n, t)| Ok((n.as_str(), to_bytes(t)?)))
         .collect::<Result<Vec<_>>>()?;
     let mut metadata = metadata.unwrap_or_default();
-    let crc = tensors_crc(bytes.iter().map(|(n, b)| (*n, b.data.as_slice())));
+    let crc = checksum(
+        bytes.iter().map(|(n, b)| (*n, b.data.as_slice())),
+        Some(&metadata),
+    );
     metadata.insert(CRC_KEY.to_string(), crc);
     write_atomic(path, |tmp| {
         let views = bytes.iter().map(|(n, b)| (*n, b));
@@ -114,12 +135,16 @@ pub fn read_safetensors(path: &Path) -> Result<(Named, HashMap<String, String>)>
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(&e))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(&e))?;
-    if let Some(stored) = metadata.get(CRC_KEY) {
-        let views = file.tensors();
-        let actual = tensors_crc(views.iter().map(|(n, v)| (n.as_str(), v.data())));
-        if *stored != actual {
-            return Err(bad(&"checksum mismatch: the file is corrupt"));
-        }
+    let views = file.tensors();
+    let tensors_crc =
+        |covered| checksum(views.iter().map(|(n, v)| (n.as_str(), v.data())), covered);
+    let intact = match (metadata.get(CRC_KEY), metadata.get(TENSORS_ONLY_CRC_KEY)) {
+        (Some(stored), _) => *stored == tensors_crc(Some(&metadata)),
+        (None, Some(stored)) => *stored == tensors_crc(None),
+        (None, None) => true,
+    };
+    if !intact {
+        return Err(bad(&"checksum mismatch: the file is corrupt"));
     }
     let tensors = file
         .tensors()
@@ -203,5 +228,31 @@ mod tests {
             err.contains("corrupt") && err.contains("m.safetensors"),
             "{err}"
         );
+    }
+
+    /// A checkpoint's position is metadata: a flipped bit there (`"batch":2` -> `3`) is caught
+    /// like one in a weight. Files written before the metadata was covered still load.
+    #[test]
+    fn metadata_is_covered_and_old_files_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.safetensors");
+        let t = Tensor::arange(10, (tch::Kind::Float, Device::Cpu));
+        let meta = HashMap::from([("state".to_string(), r#"{"batch":2}"#.to_string())]);
+        save_safetensors(&path, &[("w".into(), t.copy())], Some(meta)).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        let at = bytes.windows(9).position(|w| w == br#"batch\":2"#).unwrap();
+        let mut flipped = bytes.clone();
+        flipped[at + 8] = b'3';
+        fs::write(&path, &flipped).unwrap();
+        let err = read_safetensors(&path).unwrap_err().to_string();
+        assert!(err.contains("corrupt"), "{err}");
+
+        let old = dir.path().join("old.safetensors");
+        let data = to_bytes(&t).unwrap();
+        let crc = checksum(std::iter::once(("w", data.data.as_slice())), None);
+        let meta = HashMap::from([(TENSORS_ONLY_CRC_KEY.to_string(), crc)]);
+        safetensors::tensor::serialize_to_file([("w", &data)], &Some(meta), &old).unwrap();
+        let (tensors, _) = read_safetensors(&old).unwrap();
+        assert!(tensors[0].1.equal(&t));
     }
 }

@@ -9,6 +9,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use super::config::Recipe;
 use super::meta::Best;
 use crate::bail_input;
 use crate::error::input_error;
@@ -40,6 +41,10 @@ pub struct TrainState {
     pub best: Option<Best>,
     /// Bytes of metrics.jsonl that belong to this state; a resume cuts what came after.
     pub metrics_len: u64,
+    /// The recipe of the run that wrote it, so that a checkpoint copied into another run is
+    /// told apart (absent in checkpoints of earlier versions).
+    #[serde(default)]
+    pub recipe: Option<Recipe>,
 }
 
 impl TrainState {
@@ -56,6 +61,7 @@ impl TrainState {
             nan_skips: 0,
             best: None,
             metrics_len: 0,
+            recipe: None,
         }
     }
 

@@ -195,7 +195,11 @@ impl TrainConfig {
                 then.stage.name()
             );
         }
-        let differing = now.differences(then);
+        let differing: Vec<String> = now
+            .differences(then)
+            .iter()
+            .map(Difference::against_the_run)
+            .collect();
         if !differing.is_empty() {
             bail_input!(
                 "--resume: {}; resume with the run's own flags (its config is in {}), or start a \
@@ -259,13 +263,18 @@ impl Recipe {
         Ok(())
     }
 
-    /// The flags whose values differ from `recorded`'s, as `--lr 0.01 (the run has 0.0001)`.
-    fn differences(&self, recorded: &Recipe) -> Vec<String> {
+    /// The flags whose values differ from `recorded`'s: each flag with this recipe's value and
+    /// the recorded one, as the command line shows them.
+    pub fn differences(&self, recorded: &Recipe) -> Vec<Difference> {
         let mut out = Vec::new();
         let mut check = |flag: &str, now: &dyn Shown, then: &dyn Shown| {
             let (now, then) = (now.shown(), then.shown());
             if now != then {
-                out.push(format!("{flag} {now} (the run has {then})"));
+                out.push(Difference {
+                    flag: flag.to_string(),
+                    now,
+                    then,
+                });
             }
         };
         let (a, b) = (self, recorded);
@@ -303,16 +312,37 @@ impl Recipe {
             ("dropout", a.dropout, b.dropout),
             ("shuffle", a.shuffle, b.shuffle),
         ] {
-            let given = |on: bool| if on { "not given" } else { "given" };
+            let given = |on: bool| if on { "not given" } else { "given" }.to_string();
             if now != then {
-                out.push(format!(
-                    "--no-{name} {} (the run was started with it {})",
-                    given(now),
-                    given(then)
-                ));
+                out.push(Difference {
+                    flag: format!("--no-{name}"),
+                    now: given(now),
+                    then: given(then),
+                });
             }
         }
         out
+    }
+}
+
+/// A recipe flag whose value differs between two recipes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub flag: String,
+    pub now: String,
+    pub then: String,
+}
+
+impl Difference {
+    /// `--lr 0.01 (the run has 0.0001)`, or for a switch `--no-augment given (the run was
+    /// started with it not given)`.
+    fn against_the_run(&self) -> String {
+        let (flag, now, then) = (&self.flag, &self.now, &self.then);
+        if flag.starts_with("--no-") {
+            format!("{flag} {now} (the run was started with it {then})")
+        } else {
+            format!("{flag} {now} (the run has {then})")
+        }
     }
 }
 

@@ -95,16 +95,39 @@ pub fn read_epochs(path: &Path) -> Result<Vec<EpochRecord>> {
         .collect())
 }
 
-/// Cuts `metrics.jsonl` back to `len` bytes (what a checkpoint covers).
-pub fn truncate(path: &Path, len: u64) -> Result<()> {
+/// What a resumed run found of its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewound {
+    /// The log held every byte the checkpoint counted; what came after is cut.
+    Intact,
+    /// The log was shorter (or missing): its complete lines, `kept` bytes, are kept and the
+    /// rest is lost.
+    Lost { kept: u64 },
+}
+
+/// Cuts `metrics.jsonl` back to the `len` bytes a checkpoint counted. A log that lost lines
+/// is never padded: it keeps its complete lines and a partial last line goes.
+pub fn rewind(path: &Path, len: u64) -> Result<Rewound> {
+    let have = fs::read(path).or_else(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        _ => Err(e),
+    });
+    let have = have.with_context(|| format!("cannot read {}", path.display()))?;
+    let (keep, rewound) = if have.len() as u64 >= len {
+        (len, Rewound::Intact)
+    } else {
+        let kept = have.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) as u64;
+        (kept, Rewound::Lost { kept })
+    };
     let file = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    file.set_len(len)
-        .with_context(|| format!("cannot truncate {}", path.display()))
+    file.set_len(keep)
+        .with_context(|| format!("cannot truncate {}", path.display()))?;
+    Ok(rewound)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! a stopped one from its checkpoint with the configuration it recorded.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use anyhow::Result;
 use tch::Tensor;
@@ -15,7 +16,7 @@ use crate::model::WeightScope;
 use crate::run_dir::checkpoint::{load_checkpoint, TrainState, CHECKPOINT_FILE};
 use crate::run_dir::config::{Init, TrainConfig};
 use crate::run_dir::meta::{load_meta, Meta};
-use crate::run_dir::metrics::{read_epochs, truncate};
+use crate::run_dir::metrics::{read_epochs, rewind, EpochRecord, Rewound};
 use crate::run_dir::source::Source;
 use crate::run_dir::{prepare, META_FILE, METRICS_FILE};
 
@@ -60,9 +61,26 @@ pub fn open(cfg: &TrainConfig) -> Result<Start> {
     let (tensors, state) = load_checkpoint(out)?;
     if state.stage != cfg.recipe.stage {
         bail_input!(
-            "--resume: {} holds a {} run",
-            out.display(),
+            "--resume: {} holds a checkpoint of a {} run",
+            out.join(CHECKPOINT_FILE).display(),
             state.stage.name()
+        );
+    }
+    let differing: Vec<String> = state
+        .recipe
+        .as_ref()
+        .map(|recipe| recipe.differences(&cfg.recipe))
+        .unwrap_or_default()
+        .iter()
+        .map(|d| format!("{} {} where meta.json has {}", d.flag, d.now, d.then))
+        .collect();
+    if !differing.is_empty() {
+        bail_input!(
+            "--resume: {} was written by another run than {}'s meta.json describes ({}); \
+             put back the run's own checkpoint, or start over with --force",
+            out.join(CHECKPOINT_FILE).display(),
+            out.display(),
+            differing.join("; ")
         );
     }
     if let Some(max) = cfg.session.max_steps.filter(|&max| state.step >= max) {
@@ -141,20 +159,48 @@ impl Start {
                 // meta.json (the recipe) goes to disk before the first checkpoint, so that a
                 // run killed between the two can still be resumed.
                 saver.save_meta()?;
-                Ok(TrainState::new(cfg.recipe.stage))
+                Ok(TrainState {
+                    recipe: Some(cfg.recipe.clone()),
+                    ..TrainState::new(cfg.recipe.stage)
+                })
             }
-            Start::Resumed { tensors, state, .. } => {
+            Start::Resumed {
+                tensors,
+                state,
+                meta,
+            } => {
                 let source = cfg.session.out.display().to_string();
                 learner.restore(tensors, state.adam_steps, &source)?;
-                let metrics = cfg.session.out.join(METRICS_FILE);
-                truncate(&metrics, state.metrics_len)?;
-                saver.restore_epochs(read_epochs(&metrics)?, state.best);
+                let epochs = resumed_epochs(&cfg.session.out.join(METRICS_FILE), &state, meta)?;
+                saver.restore_epochs(epochs, state.best);
                 eprintln!(
                     "resuming {source} at epoch {}, batch {} (step {})",
                     state.epoch, state.batch, state.step
                 );
                 Ok(state)
             }
+        }
+    }
+}
+
+/// The epochs a resumed run has completed: from its log, cut back to what the checkpoint
+/// counted; from meta.json when the log lost lines (they stay lost, and the log goes on from
+/// its last complete line).
+fn resumed_epochs(metrics: &Path, state: &TrainState, meta: Meta) -> Result<Vec<EpochRecord>> {
+    match rewind(metrics, state.metrics_len)? {
+        Rewound::Intact => read_epochs(metrics),
+        Rewound::Lost { kept } => {
+            eprintln!(
+                "warning: {} holds {kept} of the {} bytes its checkpoint counted; the lost \
+                 lines stay lost, and the epochs so far are taken from meta.json",
+                metrics.display(),
+                state.metrics_len
+            );
+            Ok(meta
+                .epochs
+                .into_iter()
+                .filter(|e| e.epoch < state.epoch)
+                .collect())
         }
     }
 }

@@ -742,3 +742,84 @@ fn two_runs_into_one_directory_leave_one_readable_run() {
         assert_eq!(batches, 3, "one run's steps, logged once");
     }
 }
+
+/// A stopped run whose metrics.jsonl lost lines (removed, or cut short mid-line) still
+/// resumes: the log is never padded, what it kept stays, and the epochs so far come from
+/// meta.json.
+#[test]
+fn a_lost_or_short_metrics_log_does_not_break_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    // 3 steps an epoch: the stop falls in epoch 2
+    let flags = "--batch-size 4 --holdout 0.25 --epochs 2 --log-interval 1";
+    for damage in ["removed", "short"] {
+        let run = dir.path().join(damage);
+        train_random(&data, &run, &format!("{flags} --max-steps 4"));
+        let log = run.join("metrics.jsonl");
+        if damage == "removed" {
+            std::fs::remove_file(&log).unwrap();
+        } else {
+            let text = std::fs::read(&log).unwrap();
+            std::fs::write(&log, &text[..text.len() / 2 + 3]).unwrap();
+        }
+        let mut args = train_args(&data, &run, flags);
+        args.push("--resume");
+        let out = vggtiny(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{damage}: {stderr}");
+        assert!(stderr.contains("the lost lines stay lost"), "{stderr}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains('\0'), "{damage}: padded");
+        let events = json_lines(&log);
+        assert!(events
+            .iter()
+            .any(|e| e["event"] == "epoch" && e["epoch"] == 2));
+        assert_eq!(meta_json(&run)["epochs"].as_array().unwrap().len(), 2);
+    }
+}
+
+/// A checkpoint is trusted only whole and only in its own run: a flipped digit in its position
+/// (metadata) is a corrupt file, and a checkpoint copied in from a run of another recipe is
+/// refused with the difference; neither refusal changes a file.
+#[test]
+fn a_checkpoint_with_a_flipped_position_or_from_another_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let flags = "--batch-size 4 --holdout 0.25 --epochs 2 --log-interval 1";
+    let (run, other) = (dir.path().join("run"), dir.path().join("other"));
+    train_random(&data, &run, &format!("{flags} --max-steps 2"));
+    train_random(
+        &data,
+        &other,
+        &format!("{flags} --max-steps 2 --image-size 32"),
+    );
+    let checkpoint = run.join("checkpoint.safetensors");
+    let mut resume = train_args(&data, &run, flags);
+    resume.push("--resume");
+
+    let bytes = std::fs::read(&checkpoint).unwrap();
+    let at = bytes
+        .windows(9)
+        .position(|w| w == br#"batch\":2"#)
+        .expect("the position in the metadata");
+    let mut flipped = bytes.clone();
+    flipped[at + 8] = b'3';
+    std::fs::write(&checkpoint, &flipped).unwrap();
+    let log_before = std::fs::read(run.join("metrics.jsonl")).unwrap();
+    let err = fails(&resume, 2);
+    assert!(err.contains("corrupt"), "{err}");
+    assert_eq!(
+        std::fs::read(run.join("metrics.jsonl")).unwrap(),
+        log_before
+    );
+
+    std::fs::copy(other.join("checkpoint.safetensors"), &checkpoint).unwrap();
+    let err = fails(&resume, 2);
+    assert!(
+        err.contains("written by another run")
+            && err.contains("--image-size 32 where meta.json has 64"),
+        "{err}"
+    );
+    std::fs::write(&checkpoint, &bytes).unwrap();
+    ok(&resume);
+}
