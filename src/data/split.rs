@@ -2,14 +2,18 @@
 //! `torch.utils.data.random_split(ds, [1 - h, h], generator=torch.Generator().manual_seed(seed))`
 //! gives.
 
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use super::scan::Sample;
 use crate::bail_input;
+use crate::error::input_error;
 
 /// `samples` without the images a run left out as undecodable, in scan order. Over the training
 /// tree these are what the run's split is drawn over: training draws it over them (decoding
@@ -29,6 +33,30 @@ pub struct SplitSpec {
     /// Fractions `[train, holdout]`, as passed to `random_split`.
     pub fractions: [f64; 2],
     pub dataset_size: usize,
+    /// `population_digest` of the images split (absent in runs of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// SHA-256 of the samples' paths relative to `tree` (in order) and their file sizes: the same
+/// for the same images wherever the dataset moved, different when one was renamed, added,
+/// removed or replaced by a file of another size.
+pub fn population_digest(samples: &[Sample], tree: &Path) -> Result<String> {
+    let mut hasher = Sha256::new();
+    for sample in samples {
+        let relative = sample.path.strip_prefix(tree).unwrap_or(&sample.path);
+        let size = fs::metadata(&sample.path)
+            .map_err(|e| input_error(format!("cannot read {}: {e}", sample.path.display())))?
+            .len();
+        hasher.update(relative.as_os_str().as_bytes());
+        hasher.update([0]);
+        hasher.update(size.to_le_bytes());
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Sample indices of both subsets.
@@ -44,6 +72,7 @@ impl SplitSpec {
             seed,
             fractions: [1.0 - holdout, holdout],
             dataset_size,
+            digest: None,
         }
     }
 
@@ -59,12 +88,21 @@ impl SplitSpec {
         lengths
     }
 
-    /// The split a run recorded as this, drawn again over its population of `size` samples
-    /// (resumed training and eval both recover it here). Fails unless the recording was over
-    /// `size` samples: over a changed dataset the same seed gives another holdout. `run` and
-    /// `tree` name the run and the data in the message.
-    pub fn recover(&self, size: usize, run: &str, tree: &Path) -> Result<Split> {
-        self.check_size(size, run, tree)?;
+    /// The split a run recorded as this, drawn again over `population` (resumed training and
+    /// eval both recover it here). Fails unless the recording was over the same images: over
+    /// a changed dataset the same seed gives another holdout. `run` and `tree` name the run
+    /// and the data in the message.
+    pub fn recover(&self, population: &[Sample], run: &str, tree: &Path) -> Result<Split> {
+        self.check_size(population.len(), run, tree)?;
+        if let Some(recorded) = &self.digest {
+            if *recorded != population_digest(population, tree)? {
+                bail_input!(
+                    "{run} was split over other images than {} holds now (as many, but renamed, \
+                     replaced or resized): its holdout cannot be recovered",
+                    tree.display()
+                );
+            }
+        }
         Ok(self.split())
     }
 

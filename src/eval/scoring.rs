@@ -68,7 +68,7 @@ fn holdout_samples(
             let population = split_population(list.samples, &meta.skipped);
             let split = meta
                 .split
-                .recover(population.len(), &source.name(), &root.train)?;
+                .recover(&population, &source.name(), &root.train)?;
             (population, split)
         }
         None => {

@@ -823,3 +823,37 @@ fn a_checkpoint_with_a_flipped_position_or_from_another_run_is_refused() {
     std::fs::write(&checkpoint, &bytes).unwrap();
     ok(&resume);
 }
+
+/// `--resume` and eval check that the dataset holds the very images the run was split on:
+/// one image replaced by another (the count unchanged) is refused by both, naming the run;
+/// the same images in another place resume and score.
+#[test]
+fn a_replaced_image_is_refused_and_a_moved_dataset_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let moved = dataset(&dir.path().join("elsewhere"), 2, 8);
+    let run = dir.path().join("run");
+    let flags = "--batch-size 4 --holdout 0.25 --epochs 2";
+    train_random(&data, &run, &format!("{flags} --max-steps 2"));
+    let image = std::fs::read_dir(data.join("train/n90000001/images"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let gradient: Vec<u8> = (0..64 * 64 * 3).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&image, jpeg(&gradient, 64, 64)).unwrap();
+
+    let mut resume = train_args(&data, &run, flags);
+    resume.push("--resume");
+    let err = fails(&resume, 2);
+    assert!(err.contains("split over other images"), "{err}");
+    let scored = ["eval", "--data", s(&data), "--checkpoint", s(&run)];
+    let err = fails(&scored, 2);
+    assert!(err.contains("split over other images"), "{err}");
+
+    let mut resume = train_args(&moved, &run, flags);
+    resume.push("--resume");
+    ok(&resume);
+    eval_json(&moved, &run, "");
+}
