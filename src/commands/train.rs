@@ -270,18 +270,23 @@ pub fn run_base(args: TrainBaseArgs) -> Result<()> {
     train_stage(config)
 }
 
-/// Stage 2 takes the split of the run it starts from unless told otherwise.
+/// Stage 2 takes the split and input size of the run it starts from unless told otherwise.
 pub fn run_finetune(args: FinetuneArgs) -> Result<()> {
-    let made_by = "vggtiny train-base --data DIR";
-    let source = open_run(&args.from, args.which, "--from", made_by)?;
-    let recorded = source.meta.as_ref().map(|m| &m.split);
     let from = args.from.display().to_string();
+    let inherited = if args.session.resume {
+        // A resumed run has them recorded itself; its --from run may be gone by now.
+        load_meta(&args.out.join(META_FILE)).ok()
+    } else {
+        let made_by = "vggtiny train-base --data DIR";
+        open_run(&args.from, args.which, "--from", made_by)?.meta
+    };
+    let recorded = inherited.as_ref().map(|m| &m.split);
     let (seed, holdout) = finetune_split(&args.recipe, recorded, &from);
-    let inherited = source.meta.as_ref().map(|m| m.config.recipe.image_size);
+    let inherited_size = inherited.as_ref().map(|m| m.config.recipe.image_size);
     let resolved = Resolved {
         seed,
         holdout,
-        image_size: finetune_image_size(args.recipe.image_size, inherited, &from),
+        image_size: finetune_image_size(args.recipe.image_size, inherited_size, &from),
         which: args.which,
     };
     let cyclic = CyclicLr::triangular2(args.lr.0, args.max_lr.0, args.step_size_up);

@@ -857,3 +857,27 @@ fn a_replaced_image_is_refused_and_a_moved_dataset_is_not() {
     ok(&resume);
     eval_json(&moved, &run, "");
 }
+
+/// A stopped stage 2 resumes after its --from run is gone: it continues from its own
+/// checkpoint with the split and size it recorded.
+#[test]
+fn finetune_resumes_without_its_from_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let (base, ft) = (dir.path().join("base"), dir.path().join("ft"));
+    train_random(&data, &base, "--batch-size 4 --holdout 0.25 --max-steps 1 --seed 7");
+    let finetune = |extra: &str| {
+        format!(
+            "finetune --data {} --from {} --out {} --batch-size 4 --epochs 2 {extra}",
+            s(&data),
+            s(&base),
+            s(&ft)
+        )
+    };
+    ok(&words(&finetune("--max-steps 2")));
+    std::fs::remove_dir_all(&base).unwrap();
+    ok(&words(&finetune("--resume")));
+    let meta = meta_json(&ft);
+    assert_eq!(meta["epochs"].as_array().unwrap().len(), 2);
+    assert_eq!(meta["split"]["seed"], 7, "stage 1's split, as recorded");
+}
