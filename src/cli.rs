@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::{CommandFactory, Parser};
 
 use crate::commands::Command;
+use crate::data::decode::{set_max_pixels, DEFAULT_MAX_PIXELS};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,10 +16,14 @@ use crate::commands::Command;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Refuse to decode images of more pixels than this (PIL's decompression-bomb guard)
+    #[arg(long, global = true, default_value_t = DEFAULT_MAX_PIXELS, value_name = "N")]
+    pub max_image_pixels: u64,
 }
 
 /// Runs one command line.
 pub fn run(cli: Cli) -> Result<()> {
+    set_max_pixels(cli.max_image_pixels);
     match cli.command {
         Command::Completions { shell } => {
             let mut command = Cli::command();

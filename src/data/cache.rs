@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
-use super::decode::{decode_into, IMAGE_BYTES, SIDE};
+use super::decode::{decode_into, read_image_file, IMAGE_BYTES, SIDE};
 use super::image_set::ImageSet;
 use super::scan::Sample;
 use crate::error::input_error;
@@ -269,7 +269,7 @@ fn decode(samples: &[Sample]) -> Decoded {
         .par_chunks_mut(IMAGE_BYTES)
         .zip(samples.par_iter())
         .map(|(dst, sample)| {
-            let bytes = fs::read(&sample.path).map_err(|e| e.to_string())?;
+            let bytes = read_image_file(&sample.path).map_err(|e| format!("{e:#}"))?;
             decode_into(&bytes, dst).map_err(|e| format!("{e:#}"))
         })
         .collect();

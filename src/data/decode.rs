@@ -2,8 +2,12 @@
 //! gives torchvision: JPEGs through libjpeg-turbo's decoder (mozjpeg, same IDCT and upsampling as
 //! PIL's), other formats through the `image` crate.
 
+use std::fs;
+use std::io::Cursor;
 use std::os::raw::c_int;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{anyhow, bail, Context, Result};
 use image::imageops::FilterType;
@@ -14,6 +18,37 @@ use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, JWRN_JPEG_EOF};
 pub const SIDE: usize = 64;
 /// Bytes of one decoded image, HWC order.
 pub const IMAGE_BYTES: usize = SIDE * SIDE * 3;
+
+/// The most pixels an image may have: PIL's `Image.MAX_IMAGE_PIXELS`, its guard against
+/// decompression bombs (a small file that decodes to gigabytes). `--max-image-pixels` sets it.
+pub const DEFAULT_MAX_PIXELS: u64 = 89_478_485;
+static MAX_PIXELS: AtomicU64 = AtomicU64::new(DEFAULT_MAX_PIXELS);
+
+/// Sets the pixel cap of every later decode (one value for the whole process, as in PIL).
+pub fn set_max_pixels(pixels: u64) {
+    MAX_PIXELS.store(pixels, Ordering::Relaxed);
+}
+
+fn check_pixels(width: u64, height: u64) -> Result<()> {
+    let max = MAX_PIXELS.load(Ordering::Relaxed);
+    if width.saturating_mul(height) > max {
+        bail!(
+            "{width}x{height} is more than {max} pixels (a decompression bomb?); pass \
+             --max-image-pixels to allow it"
+        );
+    }
+    Ok(())
+}
+
+/// The bytes of the image file `path`. Anything but a regular file (a pipe, a socket, a
+/// device) is refused unread: reading a pipe would wait forever.
+pub fn read_image_file(path: &Path) -> Result<Vec<u8>> {
+    let meta = fs::metadata(path)?;
+    if !meta.is_file() {
+        bail!("not a regular file");
+    }
+    Ok(fs::read(path)?)
+}
 
 /// A decoded RGB image, HWC bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +64,9 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<Rgb> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         decode_jpeg(bytes)
     } else {
+        let reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
+        let (width, height) = reader.into_dimensions()?;
+        check_pixels(u64::from(width), u64::from(height))?;
         let img = image::load_from_memory(bytes)?;
         let rgb = img.to_rgb8();
         Ok(Rgb {
@@ -65,6 +103,7 @@ fn decode_jpeg(bytes: &[u8]) -> Result<Rgb> {
             .with_markers(&[Marker::APP(14)])
             .from_mem(bytes)?;
         let (width, height) = decompress.size();
+        check_pixels(width as u64, height as u64).map_err(std::io::Error::other)?;
         match decompress.color_space() {
             ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => {
                 // Photoshop-style files (Adobe APP14 marker) store CMYK inverted; PIL reads

@@ -1,13 +1,14 @@
-//! Stopping a training run cleanly on SIGINT or SIGTERM: the loop finishes its step, writes a
-//! checkpoint and exits 130 or 143. A second signal exits at once; every file is written
-//! atomically, so that leaves the last complete checkpoint in place.
+//! Stopping a training run cleanly on SIGINT, SIGTERM or SIGHUP (a closed terminal or SSH
+//! session): the loop finishes its step, writes a checkpoint and exits 130, 143 or 129. A
+//! second signal exits at once; every file is written atomically, so that leaves the last
+//! complete checkpoint in place.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Result;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::flag;
 
 use crate::error::Interrupted;
@@ -15,13 +16,20 @@ use crate::error::Interrupted;
 pub struct StopSignals {
     interrupt: Arc<AtomicBool>,
     terminate: Arc<AtomicBool>,
+    hangup: Arc<AtomicBool>,
 }
 
 impl StopSignals {
     pub fn install() -> Result<StopSignals> {
         let interrupt = Arc::new(AtomicBool::new(false));
         let terminate = Arc::new(AtomicBool::new(false));
-        for (signal, seen, code) in [(SIGINT, &interrupt, 130), (SIGTERM, &terminate, 143)] {
+        let hangup = Arc::new(AtomicBool::new(false));
+        for (signal, seen) in [
+            (SIGINT, &interrupt),
+            (SIGTERM, &terminate),
+            (SIGHUP, &hangup),
+        ] {
+            let code = 128 + signal;
             // Registered first, so it sees the flag as the previous signal left it.
             flag::register_conditional_shutdown(signal, code, Arc::clone(seen))?;
             flag::register(signal, Arc::clone(seen))?;
@@ -29,6 +37,7 @@ impl StopSignals {
         Ok(StopSignals {
             interrupt,
             terminate,
+            hangup,
         })
     }
 
@@ -38,6 +47,8 @@ impl StopSignals {
             Some(SIGINT)
         } else if self.terminate.load(Ordering::SeqCst) {
             Some(SIGTERM)
+        } else if self.hangup.load(Ordering::SeqCst) {
+            Some(SIGHUP)
         } else {
             None
         }

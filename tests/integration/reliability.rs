@@ -211,6 +211,12 @@ fn sigterm_checkpoints_exits_143_and_resumes_exactly() {
     stop_with(libc::SIGTERM, 143);
 }
 
+/// A closed terminal or SSH session (SIGHUP) stops the run as SIGTERM does.
+#[test]
+fn sighup_checkpoints_exits_129_and_resumes_exactly() {
+    stop_with(libc::SIGHUP, 129);
+}
+
 /// The first SIGINT asks for a graceful stop (finish the step, save, say "interrupted",
 /// exit); a second one ends the process at once: no report, and the run resumes from its last
 /// periodic or epoch checkpoint. SIGINTs go every 20 ms until the process ends, so that two
@@ -865,7 +871,11 @@ fn finetune_resumes_without_its_from_run() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 2, 8);
     let (base, ft) = (dir.path().join("base"), dir.path().join("ft"));
-    train_random(&data, &base, "--batch-size 4 --holdout 0.25 --max-steps 1 --seed 7");
+    train_random(
+        &data,
+        &base,
+        "--batch-size 4 --holdout 0.25 --max-steps 1 --seed 7",
+    );
     let finetune = |extra: &str| {
         format!(
             "finetune --data {} --from {} --out {} --batch-size 4 --epochs 2 {extra}",
@@ -880,4 +890,46 @@ fn finetune_resumes_without_its_from_run() {
     let meta = meta_json(&ft);
     assert_eq!(meta["epochs"].as_array().unwrap().len(), 2);
     assert_eq!(meta["split"]["seed"], 7, "stage 1's split, as recorded");
+}
+
+/// Image files that would hang or exhaust the decoder end in a clear error instead: a named
+/// pipe among the images (reading it would wait forever) and an image of more pixels than the
+/// cap (a 30000x30000 JPEG header: 900 megapixels, 2.7 GB decoded). `--skip-bad-images` leaves
+/// them out; `--max-image-pixels` moves the cap.
+#[test]
+fn a_named_pipe_and_a_decompression_bomb_are_refused_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let class = data.join("train/n90000000/images");
+    let pipe = class.join("pipe.JPEG");
+    let c_path = std::ffi::CString::new(s(&pipe)).unwrap();
+    // SAFETY: creates a FIFO at a path this test owns.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    let gradient: Vec<u8> = (0..64 * 64 * 3).map(|i| (i % 251) as u8).collect();
+    let mut bomb = jpeg(&gradient, 64, 64);
+    let sof = bomb.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    bomb[sof + 5..sof + 9].copy_from_slice(&[0x75, 0x30, 0x75, 0x30]); // 30000 x 30000
+    std::fs::write(class.join("bomb.JPEG"), bomb).unwrap();
+
+    let run = dir.path().join("run");
+    let flags = "--batch-size 4 --holdout 0.25 --max-steps 1 --no-cache";
+    let started = Instant::now();
+    let err = fails(&train_args(&data, &run, flags), 2);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(err.contains("pipe.JPEG: not a regular file"), "{err}");
+    assert!(
+        err.contains("bomb.JPEG: cannot decode JPEG: 30000x30000 is more than 89478485 pixels"),
+        "{err}"
+    );
+    train_random(&data, &run, &format!("{flags} --skip-bad-images --force"));
+    assert_eq!(meta_json(&run)["skipped"].as_array().unwrap().len(), 2);
+
+    // the cap moves both ways
+    let small = dir.path().join("small");
+    std::fs::remove_file(&pipe).unwrap();
+    std::fs::remove_file(class.join("bomb.JPEG")).unwrap();
+    let mut args = train_args(&data, &small, flags);
+    args.extend(["--max-image-pixels", "4000"]);
+    let err = fails(&args, 2);
+    assert!(err.contains("64x64 is more than 4000 pixels"), "{err}");
 }
