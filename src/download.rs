@@ -6,6 +6,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -19,7 +20,8 @@ pub const DEFAULT_MD5: &str = "90528d7ca1a48142e341f4ef8d21d0de";
 
 /// Downloads the archive at `url` into the folder `to` (resuming an earlier attempt), checks
 /// its MD5 against `md5` and unpacks it there; returns the unpacked dataset folder.
-pub fn fetch_dataset(url: &str, md5: &str, to: &Path) -> Result<PathBuf> {
+/// A connection or read that takes longer than `timeout` ends the attempt.
+pub fn fetch_dataset(url: &str, md5: &str, to: &Path, timeout: Duration) -> Result<PathBuf> {
     let expected = md5.to_lowercase();
     if expected.len() != 32 || !expected.chars().all(|c| c.is_ascii_hexdigit()) {
         bail_input!("--md5 {md5:?}: expected 32 hexadecimal digits");
@@ -37,7 +39,7 @@ pub fn fetch_dataset(url: &str, md5: &str, to: &Path) -> Result<PathBuf> {
         eprintln!("{} is already here; checking it", archive.display());
         verify_md5(&archive, &expected)?;
     } else {
-        fetch(url, &part)?;
+        fetch(url, &part, timeout)?;
         if let Err(e) = verify_md5(&part, &expected) {
             fs::remove_file(&part).ok();
             return Err(e.context(format!(
@@ -51,9 +53,14 @@ pub fn fetch_dataset(url: &str, md5: &str, to: &Path) -> Result<PathBuf> {
 }
 
 /// Downloads `url` into `part`, continuing where an earlier attempt stopped (HTTP Range).
-fn fetch(url: &str, part: &Path) -> Result<()> {
+fn fetch(url: &str, part: &Path, timeout: Duration) -> Result<()> {
     let have = fs::metadata(part).map(|m| m.len()).unwrap_or(0);
-    let mut request = ureq::get(url);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(timeout))
+        .timeout_per_read(Some(timeout))
+        .build()
+        .into();
+    let mut request = agent.get(url);
     if have > 0 {
         request = request.header("Range", &format!("bytes={have}-"));
     }
@@ -61,7 +68,11 @@ fn fetch(url: &str, part: &Path) -> Result<()> {
         Ok(r) => r,
         // Asked for bytes past the end: the earlier attempt already had them all.
         Err(ureq::Error::StatusCode(416)) if have > 0 => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("cannot download {url}")),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("cannot download {url}; run the same command again to resume")
+            })
+        }
     };
     let resumed = response.status() == 206;
     if have > 0 && resumed {

@@ -1,6 +1,7 @@
 //! `vggtiny download`: Tiny ImageNet fetched (resumable, MD5-checked) and unpacked.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
@@ -18,10 +19,15 @@ pub struct DownloadArgs {
     /// Expected MD5 of the zip
     #[arg(long, default_value = DEFAULT_MD5)]
     pub md5: String,
+    /// Give up when connecting, or any read, takes longer than this (a stalled server); the
+    /// next run resumes where it stopped
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub timeout: u64,
 }
 
 pub fn run(args: &DownloadArgs) -> Result<()> {
-    let dataset = fetch_dataset(&args.url, &args.md5, &args.to)?;
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let dataset = fetch_dataset(&args.url, &args.md5, &args.to, timeout)?;
     println!("dataset ready in {}", dataset.display());
     Ok(())
 }

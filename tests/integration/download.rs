@@ -237,3 +237,55 @@ fn an_entry_escaping_the_target_is_refused() {
     assert!(!dir.path().join("escaped.txt").exists());
     assert!(!to.join("tiny-imagenet-200").exists());
 }
+
+/// A server that sends part of the file and then stalls, the connection open: the download
+/// gives up after `--timeout` instead of waiting forever, keeps what came, and says how to
+/// resume.
+#[test]
+fn a_stalled_server_times_out_with_a_way_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/tiny.zip", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            .unwrap();
+        stream.write_all(&[7u8; 300]).unwrap();
+        stream.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    });
+    let to = dir.path().join("data");
+    let started = std::time::Instant::now();
+    let md5 = "00000000000000000000000000000000";
+    let out = vggtiny(&[
+        "download",
+        "--to",
+        s(&to),
+        "--url",
+        &url,
+        "--md5",
+        md5,
+        "--timeout",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("run the same command again to resume"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::metadata(to.join(".tiny.zip.part")).unwrap().len(),
+        300
+    );
+}
