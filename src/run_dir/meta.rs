@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::config::TrainConfig;
+use super::config::{validate_holdout, TrainConfig};
 use super::metrics::EpochRecord;
 use super::META_FILE;
 use crate::data::split::SplitSpec;
@@ -79,8 +79,27 @@ pub fn save_meta(dir: &Path, meta: &Meta) -> Result<()> {
 pub fn load_meta(path: &Path) -> Result<Meta> {
     let text =
         fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| input_error(format!("{}: not a vggtiny meta.json: {e}", path.display())))
+    let meta: Meta = serde_json::from_str(&text)
+        .map_err(|e| input_error(format!("{}: not a vggtiny meta.json: {e}", path.display())))?;
+    meta.check()
+        .map_err(|e| input_error(format!("{}: a damaged value: {e:#}", path.display())))?;
+    Ok(meta)
+}
+
+impl Meta {
+    /// The ranges a run's recorded values must be in: a damaged file ends here, in a message
+    /// naming the value, rather than deep in libtorch.
+    fn check(&self) -> Result<()> {
+        self.config.validate()?;
+        validate_holdout(self.split.fractions[1])?;
+        if self.classes.len() < 2 {
+            anyhow::bail!(
+                "classes: {} listed, a classifier needs at least 2",
+                self.classes.len()
+            );
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -933,3 +933,34 @@ fn a_named_pipe_and_a_decompression_bomb_are_refused_not_waited_for() {
     let err = fails(&args, 2);
     assert!(err.contains("64x64 is more than 4000 pixels"), "{err}");
 }
+
+/// A meta.json with a value out of range (an `image_size` of 0) is refused where it is read,
+/// naming the file and the value (exit 2), by every command that reads it, instead of failing
+/// inside libtorch with a C++ backtrace.
+#[test]
+fn a_damaged_value_in_meta_json_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let run = dir.path().join("run");
+    let flags = "--batch-size 4 --holdout 0.25 --epochs 2";
+    train_random(&data, &run, &format!("{flags} --max-steps 1"));
+    let path = run.join("meta.json");
+    let mut meta = meta_json(&run);
+    meta["config"]["image_size"] = 0.into();
+    std::fs::write(&path, serde_json::to_string_pretty(&meta).unwrap()).unwrap();
+    let image = data.join("val/images/val_0.JPEG");
+    let mut resume = train_args(&data, &run, flags);
+    resume.push("--resume");
+    for args in [
+        vec!["eval", "--data", s(&data), "--checkpoint", s(&run)],
+        vec!["predict", s(&image), "--checkpoint", s(&run)],
+        resume,
+    ] {
+        let err = fails(&args, 2);
+        assert!(
+            err.contains("meta.json: a damaged value") && err.contains("--image-size"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("frame #"), "{err}");
+    }
+}
