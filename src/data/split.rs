@@ -2,6 +2,7 @@
 //! `torch.utils.data.random_split(ds, [1 - h, h], generator=torch.Generator().manual_seed(seed))`
 //! gives.
 
+use std::collections::HashSet;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -18,11 +19,12 @@ use crate::error::input_error;
 /// `samples` without the images a run left out as undecodable, in scan order. Over the training
 /// tree these are what the run's split is drawn over: training draws it over them (decoding
 /// leaves the bad ones out through here) and eval recovers the holdout from them, so that both
-/// count the same images.
+/// count the same images. Names are compared as meta.json records them (not UTF-8: lossily).
 pub fn split_population(samples: Vec<Sample>, left_out: &[PathBuf]) -> Vec<Sample> {
+    let left_out: HashSet<_> = left_out.iter().map(|p| p.to_string_lossy()).collect();
     samples
         .into_iter()
-        .filter(|s| !left_out.contains(&s.path))
+        .filter(|s| !left_out.contains(&s.path.to_string_lossy()))
         .collect()
 }
 

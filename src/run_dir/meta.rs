@@ -15,6 +15,24 @@ use crate::error::input_error;
 use crate::io::atomic_file::write_bytes_atomic;
 use crate::model::Stage;
 
+/// Paths as JSON strings, which hold only text: a file name that is not UTF-8 is written with
+/// U+FFFD for its stray bytes, and readers compare names the same lossy way
+/// (`data::split::split_population`).
+mod lossy_paths {
+    use std::path::PathBuf;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(paths: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(paths.iter().map(|p| p.to_string_lossy()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+        let names = Vec::<String>::deserialize(d)?;
+        Ok(names.into_iter().map(PathBuf::from).collect())
+    }
+}
+
 /// The best holdout top-1 so far and the epoch that reached it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Best {
@@ -38,7 +56,7 @@ pub struct Meta {
     pub config: TrainConfig,
     pub epochs: Vec<EpochRecord>,
     /// Images left out because they could not be decoded (`--skip-bad-images`).
-    #[serde(default)]
+    #[serde(default, with = "lossy_paths")]
     pub skipped: Vec<PathBuf>,
     #[serde(default)]
     pub best: Option<Best>,

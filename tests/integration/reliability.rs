@@ -964,3 +964,31 @@ fn a_damaged_value_in_meta_json_is_named() {
         assert!(!err.contains("frame #"), "{err}");
     }
 }
+
+/// An undecodable image whose file name is not UTF-8, left out with `--skip-bad-images`: the
+/// run records it (lossily: JSON holds text) and ends normally, and eval and `--resume`
+/// recover its split.
+#[test]
+fn a_skipped_image_with_a_non_utf8_name_is_recorded() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let name = std::ffi::OsStr::from_bytes(b"bad\xff.JPEG");
+    std::fs::write(
+        data.join("train/n90000000/images").join(name),
+        b"not a jpeg",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let flags = "--batch-size 4 --holdout 0.25 --epochs 2 --skip-bad-images";
+    train_random(&data, &run, &format!("{flags} --max-steps 2"));
+    let skipped = meta_json(&run)["skipped"].clone();
+    assert!(
+        skipped[0].as_str().unwrap().ends_with("bad\u{fffd}.JPEG"),
+        "{skipped}"
+    );
+    eval_json(&data, &run, "");
+    let mut resume = train_args(&data, &run, flags);
+    resume.push("--resume");
+    ok(&resume);
+}
