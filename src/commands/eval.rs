@@ -32,7 +32,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = Tta::None)]
     pub tta: Tta,
     /// Split seed for a checkpoint without meta.json
-    #[arg(long, default_value_t = defaults::SEED)]
+    #[arg(long, default_value_t = defaults::SEED, allow_negative_numbers = true)]
     pub seed: i64,
     /// Holdout fraction for a checkpoint without meta.json
     #[arg(long, default_value_t = defaults::HOLDOUT, value_name = "FRACTION")]

@@ -43,6 +43,13 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: &ReportArgs) -> Result<()> {
+    let out = &args.out;
+    let png = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if out.is_dir() || !png {
+        bail_input!("--out {}: name the .png file to write", out.display());
+    }
     let last = args.runs.last().context("no run given")?;
     // Checked before drawing: a run without the model to score writes nothing.
     let source = open_run(last, args.which, "RUN", "vggtiny train-base --data DIR")?;

@@ -16,6 +16,7 @@ use crate::device;
 use crate::io::paths::default_weights_path;
 use crate::model::{Amp, Stage};
 use crate::optim::schedule::{CyclicLr, LearningRate, SchedStep, Schedule};
+use crate::run_dir::checkpoint::CHECKPOINT_FILE;
 use crate::run_dir::config::{defaults, Init, Origin, Recipe, Session, TrainConfig};
 use crate::run_dir::meta::load_meta;
 use crate::run_dir::{ModelChoice, META_FILE};
@@ -31,7 +32,7 @@ pub struct RecipeArgs {
     #[arg(long, value_enum, default_value_t = SchedStep::Batch)]
     pub sched_step: SchedStep,
     /// Seed of the train/holdout split and of every random draw [default: 42; finetune: the --from run's]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub seed: Option<i64>,
     /// Holdout fraction of the split [default: 0.05; finetune: the --from run's]
     #[arg(long, value_name = "FRACTION")]
@@ -340,6 +341,18 @@ fn finetune_image_size(flag: Option<u32>, inherited: Option<u32>, from: &str) ->
 fn train_stage(requested: TrainConfig) -> Result<()> {
     // The dataset's errors (a zip, val/, the folder above) before anything else is read.
     DataRoot::locate(&requested.session.data)?;
+    let session = &requested.session;
+    for (flag, dir) in [
+        ("--out", Some(&session.out)),
+        ("--tensorboard", session.tensorboard.as_ref()),
+    ] {
+        if let Some(file) = dir.filter(|d| d.exists() && !d.is_dir()) {
+            bail_input!(
+                "{flag} {}: a file is there; name a directory",
+                file.display()
+            );
+        }
+    }
     requested.validate()?;
     let config = if requested.session.resume {
         let recorded = recorded_config(&requested.session.out)?;
@@ -355,6 +368,13 @@ fn train_stage(requested: TrainConfig) -> Result<()> {
 fn recorded_config(out: &Path) -> Result<TrainConfig> {
     let meta_path = out.join(META_FILE);
     if !meta_path.is_file() {
+        if out.join(CHECKPOINT_FILE).is_file() {
+            bail_input!(
+                "--resume: {} has a checkpoint but no {META_FILE}, which holds the run's \
+                 settings, so it cannot be resumed; start it over with --force",
+                out.display()
+            );
+        }
         bail_input!(
             "--resume: {} holds no run to resume (no {META_FILE})",
             out.display()

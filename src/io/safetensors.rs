@@ -101,8 +101,11 @@ pub fn save_safetensors(
     metadata.insert(CRC_KEY.to_string(), crc);
     write_atomic(path, |tmp| {
         let views = bytes.iter().map(|(n, b)| (*n, b));
-        safetensors::tensor::serialize_to_file(views, &Some(metadata), tmp)?;
-        Ok(())
+        safetensors::tensor::serialize_to_file(views, &Some(metadata), tmp).map_err(|e| match e {
+            // the OS's own words ("No space left on device"), not the writer's debug form
+            safetensors::SafeTensorError::IoError(io) => anyhow::Error::new(io),
+            other => anyhow::anyhow!("{other:?}"),
+        })
     })
 }
 

@@ -190,8 +190,8 @@ impl TrainConfig {
                 Stage::Finetune => "finetune",
             };
             bail_input!(
-                "--resume: {} holds a {} run; resume it with `vggtiny {command} ... --resume`",
-                self.session.out.display(),
+                "--resume: {} records a {} run; resume it with `vggtiny {command} ... --resume`",
+                self.session.out.join(super::META_FILE).display(),
                 then.stage.name()
             );
         }
@@ -450,7 +450,7 @@ mod tests {
         other_stage.recipe.stage = Stage::Finetune;
         let err = other_stage.resumed(&recorded).unwrap_err().to_string();
         assert!(
-            err.contains("holds a base run") && err.contains("train-base"),
+            err.contains("records a base run") && err.contains("train-base"),
             "{err}"
         );
         requested.recipe.schedule.cyclic.base_lr = recorded.recipe.schedule.cyclic.base_lr;

@@ -39,6 +39,13 @@ pub enum ModelChoice {
 /// Makes sure `dir` exists and holds no model, unless `force`.
 pub fn prepare(dir: &Path, force: bool) -> Result<()> {
     let used = dir.join(MODEL_FILE).exists() || dir.join(CHECKPOINT_FILE).exists();
+    if used && !force && !dir.join(META_FILE).is_file() {
+        bail_input!(
+            "{} holds a run's files but no {META_FILE}, so it cannot be resumed; pass --force \
+             to overwrite them, or choose another --out",
+            dir.display()
+        );
+    }
     if used && !force {
         bail_input!(
             "{} already holds a run; pass --resume to continue it, --force to overwrite it, \

@@ -9,6 +9,7 @@ use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
 use crate::optim::schedule::Schedule;
+use crate::run_dir::checkpoint::CHECKPOINT_FILE;
 use crate::run_dir::config::TrainConfig;
 
 /// Tracks non-finite losses on the device, without a host read per step: the first step whose
@@ -100,11 +101,17 @@ impl NonFinitePolicy {
     fn error(&self, step: u64, epoch: u32, last_finite: Option<f64>) -> anyhow::Error {
         let (lr, _) = self.schedule.at(step, epoch);
         let last = last_finite.map_or(String::new(), |l| format!("; last finite loss {l:.4}"));
+        let kept = if self.out.join(CHECKPOINT_FILE).is_file() {
+            format!(
+                "the last good checkpoint in {} is untouched",
+                self.out.display()
+            )
+        } else {
+            "no checkpoint was written yet".to_string()
+        };
         anyhow::anyhow!(
-            "the loss stopped being finite at step {step} (lr {lr:.3e}{last}); the last good \
-             checkpoint in {} is untouched. Lower --lr/--max-lr, or pass --max-nan-skips N to \
-             skip such batches",
-            self.out.display()
+            "the loss stopped being finite at step {step} (lr {lr:.3e}{last}); {kept}. Lower \
+             --lr/--max-lr, or pass --max-nan-skips N to skip such batches"
         )
     }
 }

@@ -518,6 +518,10 @@ fn assert_a_full_disk_keeps_the_previous_checkpoint(data: &Path, run: &Path, mut
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        !stderr.contains("Os {"),
+        "the OS's words, not a debug form: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     let listing: Vec<String> = std::fs::read_dir(run)
         .unwrap()
@@ -991,4 +995,54 @@ fn a_skipped_image_with_a_non_utf8_name_is_recorded() {
     let mut resume = train_args(&data, &run, flags);
     resume.push("--resume");
     ok(&resume);
+}
+
+/// What goes wrong says what happened and what to do: a negative seed is a seed, an `--out`
+/// or `--tensorboard` that is a file and a report `--out` that is a directory are input errors
+/// (exit 2), a run without meta.json is not offered `--resume`, and a loss that fails before
+/// any checkpoint does not speak of one.
+#[test]
+fn messages_say_what_happened_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let run = dir.path().join("run");
+    let flags = "--batch-size 4 --holdout 0.25 --max-steps 1";
+    train_random(&data, &run, &format!("{flags} --seed -1"));
+    assert_eq!(meta_json(&run)["split"]["seed"], -1);
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = fails(&train_args(&data, &file, flags), 2);
+    assert!(err.contains("a file is there"), "{err}");
+    let tb_run = dir.path().join("tb-run");
+    let mut args = train_args(&data, &tb_run, flags);
+    args.extend(["--tensorboard", s(&file)]);
+    let err = fails(&args, 2);
+    assert!(
+        err.contains("--tensorboard") && err.contains("a file is there"),
+        "{err}"
+    );
+    let err = fails(&["report", s(&run), "--out", s(dir.path())], 2);
+    assert!(err.contains("name the .png file"), "{err}");
+
+    std::fs::remove_file(run.join("meta.json")).unwrap();
+    let mut resume = train_args(&data, &run, flags);
+    resume.push("--resume");
+    let err = fails(&resume, 2);
+    assert!(err.contains("has a checkpoint but no meta.json"), "{err}");
+    let err = fails(&train_args(&data, &run, flags), 2);
+    assert!(
+        err.contains("--force") && !err.contains("--resume"),
+        "{err}"
+    );
+
+    let err = fails(
+        &train_args(
+            &data,
+            &dir.path().join("nan"),
+            "--batch-size 4 --holdout 0.25 --lr 1e20 --max-lr 1e30",
+        ),
+        1,
+    );
+    assert!(err.contains("no checkpoint was written yet"), "{err}");
 }
