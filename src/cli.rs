@@ -16,7 +16,8 @@ use crate::data::decode::{set_max_pixels, DEFAULT_MAX_PIXELS};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Refuse to decode images of more pixels than this (PIL's decompression-bomb guard)
+    /// Refuse to decode images of more pixels than this (what PIL refuses as a decompression
+    /// bomb)
     #[arg(long, global = true, default_value_t = DEFAULT_MAX_PIXELS, value_name = "N")]
     pub max_image_pixels: u64,
 }

@@ -56,6 +56,7 @@ pub fn fetch_dataset(url: &str, md5: &str, to: &Path, timeout: Duration) -> Resu
 fn fetch(url: &str, part: &Path, timeout: Duration) -> Result<()> {
     let have = fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_resolve(Some(timeout))
         .timeout_connect(Some(timeout))
         .timeout_per_read(Some(timeout))
         .build()
@@ -68,6 +69,7 @@ fn fetch(url: &str, part: &Path, timeout: Duration) -> Result<()> {
         Ok(r) => r,
         // Asked for bytes past the end: the earlier attempt already had them all.
         Err(ureq::Error::StatusCode(416)) if have > 0 => return Ok(()),
+        Err(ureq::Error::StatusCode(code)) => bail!("cannot download {url}: HTTP status {code}"),
         Err(e) => {
             return Err(e).with_context(|| {
                 format!("cannot download {url}; run the same command again to resume")

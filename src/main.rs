@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 
 use clap::Parser;
@@ -25,12 +26,14 @@ fn main() {
         Ok(Err(err)) => err,
         Err(payload) => vggtiny::error::from_panic(payload),
     };
+    // Writes that fail (a terminal gone after SIGHUP) must not cost the exit code.
+    let mut stderr = std::io::stderr();
     if err.is::<vggtiny::error::Interrupted>() {
-        eprintln!("{err}");
+        let _ = writeln!(stderr, "{err}");
     } else {
-        eprintln!("error: {err}");
+        let _ = writeln!(stderr, "error: {err}");
         for cause in err.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
+            let _ = writeln!(stderr, "  caused by: {cause}");
         }
     }
     std::process::exit(vggtiny::error::exit_code(&err));

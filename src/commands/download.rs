@@ -21,12 +21,13 @@ pub struct DownloadArgs {
     pub md5: String,
     /// Give up when connecting, or any read, takes longer than this (a stalled server); the
     /// next run resumes where it stopped
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 60, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 }
 
 pub fn run(args: &DownloadArgs) -> Result<()> {
-    let timeout = Duration::from_secs(args.timeout.max(1));
+    let timeout = Duration::from_secs(args.timeout);
     let dataset = fetch_dataset(&args.url, &args.md5, &args.to, timeout)?;
     println!("dataset ready in {}", dataset.display());
     Ok(())

@@ -274,6 +274,14 @@ pub fn run_base(args: TrainBaseArgs) -> Result<()> {
 /// Stage 2 takes the split and input size of the run it starts from unless told otherwise.
 pub fn run_finetune(args: FinetuneArgs) -> Result<()> {
     let from = args.from.display().to_string();
+    let same = |a: &Path, b: &Path| a == b || a.canonicalize().ok() == b.canonicalize().ok();
+    if !args.session.resume && args.from.exists() && same(&args.from, &args.out) {
+        bail_input!(
+            "--from and --out are both {}: a new stage would overwrite the run it starts \
+             from; choose another --out",
+            args.out.display()
+        );
+    }
     let inherited = if args.session.resume {
         // A resumed run has them recorded itself; its --from run may be gone by now.
         load_meta(&args.out.join(META_FILE)).ok()

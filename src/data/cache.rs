@@ -18,11 +18,11 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
-use super::decode::{decode_into, read_image_file, IMAGE_BYTES, SIDE};
+use super::decode::{decode_into, max_pixels, read_image_file, IMAGE_BYTES, SIDE};
 use super::image_set::ImageSet;
 use super::scan::Sample;
 use crate::error::input_error;
-use crate::io::atomic_file::{remove_stale_temporaries, write_atomic};
+use crate::io::atomic_file::{remove_temporaries, write_atomic, Leftovers};
 
 const MAGIC: &[u8; 8] = b"VGGTINYC";
 /// Bumped whenever decoding changes what pixels a file gives.
@@ -53,6 +53,8 @@ pub struct LoadReport {
 pub fn list_digest(samples: &[Sample]) -> Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     hasher.update(FORMAT_VERSION.to_le_bytes());
+    // the cache records which images failed, and a larger pixel cap lets some through
+    hasher.update(max_pixels().to_le_bytes());
     for sample in samples {
         let meta = fs::metadata(&sample.path)
             .map_err(|e| input_error(format!("cannot read {}: {e}", sample.path.display())))?;
@@ -239,7 +241,7 @@ fn write_cache(
 ) -> Result<()> {
     let dir = path.parent().context("cache path has no directory")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    remove_stale_temporaries(dir);
+    remove_temporaries(dir, Leftovers::OfEndedWriters);
     let bad_bytes: Vec<u8> = bad.iter().flat_map(|&i| (i as u64).to_le_bytes()).collect();
     let mut crc = crc32fast::Hasher::new();
     crc.update(pixels);

@@ -19,9 +19,10 @@ pub const SIDE: usize = 64;
 /// Bytes of one decoded image, HWC order.
 pub const IMAGE_BYTES: usize = SIDE * SIDE * 3;
 
-/// The most pixels an image may have: PIL's `Image.MAX_IMAGE_PIXELS`, its guard against
-/// decompression bombs (a small file that decodes to gigabytes). `--max-image-pixels` sets it.
-pub const DEFAULT_MAX_PIXELS: u64 = 89_478_485;
+/// The most pixels an image may have: what PIL refuses as a decompression bomb (a small file
+/// that decodes to gigabytes), twice its `Image.MAX_IMAGE_PIXELS` of 89 478 485.
+/// `--max-image-pixels` sets it.
+pub const DEFAULT_MAX_PIXELS: u64 = 2 * 89_478_485;
 static MAX_PIXELS: AtomicU64 = AtomicU64::new(DEFAULT_MAX_PIXELS);
 
 /// Sets the pixel cap of every later decode (one value for the whole process, as in PIL).
@@ -29,8 +30,13 @@ pub fn set_max_pixels(pixels: u64) {
     MAX_PIXELS.store(pixels, Ordering::Relaxed);
 }
 
+/// The pixel cap decodes apply now.
+pub fn max_pixels() -> u64 {
+    MAX_PIXELS.load(Ordering::Relaxed)
+}
+
 fn check_pixels(width: u64, height: u64) -> Result<()> {
-    let max = MAX_PIXELS.load(Ordering::Relaxed);
+    let max = max_pixels();
     if width.saturating_mul(height) > max {
         bail!(
             "{width}x{height} is more than {max} pixels (a decompression bomb?); pass \
@@ -64,10 +70,13 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<Rgb> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         decode_jpeg(bytes)
     } else {
-        let reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
-        let (width, height) = reader.into_dimensions()?;
+        let reader = || image::ImageReader::new(Cursor::new(bytes)).with_guessed_format();
+        let (width, height) = reader()?.into_dimensions()?;
         check_pixels(u64::from(width), u64::from(height))?;
-        let img = image::load_from_memory(bytes)?;
+        // The cap above is the limit; the decoder's own default one would be a second.
+        let mut decoder = reader()?;
+        decoder.no_limits();
+        let img = decoder.decode()?;
         let rgb = img.to_rgb8();
         Ok(Rgb {
             width: rgb.width() as usize,

@@ -9,7 +9,6 @@ use anyhow::Result;
 use super::cache::{self, Origin};
 use super::image_set::ImageSet;
 use super::scan::Sample;
-use super::split::split_population;
 
 /// Decoded images and the samples they are, row for row.
 pub struct Decoded {
@@ -54,7 +53,13 @@ pub fn decode_samples(
     for path in &skipped {
         eprintln!("warning: skipping undecodable image {}", path.display());
     }
-    let samples = split_population(samples, &skipped);
+    // by index: the rows of `set` are exactly the samples not skipped
+    let samples = samples
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !report.skipped.contains(i))
+        .map(|(_, s)| s)
+        .collect();
     Ok(Decoded {
         set,
         samples,

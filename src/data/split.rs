@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
@@ -16,15 +17,30 @@ use super::scan::Sample;
 use crate::bail_input;
 use crate::error::input_error;
 
-/// `samples` without the images a run left out as undecodable, in scan order. Over the training
-/// tree these are what the run's split is drawn over: training draws it over them (decoding
-/// leaves the bad ones out through here) and eval recovers the holdout from them, so that both
-/// count the same images. Names are compared as meta.json records them (not UTF-8: lossily).
-pub fn split_population(samples: Vec<Sample>, left_out: &[PathBuf]) -> Vec<Sample> {
-    let left_out: HashSet<_> = left_out.iter().map(|p| p.to_string_lossy()).collect();
+/// The training tree's `samples` (in scan order) without those a run recorded as left out
+/// (undecodable): what its split was drawn over, and what eval recovers the holdout from.
+/// Names are compared relative to `tree` (a moved or otherwise spelled dataset matches) and as
+/// meta.json records them (a name that is not UTF-8: lossily).
+pub fn split_population(samples: Vec<Sample>, left_out: &[PathBuf], tree: &Path) -> Vec<Sample> {
+    let name = |p: &Path| {
+        p.strip_prefix(tree)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let left_out: HashSet<String> = left_out.iter().map(|p| name(p)).collect();
     samples
         .into_iter()
-        .filter(|s| !left_out.contains(&s.path.to_string_lossy()))
+        .filter(|s| !left_out.contains(&name(&s.path)))
+        .collect()
+}
+
+/// `paths` of images under `tree` as a run records them: relative to `tree`, so that they
+/// still name the images after the dataset moves.
+pub fn relative_to(paths: &[PathBuf], tree: &Path) -> Vec<PathBuf> {
+    paths
+        .iter()
+        .map(|p| p.strip_prefix(tree).unwrap_or(p).to_path_buf())
         .collect()
 }
 
@@ -44,12 +60,18 @@ pub struct SplitSpec {
 /// for the same images wherever the dataset moved, different when one was renamed, added,
 /// removed or replaced by a file of another size.
 pub fn population_digest(samples: &[Sample], tree: &Path) -> Result<String> {
+    // The sizes in parallel: a stat per file, slow one by one on a network file system.
+    let sizes = samples
+        .par_iter()
+        .map(|s| {
+            fs::metadata(&s.path)
+                .map(|m| m.len())
+                .map_err(|e| input_error(format!("cannot read {}: {e}", s.path.display())))
+        })
+        .collect::<Result<Vec<u64>>>()?;
     let mut hasher = Sha256::new();
-    for sample in samples {
+    for (sample, size) in samples.iter().zip(sizes) {
         let relative = sample.path.strip_prefix(tree).unwrap_or(&sample.path);
-        let size = fs::metadata(&sample.path)
-            .map_err(|e| input_error(format!("cannot read {}: {e}", sample.path.display())))?
-            .len();
         hasher.update(relative.as_os_str().as_bytes());
         hasher.update([0]);
         hasher.update(size.to_le_bytes());
@@ -90,14 +112,14 @@ impl SplitSpec {
         lengths
     }
 
-    /// The split a run recorded as this, drawn again over `population` (resumed training and
-    /// eval both recover it here). Fails unless the recording was over the same images: over
-    /// a changed dataset the same seed gives another holdout. `run` and `tree` name the run
-    /// and the data in the message.
-    pub fn recover(&self, population: &[Sample], run: &str, tree: &Path) -> Result<Split> {
-        self.check_size(population.len(), run, tree)?;
+    /// The split a run recorded as this, drawn again over a population of `size` images with
+    /// `digest` (`population_digest`; resumed training and eval both recover it here). Fails
+    /// unless the recording was over the same images: over a changed dataset the same seed
+    /// gives another holdout. `run` and `tree` name the run and the data in the message.
+    pub fn recover(&self, size: usize, digest: &str, run: &str, tree: &Path) -> Result<Split> {
+        self.check_size(size, run, tree)?;
         if let Some(recorded) = &self.digest {
-            if *recorded != population_digest(population, tree)? {
+            if recorded != digest {
                 bail_input!(
                     "{run} was split over other images than {} holds now (as many, but renamed, \
                      replaced or resized): its holdout cannot be recovered",

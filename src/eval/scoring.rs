@@ -12,7 +12,7 @@ use crate::data::image_set::ImageSet;
 use crate::data::images;
 use crate::data::loader::Loader;
 use crate::data::scan::{find_classes, scan_image_folder, scan_val, DataRoot, Sample};
-use crate::data::split::{split_population, SplitSpec};
+use crate::data::split::{population_digest, split_population, SplitSpec};
 use crate::model::Vgg16;
 use crate::run_dir::source::Source;
 
@@ -65,10 +65,10 @@ fn holdout_samples(
     let (population, split) = match &source.meta {
         Some(meta) => {
             ensure_same_classes(&meta.classes, &list.classes, &source.name())?;
-            let population = split_population(list.samples, &meta.skipped);
-            let split = meta
-                .split
-                .recover(&population, &source.name(), &root.train)?;
+            let population = split_population(list.samples, &meta.skipped, &root.train);
+            let digest = population_digest(&population, &root.train)?;
+            let (run, tree) = (source.name(), &root.train);
+            let split = meta.split.recover(population.len(), &digest, &run, tree)?;
             (population, split)
         }
         None => {

@@ -28,21 +28,40 @@ fn temporary_name(name: &str) -> String {
     format!(".{name}.{}-{n}.tmp", std::process::id())
 }
 
-/// Removes the temporary files in `dir` that writers which no longer run left behind (a
-/// killed process leaves its temporary file; one of 200 MB is worth removing). Best effort.
-pub fn remove_stale_temporaries(dir: &Path) {
+/// Which temporary files `remove_temporaries` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftovers {
+    /// Those of writers that no longer run (a directory others may write too).
+    OfEndedWriters,
+    /// Every one (a directory this process holds the lock of), older versions' included.
+    All,
+}
+
+/// Removes temporary files in `dir` that no write will finish (a killed process leaves its
+/// temporary file; one of 200 MB is worth removing). Best effort.
+pub fn remove_temporaries(dir: &Path, which: Leftovers) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(temporary_owner) else {
+        let Some(name) = name
+            .to_str()
+            .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
+        else {
             continue;
         };
-        // SAFETY: signal 0 only asks whether the process exists.
-        let gone = unsafe { libc::kill(pid, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if gone {
+        let remove = match (which, temporary_owner(name)) {
+            (Leftovers::All, _) => true,
+            // SAFETY: signal 0 only asks whether the process exists.
+            (Leftovers::OfEndedWriters, Some(pid)) => {
+                let signalled = unsafe { libc::kill(pid, 0) };
+                signalled != 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+            }
+            (Leftovers::OfEndedWriters, None) => false,
+        };
+        if remove {
             let _ = fs::remove_file(entry.path());
         }
     }
@@ -124,10 +143,17 @@ mod tests {
         for file in [name.as_str(), stale, "model.safetensors", ".lock"] {
             fs::write(dir.path().join(file), b"x").unwrap();
         }
-        remove_stale_temporaries(dir.path());
+        let older = ".meta.json.tmp";
+        fs::write(dir.path().join(older), b"x").unwrap();
+        remove_temporaries(dir.path(), Leftovers::OfEndedWriters);
         assert!(!dir.path().join(stale).exists());
-        for kept in [name.as_str(), "model.safetensors", ".lock"] {
+        for kept in [name.as_str(), older, "model.safetensors", ".lock"] {
             assert!(dir.path().join(kept).exists(), "{kept}");
         }
+        remove_temporaries(dir.path(), Leftovers::All);
+        for gone in [name.as_str(), older] {
+            assert!(!dir.path().join(gone).exists(), "{gone}");
+        }
+        assert!(dir.path().join("model.safetensors").exists());
     }
 }

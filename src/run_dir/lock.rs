@@ -35,6 +35,14 @@ impl RunLock {
         // SAFETY: flock on a descriptor this function owns; no memory is involved.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let err = std::io::Error::last_os_error();
+            if matches!(err.raw_os_error(), Some(libc::ENOLCK | libc::EOPNOTSUPP)) {
+                // Some network file systems keep no locks: train anyway, unguarded.
+                eprintln!(
+                    "warning: {} cannot be locked here ({err}); make sure no other run writes it",
+                    dir.display()
+                );
+                return Ok(RunLock { _file: file });
+            }
             if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
                 return Err(err).with_context(|| format!("cannot lock {}", path.display()));
             }

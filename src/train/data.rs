@@ -10,7 +10,7 @@ use crate::data::ensure_same_classes;
 use crate::data::image_set::ImageSet;
 use crate::data::images;
 use crate::data::scan::{scan_image_folder, DataRoot};
-use crate::data::split::{population_digest, Split, SplitSpec};
+use crate::data::split::{population_digest, relative_to, Split, SplitSpec};
 use crate::run_dir::config::TrainConfig;
 use crate::run_dir::meta::Meta;
 
@@ -53,16 +53,14 @@ impl TrainData {
             cfg.origin.skip_bad_images,
         )?;
         let size = decoded.samples.len();
+        let digest = population_digest(&decoded.samples, &root.train)?;
         let spec = SplitSpec {
-            digest: Some(population_digest(&decoded.samples, &root.train)?),
+            digest: Some(digest.clone()),
             ..SplitSpec::new(cfg.recipe.seed, cfg.recipe.holdout, size)
         };
         let split = match expected.filter(|e| e.same_dataset) {
             // a resumed run's split, recovered as eval recovers it
-            Some(e) => e
-                .meta
-                .split
-                .recover(&decoded.samples, &e.name, &root.train)?,
+            Some(e) => e.meta.split.recover(size, &digest, &e.name, &root.train)?,
             // drawn first from a freshly seeded generator, exactly as random_split does
             None => spec.split(),
         };
@@ -88,7 +86,7 @@ impl TrainData {
             spec,
             split,
             set: decoded.set,
-            skipped: decoded.skipped,
+            skipped: relative_to(&decoded.skipped, &root.train),
         })
     }
 

@@ -177,7 +177,10 @@ impl RunLog {
     fn line(&self, text: &str) {
         match &self.progress {
             Some(progress) => progress.line(text),
-            None => println!("{text}"),
+            // A terminal that went away (SIGHUP) fails writes; the run must still save and stop.
+            None => {
+                let _ = writeln!(std::io::stdout(), "{text}");
+            }
         }
     }
 

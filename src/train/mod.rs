@@ -29,7 +29,7 @@ use crate::data::split::Split;
 use crate::device;
 use crate::eval::tta::Tta;
 use crate::eval::{eval_batch_size, evaluate, topk_correct, Scores};
-use crate::io::atomic_file::remove_stale_temporaries;
+use crate::io::atomic_file::{remove_temporaries, Leftovers};
 use crate::io::memory::host_memory_mb;
 use crate::run_dir::checkpoint::TrainState;
 use crate::run_dir::config::TrainConfig;
@@ -51,7 +51,7 @@ use step::Learner;
 pub fn run(cfg: &TrainConfig, device: Device) -> Result<Scores> {
     // Held to the end: one run writes a run directory at a time.
     let _lock = RunLock::acquire(&cfg.session.out)?;
-    remove_stale_temporaries(&cfg.session.out);
+    remove_temporaries(&cfg.session.out, Leftovers::All);
     let start = open(cfg)?;
     let data = TrainData::read(cfg, start.expected(cfg))?;
     let mut meta = data.meta(cfg);

@@ -166,9 +166,11 @@ impl Start {
             }
             Start::Resumed {
                 tensors,
-                state,
+                mut state,
                 meta,
             } => {
+                // a checkpoint of an earlier version records its recipe from now on
+                state.recipe.get_or_insert_with(|| cfg.recipe.clone());
                 let source = cfg.session.out.display().to_string();
                 learner.restore(tensors, state.adam_steps, &source)?;
                 let epochs = resumed_epochs(&cfg.session.out.join(METRICS_FILE), &state, meta)?;

@@ -29,9 +29,13 @@ impl StopSignals {
             (SIGTERM, &terminate),
             (SIGHUP, &hangup),
         ] {
-            let code = 128 + signal;
+            // A signal the run was started to ignore (`nohup`, a background job's SIGINT)
+            // stays ignored.
+            if ignored(signal) {
+                continue;
+            }
             // Registered first, so it sees the flag as the previous signal left it.
-            flag::register_conditional_shutdown(signal, code, Arc::clone(seen))?;
+            exit_on_second(signal, Arc::clone(seen))?;
             flag::register(signal, Arc::clone(seen))?;
         }
         Ok(StopSignals {
@@ -55,6 +59,36 @@ impl StopSignals {
     }
 }
 
+/// Whether `signal` is ignored in this process, as `nohup` leaves SIGHUP.
+fn ignored(signal: i32) -> bool {
+    // SAFETY: queries the current action only (a null new action changes nothing).
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// A second `signal` (its flag `seen` already set by the first) ends the process at once, with
+/// a line that says so: the run resumes from its last complete checkpoint (temporary files of
+/// the interrupted save are removed by the next run in the directory).
+fn exit_on_second(signal: i32, seen: Arc<AtomicBool>) -> Result<()> {
+    const LINE: &[u8] = b"stopped at once by a second signal; --resume continues from the last \
+        complete checkpoint\n";
+    let action = move || {
+        if seen.load(Ordering::SeqCst) {
+            // SAFETY: write(2) and _exit(2) are async-signal-safe; LINE is static.
+            unsafe {
+                libc::write(2, LINE.as_ptr().cast(), LINE.len());
+                libc::_exit(128 + signal);
+            }
+        }
+    };
+    // SAFETY: the action only reads an atomic and calls async-signal-safe functions.
+    unsafe { signal_hook::low_level::register(signal, action) }?;
+    Ok(())
+}
+
 /// The error a run stopped by `signal` ends with: what was saved in `out`, and the command
 /// that resumes it.
 pub fn interrupted(signal: i32, epoch: u32, step: u64, out: &Path) -> anyhow::Error {
@@ -70,7 +104,9 @@ pub fn interrupted(signal: i32, epoch: u32, step: u64, out: &Path) -> anyhow::Er
 
 /// The command that resumes this run: the current one, with --resume.
 fn resume_command() -> String {
-    let mut args: Vec<String> = std::env::args()
+    // args_os: an argument that is not UTF-8 must not cost the message.
+    let mut args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
         .filter(|a| a != "--force" && a != "--resume")
         .collect();
     args.push("--resume".into());

@@ -13,10 +13,20 @@ use vggtiny::data::synth::{write_dataset, SynthSpec};
 /// one test per core already, and libtorch's threads on top of that only contend (the suite
 /// takes 30 % longer on 2 cores).
 pub fn command() -> Command {
-    let bin = std::env::var_os("VGGTINY_BIN")
+    let mut cmd = Command::new(bin());
+    set_test_env(&mut cmd);
+    cmd
+}
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    std::env::var_os("VGGTINY_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vggtiny")));
-    let mut cmd = Command::new(bin);
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vggtiny")))
+}
+
+/// The environment every test run of the binary gets (see `command`).
+pub fn set_test_env(cmd: &mut Command) {
     if std::env::var_os("OMP_NUM_THREADS").is_none() {
         cmd.env("OMP_NUM_THREADS", "1");
     }
@@ -24,7 +34,6 @@ pub fn command() -> Command {
         "XDG_CACHE_HOME",
         std::env::temp_dir().join("vggtiny-tests-cache"),
     );
-    cmd
 }
 
 pub fn vggtiny(args: &[&str]) -> Output {

@@ -289,3 +289,19 @@ fn a_stalled_server_times_out_with_a_way_to_resume() {
         300
     );
 }
+
+/// A file the server does not have is an error with the HTTP status, not an offer to resume;
+/// a timeout of 0 is refused.
+#[test]
+fn a_missing_file_names_the_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(HashMap::new(), None);
+    let to = dir.path().join("data");
+    let out = download(&format!("{}/none.zip", server.url), &to, &"0".repeat(32));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("HTTP status 404"), "{stderr}");
+    assert!(!stderr.contains("resume"), "{stderr}");
+    let err = fails(&["download", "--to", s(&to), "--timeout", "0"], 2);
+    assert!(err.contains("--timeout"), "{err}");
+}

@@ -217,6 +217,29 @@ fn sighup_checkpoints_exits_129_and_resumes_exactly() {
     stop_with(libc::SIGHUP, 129);
 }
 
+/// A run started under `nohup` (SIGHUP ignored) keeps that: a hangup does not stop it.
+#[test]
+fn a_run_under_nohup_ignores_the_hangup() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = run_dataset(dir.path());
+    let run = dir.path().join("run");
+    let mut cmd = Command::new("nohup");
+    set_test_env(&mut cmd);
+    let mut child = cmd
+        .arg(bin())
+        .args(train_args(&data, &run, RUN))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nohup");
+    wait_for_steps(&run, 2, &mut child);
+    signal(&child, libc::SIGHUP);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(meta_json(&run)["epochs"].as_array().unwrap().len(), 2);
+}
+
 /// The first SIGINT asks for a graceful stop (finish the step, save, say "interrupted",
 /// exit); a second one ends the process at once: no report, and the run resumes from its last
 /// periodic or epoch checkpoint. SIGINTs go every 20 ms until the process ends, so that two
@@ -242,8 +265,18 @@ fn a_second_sigint_exits_at_once_and_leaves_a_resumable_run() {
         !stderr.contains("interrupted at"),
         "a graceful stop: {stderr}"
     );
+    assert!(
+        stderr.contains("stopped at once by a second signal"),
+        "{stderr}"
+    );
     resume(&data, &run, &flags, RUN_STEPS);
     assert_same_run(reference, &run);
+    let left: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
 #[test]
@@ -842,8 +875,12 @@ fn a_replaced_image_is_refused_and_a_moved_dataset_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 2, 8);
     let moved = dataset(&dir.path().join("elsewhere"), 2, 8);
+    // an undecodable image in both, left out and recorded (relative to train/)
+    for tree in [&data, &moved] {
+        std::fs::write(tree.join("train/n90000000/images/junk.JPEG"), b"junk").unwrap();
+    }
     let run = dir.path().join("run");
-    let flags = "--batch-size 4 --holdout 0.25 --epochs 2";
+    let flags = "--batch-size 4 --holdout 0.25 --epochs 2 --skip-bad-images";
     train_random(&data, &run, &format!("{flags} --max-steps 2"));
     let image = std::fs::read_dir(data.join("train/n90000001/images"))
         .unwrap()
@@ -897,9 +934,9 @@ fn finetune_resumes_without_its_from_run() {
 }
 
 /// Image files that would hang or exhaust the decoder end in a clear error instead: a named
-/// pipe among the images (reading it would wait forever) and an image of more pixels than the
-/// cap (a 30000x30000 JPEG header: 900 megapixels, 2.7 GB decoded). `--skip-bad-images` leaves
-/// them out; `--max-image-pixels` moves the cap.
+/// pipe among the images (reading it would wait forever) and an image of more pixels than PIL
+/// allows (a 30000x30000 JPEG header: 900 megapixels, 2.7 GB decoded). `--skip-bad-images`
+/// leaves them out; `--max-image-pixels` moves the cap, and the image cache follows it.
 #[test]
 fn a_named_pipe_and_a_decompression_bomb_are_refused_not_waited_for() {
     let dir = tempfile::tempdir().unwrap();
@@ -922,20 +959,22 @@ fn a_named_pipe_and_a_decompression_bomb_are_refused_not_waited_for() {
     assert!(started.elapsed() < Duration::from_secs(60));
     assert!(err.contains("pipe.JPEG: not a regular file"), "{err}");
     assert!(
-        err.contains("bomb.JPEG: cannot decode JPEG: 30000x30000 is more than 89478485 pixels"),
+        err.contains("bomb.JPEG: cannot decode JPEG: 30000x30000 is more than 178956970 pixels"),
         "{err}"
     );
     train_random(&data, &run, &format!("{flags} --skip-bad-images --force"));
     assert_eq!(meta_json(&run)["skipped"].as_array().unwrap().len(), 2);
 
-    // the cap moves both ways
+    // the cap moves both ways, through the image cache too
     let small = dir.path().join("small");
     std::fs::remove_file(&pipe).unwrap();
     std::fs::remove_file(class.join("bomb.JPEG")).unwrap();
-    let mut args = train_args(&data, &small, flags);
+    let cached = "--batch-size 4 --holdout 0.25 --max-steps 1";
+    let mut args = train_args(&data, &small, cached);
     args.extend(["--max-image-pixels", "4000"]);
     let err = fails(&args, 2);
     assert!(err.contains("64x64 is more than 4000 pixels"), "{err}");
+    train_random(&data, &small, cached);
 }
 
 /// A meta.json with a value out of range (an `image_size` of 0) is refused where it is read,
@@ -1035,6 +1074,21 @@ fn messages_say_what_happened_and_what_to_do() {
         err.contains("--force") && !err.contains("--resume"),
         "{err}"
     );
+
+    let base = dir.path().join("base");
+    train_random(&data, &base, flags);
+    let line = format!(
+        "finetune --data {} --from {} --out {} --force",
+        s(&data),
+        s(&base),
+        s(&base)
+    );
+    let err = fails(&words(&line), 2);
+    assert!(
+        err.contains("would overwrite the run it starts from"),
+        "{err}"
+    );
+    assert!(base.join("model.safetensors").is_file());
 
     let err = fails(
         &train_args(
