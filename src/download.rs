@@ -93,6 +93,26 @@ fn fetch(url: &str, part: &Path, timeout: Duration) -> Result<()> {
         .truncate(!resumed)
         .open(part)
         .with_context(|| format!("cannot write {}", part.display()))?;
+    let reader = response.into_body().into_reader();
+    let written = copy_body(reader, &mut file, offset, total)?;
+    if let Some(total) = total {
+        if written < total {
+            bail!(
+                "download interrupted after {written} of {total} bytes; run the same command again to resume"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Appends the body `reader` gives to `file`, which holds `offset` bytes of `total`, with a
+/// progress bar; returns the bytes the file holds then.
+fn copy_body(
+    mut reader: impl Read,
+    file: &mut File,
+    offset: u64,
+    total: Option<u64>,
+) -> Result<u64> {
     let bar = match total {
         Some(total) => ProgressBar::new(total),
         None => ProgressBar::new_spinner(),
@@ -102,7 +122,6 @@ fn fetch(url: &str, part: &Path, timeout: Duration) -> Result<()> {
             .expect("static template"),
     );
     bar.set_position(offset);
-    let mut reader = response.into_body().into_reader();
     let mut buf = vec![0u8; 1 << 16];
     let mut written = offset;
     loop {
@@ -123,14 +142,7 @@ fn fetch(url: &str, part: &Path, timeout: Duration) -> Result<()> {
     }
     file.sync_all()?;
     bar.finish_and_clear();
-    if let Some(total) = total {
-        if written < total {
-            bail!(
-                "download interrupted after {written} of {total} bytes; run the same command again to resume"
-            );
-        }
-    }
-    Ok(())
+    Ok(written)
 }
 
 fn verify_md5(path: &Path, expected: &str) -> Result<()> {
