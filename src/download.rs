@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use md5::{Digest, Md5};
 
 use crate::bail_input;
+use crate::io::hex;
 
 /// The official Tiny ImageNet archive and its MD5.
 pub const DEFAULT_URL: &str = "http://cs231n.stanford.edu/tiny-imagenet-200.zip";
@@ -149,11 +150,7 @@ fn verify_md5(path: &Path, expected: &str) -> Result<()> {
     let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut hasher = Md5::new();
     io::copy(&mut file, &mut hasher)?;
-    let actual: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let actual = hex(&hasher.finalize());
     if actual != expected {
         bail!("{}: MD5 {actual}, expected {expected}", path.display());
     }

@@ -18,7 +18,7 @@ use crate::model::{Amp, Stage};
 use crate::optim::schedule::{CyclicLr, LearningRate, SchedStep, Schedule};
 use crate::run_dir::checkpoint::CHECKPOINT_FILE;
 use crate::run_dir::config::{defaults, Init, Origin, Recipe, Session, TrainConfig};
-use crate::run_dir::meta::load_meta;
+use crate::run_dir::meta::{load_meta, Meta};
 use crate::run_dir::{ModelChoice, META_FILE};
 use crate::train;
 
@@ -362,18 +362,18 @@ fn train_stage(requested: TrainConfig) -> Result<()> {
         }
     }
     requested.validate()?;
-    let config = if requested.session.resume {
-        let recorded = recorded_config(&requested.session.out)?;
-        requested.resumed(&recorded)?
+    let (config, recorded) = if requested.session.resume {
+        let recorded = recorded_meta(&requested.session.out)?;
+        (requested.resumed(&recorded.config)?, Some(recorded))
     } else {
-        requested
+        (requested, None)
     };
     let device = device_for(&config)?;
-    train::run(&config, device).map(drop)
+    train::run(&config, recorded, device).map(drop)
 }
 
-/// The configuration the run in `out` recorded, for `--resume`.
-fn recorded_config(out: &Path) -> Result<TrainConfig> {
+/// The meta.json of the run in `out`, for `--resume`.
+fn recorded_meta(out: &Path) -> Result<Meta> {
     let meta_path = out.join(META_FILE);
     if !meta_path.is_file() {
         if out.join(CHECKPOINT_FILE).is_file() {
@@ -388,7 +388,7 @@ fn recorded_config(out: &Path) -> Result<TrainConfig> {
             out.display()
         );
     }
-    Ok(load_meta(&meta_path)?.config)
+    load_meta(&meta_path)
 }
 
 /// The device of a training run, with its CUDA settings applied.

@@ -23,6 +23,7 @@ use super::image_set::ImageSet;
 use super::scan::Sample;
 use crate::error::input_error;
 use crate::io::atomic_file::{remove_temporaries, write_atomic, Leftovers};
+use crate::io::hex;
 
 const MAGIC: &[u8; 8] = b"VGGTINYC";
 /// Bumped whenever decoding changes what pixels a file gives.
@@ -69,10 +70,6 @@ pub fn list_digest(samples: &[Sample]) -> Result<[u8; 32]> {
         hasher.update(mtime.to_le_bytes());
     }
     Ok(hasher.finalize().into())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The cache file of an image list with digest `digest`.

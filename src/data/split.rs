@@ -16,18 +16,14 @@ use tch::{Device, Kind, Tensor};
 use super::scan::Sample;
 use crate::bail_input;
 use crate::error::input_error;
+use crate::io::hex;
 
 /// The training tree's `samples` (in scan order) without those a run recorded as left out
 /// (undecodable): what its split was drawn over, and what eval recovers the holdout from.
 /// Names are compared relative to `tree` (a moved or otherwise spelled dataset matches) and as
 /// meta.json records them (a name that is not UTF-8: lossily).
 pub fn split_population(samples: Vec<Sample>, left_out: &[PathBuf], tree: &Path) -> Vec<Sample> {
-    let name = |p: &Path| {
-        p.strip_prefix(tree)
-            .unwrap_or(p)
-            .to_string_lossy()
-            .into_owned()
-    };
+    let name = |p: &Path| relative(p, tree).to_string_lossy().into_owned();
     let left_out: HashSet<String> = left_out.iter().map(|p| name(p)).collect();
     samples
         .into_iter()
@@ -40,8 +36,13 @@ pub fn split_population(samples: Vec<Sample>, left_out: &[PathBuf], tree: &Path)
 pub fn relative_to(paths: &[PathBuf], tree: &Path) -> Vec<PathBuf> {
     paths
         .iter()
-        .map(|p| p.strip_prefix(tree).unwrap_or(p).to_path_buf())
+        .map(|p| relative(p, tree).to_path_buf())
         .collect()
+}
+
+/// `path` relative to `tree` when it lies under it (as given), else as it is.
+fn relative<'a>(path: &'a Path, tree: &Path) -> &'a Path {
+    path.strip_prefix(tree).unwrap_or(path)
 }
 
 /// How a dataset was split: enough to recompute the split and to notice a changed dataset.
@@ -71,16 +72,11 @@ pub fn population_digest(samples: &[Sample], tree: &Path) -> Result<String> {
         .collect::<Result<Vec<u64>>>()?;
     let mut hasher = Sha256::new();
     for (sample, size) in samples.iter().zip(sizes) {
-        let relative = sample.path.strip_prefix(tree).unwrap_or(&sample.path);
-        hasher.update(relative.as_os_str().as_bytes());
+        hasher.update(relative(&sample.path, tree).as_os_str().as_bytes());
         hasher.update([0]);
         hasher.update(size.to_le_bytes());
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
 }
 
 /// Sample indices of both subsets.

@@ -1,5 +1,6 @@
 //! Small helpers for files and the process, with no knowledge of training: atomic writes,
-//! checksummed safetensors, floats in JSON, TensorBoard event files, default paths, memory.
+//! checksummed safetensors, floats in JSON, TensorBoard event files, default paths, memory,
+//! hexadecimal digests.
 
 pub mod atomic_file;
 pub mod json_float;
@@ -7,3 +8,8 @@ pub mod memory;
 pub mod paths;
 pub mod safetensors;
 pub mod tensorboard;
+
+/// Bytes as lowercase hexadecimal, as digests are written.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

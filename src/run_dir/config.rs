@@ -12,12 +12,11 @@ use serde::{Deserialize, Serialize};
 use super::ModelChoice;
 use crate::bail_input;
 use crate::model::{Amp, Stage};
-use crate::optim::schedule::{CyclicLr, SchedStep, Schedule};
+use crate::optim::schedule::{CyclicLr, LearningRate, SchedStep, Schedule};
 
 /// The recipe's numbers that are not a stage's own (those are in `StageRecipe`).
 pub mod defaults {
-    use super::StageRecipe;
-    use crate::optim::schedule::LearningRate;
+    use super::{LearningRate, StageRecipe};
 
     pub const SEED: i64 = 42;
     pub const HOLDOUT: f64 = 0.05;
@@ -44,8 +43,8 @@ pub mod defaults {
 /// A stage's own numbers in the recipe.
 pub struct StageRecipe {
     pub epochs: u32,
-    pub lr: crate::optim::schedule::LearningRate,
-    pub max_lr: crate::optim::schedule::LearningRate,
+    pub lr: LearningRate,
+    pub max_lr: LearningRate,
     pub step_size_up: u64,
 }
 
@@ -277,40 +276,40 @@ impl Recipe {
                 });
             }
         };
-        let (a, b) = (self, recorded);
         // Every field by name: a new one that is not compared below does not compile.
         let Recipe {
             stage: _,
-            batch_size: _,
-            schedule: _,
-            seed: _,
-            holdout: _,
-            augment: _,
-            dropout: _,
-            shuffle: _,
-            amp: _,
-            image_size: _,
-            label_smoothing: _,
-            precise_bn: _,
-            which: _,
-        } = a;
-        check("--batch-size", &a.batch_size, &b.batch_size);
-        let (s, t) = (&a.schedule.cyclic, &b.schedule.cyclic);
+            batch_size,
+            schedule,
+            seed,
+            holdout,
+            augment,
+            dropout,
+            shuffle,
+            amp,
+            image_size,
+            label_smoothing,
+            precise_bn,
+            which,
+        } = self;
+        let b = recorded;
+        check("--batch-size", batch_size, &b.batch_size);
+        let (s, t) = (&schedule.cyclic, &b.schedule.cyclic);
         check("--lr", &s.base_lr, &t.base_lr);
         check("--max-lr", &s.max_lr, &t.max_lr);
         check("--step-size-up", &s.step_size_up, &t.step_size_up);
-        check("--sched-step", &a.schedule.step, &b.schedule.step);
-        check("--seed", &a.seed, &b.seed);
-        check("--holdout", &a.holdout, &b.holdout);
-        check("--amp", &a.amp, &b.amp);
-        check("--image-size", &a.image_size, &b.image_size);
-        check("--label-smoothing", &a.label_smoothing, &b.label_smoothing);
-        check("--precise-bn", &a.precise_bn, &b.precise_bn);
-        check("--which", &a.which, &b.which);
+        check("--sched-step", &schedule.step, &b.schedule.step);
+        check("--seed", seed, &b.seed);
+        check("--holdout", holdout, &b.holdout);
+        check("--amp", amp, &b.amp);
+        check("--image-size", image_size, &b.image_size);
+        check("--label-smoothing", label_smoothing, &b.label_smoothing);
+        check("--precise-bn", precise_bn, &b.precise_bn);
+        check("--which", which, &b.which);
         for (name, now, then) in [
-            ("augment", a.augment, b.augment),
-            ("dropout", a.dropout, b.dropout),
-            ("shuffle", a.shuffle, b.shuffle),
+            ("augment", *augment, b.augment),
+            ("dropout", *dropout, b.dropout),
+            ("shuffle", *shuffle, b.shuffle),
         ] {
             let given = |on: bool| if on { "not given" } else { "given" }.to_string();
             if now != then {

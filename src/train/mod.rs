@@ -34,6 +34,7 @@ use crate::io::memory::host_memory_mb;
 use crate::run_dir::checkpoint::TrainState;
 use crate::run_dir::config::TrainConfig;
 use crate::run_dir::lock::RunLock;
+use crate::run_dir::meta::Meta;
 use crate::run_dir::metrics::{BatchRecord, EpochRecord};
 use crate::run_dir::{BEST_FILE, MODEL_FILE};
 use data::TrainData;
@@ -46,13 +47,13 @@ use saver::CheckpointSaver;
 use signals::{interrupted, StopSignals};
 use step::Learner;
 
-/// Trains one stage as `cfg` says (or resumes it) on `device` and returns the final holdout
-/// scores.
-pub fn run(cfg: &TrainConfig, device: Device) -> Result<Scores> {
+/// Trains one stage as `cfg` says on `device`, or resumes the run whose meta.json `recorded`
+/// is, and returns the final holdout scores.
+pub fn run(cfg: &TrainConfig, recorded: Option<Meta>, device: Device) -> Result<Scores> {
     // Held to the end: one run writes a run directory at a time.
     let _lock = RunLock::acquire(&cfg.session.out)?;
     remove_temporaries(&cfg.session.out, Leftovers::All);
-    let start = open(cfg)?;
+    let start = open(cfg, recorded)?;
     let data = TrainData::read(cfg, start.expected(cfg))?;
     let mut meta = data.meta(cfg);
     meta.device = Some(device::describe(device));

@@ -15,10 +15,10 @@ use crate::io::safetensors::{read_tensors, Named};
 use crate::model::WeightScope;
 use crate::run_dir::checkpoint::{load_checkpoint, TrainState, CHECKPOINT_FILE};
 use crate::run_dir::config::{Init, TrainConfig};
-use crate::run_dir::meta::{load_meta, Meta};
+use crate::run_dir::meta::Meta;
 use crate::run_dir::metrics::{read_epochs, rewind, EpochRecord, Rewound};
 use crate::run_dir::source::Source;
-use crate::run_dir::{prepare, META_FILE, METRICS_FILE};
+use crate::run_dir::{prepare, METRICS_FILE};
 
 /// Weights a fresh stage starts from: the tensors, which part of them to load, the file's
 /// name, and the `meta.json` of the run they come from, if any.
@@ -41,16 +41,15 @@ pub enum Start {
     },
 }
 
-/// Opens the run `cfg` describes. A resumed run (its configuration already the recorded one)
-/// from its checkpoint; a new one reads its starting weights first, so that a bad file fails
-/// before any decoding.
-pub fn open(cfg: &TrainConfig) -> Result<Start> {
+/// Opens the run `cfg` describes: with `recorded`, the meta.json of the run it resumes (its
+/// configuration already the recorded one), from its checkpoint; without, a new one, which
+/// reads its starting weights first, so that a bad file fails before any decoding.
+pub fn open(cfg: &TrainConfig, recorded: Option<Meta>) -> Result<Start> {
     let out = &cfg.session.out;
-    if !cfg.session.resume {
+    let Some(meta) = recorded else {
         prepare(out, cfg.session.force)?;
         return Ok(Start::Fresh(read_weights(&cfg.origin.init, cfg)?));
-    }
-    let meta = load_meta(&out.join(META_FILE))?;
+    };
     if !out.join(CHECKPOINT_FILE).is_file() {
         bail_input!(
             "--resume: {} stopped before its first checkpoint, so there is nothing to resume; \

@@ -157,7 +157,6 @@ pub fn smoothed_nll(logits: &Tensor, labels: &Tensor, eps: f64) -> Tensor {
 mod tests {
     use super::*;
     use crate::model::Stage;
-    use crate::run_dir::config::{Init, TrainConfig};
 
     fn batch(n: i64) -> Batch {
         Batch {
@@ -185,10 +184,6 @@ mod tests {
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
     }
 
-    fn recipe(stage: Stage) -> Recipe {
-        TrainConfig::example(stage, Init::RandomInit).recipe
-    }
-
     fn take(_: &Tensor) -> Result<bool> {
         Ok(true)
     }
@@ -196,7 +191,7 @@ mod tests {
     #[test]
     fn a_stage_1_step_moves_the_head_only() {
         tch::manual_seed(0);
-        let mut learner = Learner::new(3, &recipe(Stage::Base), Device::Cpu);
+        let mut learner = Learner::new(3, &Recipe::of(Stage::Base), Device::Cpu);
         let before: Named = learner
             .model
             .state()
@@ -220,7 +215,7 @@ mod tests {
     fn a_refused_step_leaves_no_trace() {
         tch::manual_seed(0);
         let mut learner =
-            Learner::new(3, &recipe(Stage::Base), Device::Cpu).with_skippable_batches(true);
+            Learner::new(3, &Recipe::of(Stage::Base), Device::Cpu).with_skippable_batches(true);
         let before: Named = learner
             .checkpoint_tensors()
             .into_iter()
@@ -237,7 +232,7 @@ mod tests {
     #[test]
     fn restore_takes_back_what_a_checkpoint_holds() {
         tch::manual_seed(0);
-        let mut trained = Learner::new(3, &recipe(Stage::Finetune), Device::Cpu);
+        let mut trained = Learner::new(3, &Recipe::of(Stage::Finetune), Device::Cpu);
         trained.step(&batch(4), (1e-3, 0.9), take).unwrap();
         let saved = || -> HashMap<String, Tensor> {
             trained
@@ -247,7 +242,7 @@ mod tests {
                 .collect()
         };
         tch::manual_seed(1);
-        let mut fresh = Learner::new(3, &recipe(Stage::Finetune), Device::Cpu);
+        let mut fresh = Learner::new(3, &Recipe::of(Stage::Finetune), Device::Cpu);
         fresh.restore(saved(), 1, "ckpt").unwrap();
         let want = saved();
         for (name, t) in fresh.checkpoint_tensors() {
