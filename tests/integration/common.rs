@@ -98,6 +98,24 @@ pub fn train_args<'a>(data: &'a Path, out: &'a Path, flags: &'a str) -> Vec<&'a 
     args
 }
 
+/// `train_args` resuming the run in `out`.
+pub fn resume_args<'a>(data: &'a Path, out: &'a Path, flags: &'a str) -> Vec<&'a str> {
+    let mut args = train_args(data, out, flags);
+    args.push("--resume");
+    args
+}
+
+/// Asserts that eval's `scored` are the holdout scores the run logged for `epoch` (a record of
+/// meta.json's `epochs`): the same top-1, the mean loss to float rounding.
+pub fn assert_scores_match_epoch(scored: &Value, epoch: &Value) {
+    assert_eq!(scored["top1"], epoch["holdout_top1"], "{scored} vs {epoch}");
+    let (got, want) = (
+        scored["loss"].as_f64().unwrap(),
+        epoch["holdout_loss"].as_f64().unwrap(),
+    );
+    assert!((got - want).abs() / want < 1e-6, "{scored} vs {epoch}");
+}
+
 /// Runs `train-base --random-init` on `data` into `out` with `flags`; returns stdout.
 pub fn train_random(data: &Path, out: &Path, flags: &str) -> String {
     ok(&train_args(data, out, flags))

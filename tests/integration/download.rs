@@ -131,6 +131,19 @@ fn md5_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// A download that stopped part way: exit 1, the way to resume said, and `kept` bytes of
+/// `tiny.zip` kept for the next attempt.
+fn assert_stopped_resumably(out: &std::process::Output, to: &Path, kept: u64) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("run the same command again to resume"),
+        "{stderr}"
+    );
+    let part = std::fs::metadata(to.join(".tiny.zip.part")).unwrap();
+    assert_eq!(part.len(), kept);
+}
+
 fn download(url: &str, to: &Path, md5: &str) -> std::process::Output {
     vggtiny(&["download", "--to", s(to), "--url", url, "--md5", md5])
 }
@@ -172,16 +185,7 @@ fn an_interrupted_download_resumes_with_a_range_request() {
     let url = format!("{}/tiny.zip", server.url);
 
     let first = download(&url, &to, &md5);
-    let stderr = String::from_utf8_lossy(&first.stderr);
-    assert_eq!(first.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("run the same command again to resume"),
-        "{stderr}"
-    );
-    assert_eq!(
-        std::fs::metadata(to.join(".tiny.zip.part")).unwrap().len(),
-        half as u64
-    );
+    assert_stopped_resumably(&first, &to, half as u64);
     assert!(!to.join("tiny-imagenet-200").exists(), "no half dataset");
 
     let second = download(&url, &to, &md5);
@@ -274,20 +278,12 @@ fn a_stalled_server_times_out_with_a_way_to_resume() {
         "--timeout",
         "1",
     ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         started.elapsed() < std::time::Duration::from_secs(20),
-        "{stderr}"
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("run the same command again to resume"),
-        "{stderr}"
-    );
-    assert_eq!(
-        std::fs::metadata(to.join(".tiny.zip.part")).unwrap().len(),
-        300
-    );
+    assert_stopped_resumably(&out, &to, 300);
 }
 
 /// A file the server does not have is an error with the HTTP status, not an offer to resume;

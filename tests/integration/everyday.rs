@@ -1,6 +1,8 @@
 //! Everyday use: early stopping and the best model, predict, test-time augmentation, the
 //! report (its PNG decoded and looked into), shell completions.
 
+use std::path::Path;
+
 use crate::common::*;
 use serde_json::Value;
 
@@ -20,12 +22,7 @@ fn early_stopping_keeps_the_best_model_and_which_selects_it() {
     let m = meta_json(&run);
     assert_eq!(m["epochs"].as_array().unwrap().len(), 3);
     assert_eq!(m["best"]["epoch"], 1);
-    let best = tensors(&run.join("best.safetensors"));
-    let last = tensors(&run.join("model.safetensors"));
-    assert!(!best["vgg16.classifier.8.weight"].equal(&last["vgg16.classifier.8.weight"]));
-    // --which best scores best.safetensors: the first epoch's holdout numbers
-    let scored = eval_json(&data, &run, "--which best");
-    assert_eq!(scored["top1"], m["epochs"][0]["holdout_top1"]);
+    assert_best_is_epoch(&data, &run, 1);
     let ft = dir.path().join("ft");
     ok(&words(&format!(
         "finetune --data {} --from {} --which best --out {} --max-steps 1 --batch-size 6",
@@ -57,12 +54,14 @@ fn early_stopping_after_an_improvement_keeps_the_improved_model() {
     let top1 = |e: usize| epochs[e]["holdout_top1"].as_f64().unwrap();
     assert!(top1(1) > top1(0) + 0.05, "epoch 2 improves: {out}");
     assert_eq!(m["best"]["epoch"], 2);
-    let scored = eval_json(&data, &run, "--which best");
-    assert_eq!(scored["top1"], epochs[1]["holdout_top1"]);
-    let rel = (scored["loss"].as_f64().unwrap() - epochs[1]["holdout_loss"].as_f64().unwrap())
-        .abs()
-        / epochs[1]["holdout_loss"].as_f64().unwrap();
-    assert!(rel < 1e-6, "best.safetensors is epoch 2's model: {scored}");
+    assert_best_is_epoch(&data, &run, 2);
+}
+
+/// best.safetensors of `run` is the model of `epoch` (`--which best` scores that epoch's
+/// logged holdout numbers), not the last one.
+fn assert_best_is_epoch(data: &Path, run: &Path, epoch: usize) {
+    let scored = eval_json(data, run, "--which best");
+    assert_scores_match_epoch(&scored, &meta_json(run)["epochs"][epoch - 1]);
     let best = tensors(&run.join("best.safetensors"));
     let last = tensors(&run.join("model.safetensors"));
     assert!(!best["vgg16.classifier.8.weight"].equal(&last["vgg16.classifier.8.weight"]));

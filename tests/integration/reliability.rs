@@ -119,8 +119,7 @@ fn assert_same_run(reference: &Path, resumed: &Path) {
 fn resume(data: &Path, out: &Path, flags: &str, total: u64) -> TrainState {
     let (_, state) = load_checkpoint(out).expect("a checkpoint to resume from");
     assert!(state.step > 0, "nothing to resume: {state:?}");
-    let mut args = train_args(data, out, flags);
-    args.push("--resume");
+    let args = resume_args(data, out, flags);
     let output = vggtiny(&args);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&output.stdout),
@@ -681,12 +680,11 @@ fn a_run_with_nan_metrics_can_be_reported_evaluated_and_resumed() {
         scores["loss"].as_f64().is_some_and(f64::is_finite),
         "{scores}"
     );
-    let mut args = train_args(
+    let args = resume_args(
         &data,
         &run,
         "--batch-size 4 --holdout 0.25 --epochs 2 --log-interval 1",
     );
-    args.push("--resume");
     ok(&args);
 }
 
@@ -805,8 +803,7 @@ fn a_lost_or_short_metrics_log_does_not_break_resume() {
             let text = std::fs::read(&log).unwrap();
             std::fs::write(&log, &text[..text.len() / 2 + 3]).unwrap();
         }
-        let mut args = train_args(&data, &run, flags);
-        args.push("--resume");
+        let args = resume_args(&data, &run, flags);
         let out = vggtiny(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{damage}: {stderr}");
@@ -837,8 +834,7 @@ fn a_checkpoint_with_a_flipped_position_or_from_another_run_is_refused() {
         &format!("{flags} --max-steps 2 --image-size 32"),
     );
     let checkpoint = run.join("checkpoint.safetensors");
-    let mut resume = train_args(&data, &run, flags);
-    resume.push("--resume");
+    let resume = resume_args(&data, &run, flags);
 
     let bytes = std::fs::read(&checkpoint).unwrap();
     let at = bytes
@@ -891,16 +887,14 @@ fn a_replaced_image_is_refused_and_a_moved_dataset_is_not() {
     let gradient: Vec<u8> = (0..64 * 64 * 3).map(|i| (i % 253) as u8).collect();
     std::fs::write(&image, jpeg(&gradient, 64, 64)).unwrap();
 
-    let mut resume = train_args(&data, &run, flags);
-    resume.push("--resume");
+    let resume = resume_args(&data, &run, flags);
     let err = fails(&resume, 2);
     assert!(err.contains("split over other images"), "{err}");
     let scored = ["eval", "--data", s(&data), "--checkpoint", s(&run)];
     let err = fails(&scored, 2);
     assert!(err.contains("split over other images"), "{err}");
 
-    let mut resume = train_args(&moved, &run, flags);
-    resume.push("--resume");
+    let resume = resume_args(&moved, &run, flags);
     ok(&resume);
     eval_json(&moved, &run, "");
 }
@@ -992,8 +986,7 @@ fn a_damaged_value_in_meta_json_is_named() {
     meta["config"]["image_size"] = 0.into();
     std::fs::write(&path, serde_json::to_string_pretty(&meta).unwrap()).unwrap();
     let image = data.join("val/images/val_0.JPEG");
-    let mut resume = train_args(&data, &run, flags);
-    resume.push("--resume");
+    let resume = resume_args(&data, &run, flags);
     for args in [
         vec!["eval", "--data", s(&data), "--checkpoint", s(&run)],
         vec!["predict", s(&image), "--checkpoint", s(&run)],
@@ -1031,8 +1024,7 @@ fn a_skipped_image_with_a_non_utf8_name_is_recorded() {
         "{skipped}"
     );
     eval_json(&data, &run, "");
-    let mut resume = train_args(&data, &run, flags);
-    resume.push("--resume");
+    let resume = resume_args(&data, &run, flags);
     ok(&resume);
 }
 
@@ -1065,8 +1057,7 @@ fn messages_say_what_happened_and_what_to_do() {
     assert!(err.contains("name the .png file"), "{err}");
 
     std::fs::remove_file(run.join("meta.json")).unwrap();
-    let mut resume = train_args(&data, &run, flags);
-    resume.push("--resume");
+    let resume = resume_args(&data, &run, flags);
     let err = fails(&resume, 2);
     assert!(err.contains("has a checkpoint but no meta.json"), "{err}");
     let err = fails(&train_args(&data, &run, flags), 2);

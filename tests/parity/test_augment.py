@@ -39,16 +39,30 @@ def assert_close(ours, want, tolerance):
     assert diff[worst] <= tolerance, f"sample {worst}: max diff {diff[worst]:.3e}"
 
 
-def torchvision_augment(img, p, i, size=64):
-    x = torch.from_numpy(img).permute(2, 0, 1).to(torch.float32).mul(1.0 / 255)
+def functional_augment(x, p, i, size):
+    """The recipe's ops with sample `i`'s parameters, as torchvision's functional ops apply them
+    to `x`: a float tensor, or a PIL image."""
     x = F.resized_crop(x, p["top"][i], p["left"][i], 60, 60, [size, size], antialias=True)
     if p["flip"][i]:
         x = F.hflip(x)
     if p["saturation_first"][i]:
-        x = F.adjust_hue(F.adjust_saturation(x, p["saturation"][i]), p["hue"][i])
-    else:
-        x = F.adjust_saturation(F.adjust_hue(x, p["hue"][i]), p["saturation"][i])
-    return x.numpy()
+        return F.adjust_hue(F.adjust_saturation(x, p["saturation"][i]), p["hue"][i])
+    return F.adjust_saturation(F.adjust_hue(x, p["hue"][i]), p["saturation"][i])
+
+
+def torchvision_augment(img, p, i, size=64):
+    x = torch.from_numpy(img).permute(2, 0, 1).to(torch.float32).mul(1.0 / 255)
+    return functional_augment(x, p, i, size).numpy()
+
+
+def vggtiny_augment(vggtiny, tmp_path, imgs, params, *size):
+    """`vggtiny inspect augment` of `imgs` with `params` (and `--image-size`, if given)."""
+    save_file({"images": imgs}, str(tmp_path / "in.safetensors"))
+    (tmp_path / "p.json").write_text(json.dumps(params))
+    vggtiny("inspect", "augment", "--input", tmp_path / "in.safetensors", "--params",
+            tmp_path / "p.json", "--out", tmp_path / "out.safetensors",
+            *(["--image-size", *size] if size else []))
+    return load_file(str(tmp_path / "out.safetensors"))["augmented"]
 
 
 # "interleaved" takes vggtiny's gather/scatter path, "grouped" (how training batches come) its
@@ -68,11 +82,7 @@ def test_given_parameters_match_torchvision(tmp_path, vggtiny, orders):
         "saturation_first": [bool(v) for v in ((np.arange(n) // 2) % 2 if orders == "interleaved"
                                                 else np.arange(n) < n // 3)],
     }
-    save_file({"images": imgs}, str(tmp_path / "in.safetensors"))
-    (tmp_path / "p.json").write_text(json.dumps(params))
-    vggtiny("inspect", "augment", "--input", tmp_path / "in.safetensors", "--params",
-            tmp_path / "p.json", "--out", tmp_path / "out.safetensors")
-    ours = load_file(str(tmp_path / "out.safetensors"))["augmented"]
+    ours = vggtiny_augment(vggtiny, tmp_path, imgs, params)
     assert ours.shape == (n, 3, 64, 64)
     want = np.stack([torchvision_augment(imgs[i], params, i) for i in range(n)])
     assert_close(ours, want, TENSOR_TOLERANCE)
@@ -81,14 +91,7 @@ def test_given_parameters_match_torchvision(tmp_path, vggtiny, orders):
 def pil_augment(img, p, i):
     """The reference program's path: ImageFolder hands the transforms PIL images, so the crop,
     saturation and hue run in 8 bits (hue through PIL's 8-bit HSV) before ToDtype."""
-    x = Image.fromarray(img)
-    x = F.resized_crop(x, p["top"][i], p["left"][i], 60, 60, [64, 64], antialias=True)
-    if p["flip"][i]:
-        x = F.hflip(x)
-    if p["saturation_first"][i]:
-        x = F.adjust_hue(F.adjust_saturation(x, p["saturation"][i]), p["hue"][i])
-    else:
-        x = F.adjust_saturation(F.adjust_hue(x, p["hue"][i]), p["saturation"][i])
+    x = functional_augment(Image.fromarray(img), p, i, 64)
     return np.asarray(x).transpose(2, 0, 1).astype(np.float32) / 255
 
 
@@ -108,11 +111,7 @@ def test_reference_programs_pil_path_differs_only_by_its_8_bit_rounding(tmp_path
         "hue": [-0.05, 0.05] + [float(v) for v in rng.uniform(-0.05, 0.05, n - 2)],
         "saturation_first": [bool(v) for v in (np.arange(n) // 2) % 2],
     }
-    save_file({"images": imgs}, str(tmp_path / "in.safetensors"))
-    (tmp_path / "p.json").write_text(json.dumps(params))
-    vggtiny("inspect", "augment", "--input", tmp_path / "in.safetensors", "--params",
-            tmp_path / "p.json", "--out", tmp_path / "out.safetensors")
-    ours = load_file(str(tmp_path / "out.safetensors"))["augmented"]
+    ours = vggtiny_augment(vggtiny, tmp_path, imgs, params)
     pil = np.stack([pil_augment(imgs[i], params, i) for i in range(n)])
     tensors = np.stack([torchvision_augment(imgs[i], params, i) for i in range(n)])
     ours_gap, tv_gap = np.abs(ours - pil), np.abs(tensors - pil)
@@ -137,11 +136,7 @@ def test_image_size_crops_match_torchvision(tmp_path, vggtiny, size):
         "hue": [float(v) for v in rng.uniform(-0.05, 0.05, n)],
         "saturation_first": [bool(v) for v in np.arange(n) < n // 2],
     }
-    save_file({"images": imgs}, str(tmp_path / "in.safetensors"))
-    (tmp_path / "p.json").write_text(json.dumps(params))
-    vggtiny("inspect", "augment", "--input", tmp_path / "in.safetensors", "--params",
-            tmp_path / "p.json", "--out", tmp_path / "out.safetensors", "--image-size", size)
-    ours = load_file(str(tmp_path / "out.safetensors"))["augmented"]
+    ours = vggtiny_augment(vggtiny, tmp_path, imgs, params, size)
     assert ours.shape == (n, 3, size, size)
     want = np.stack([torchvision_augment(imgs[i], params, i, size) for i in range(n)])
     assert_close(ours, want, TENSOR_TOLERANCE)
