@@ -85,6 +85,11 @@ pub struct Report {
     pub train_base_data_wait: Option<f64>,
     pub finetune_images_per_sec: Option<f64>,
     pub finetune_data_wait: Option<f64>,
+    /// Milliseconds of one optimizer (Adam) step alone, and the tensor operations it issues.
+    pub train_base_optimizer_ms: Option<f64>,
+    pub train_base_optimizer_ops: Option<u64>,
+    pub finetune_optimizer_ms: Option<f64>,
+    pub finetune_optimizer_ops: Option<u64>,
     pub eval_images_per_sec: Option<f64>,
     pub peak_host_mb: f64,
     /// Growth of the used memory of the run's CUDA device over the run: about its peak
@@ -170,14 +175,18 @@ pub fn run(plan: &Plan) -> Result<Report> {
         report.augment_images_per_sec = Some(augment_throughput(&set, plan));
     }
     if plan.wants(Workload::TrainBase) {
-        let (ips, wait) = train_throughput(&set, plan, Stage::Base)?;
-        report.train_base_images_per_sec = Some(ips);
-        report.train_base_data_wait = Some(wait);
+        let t = train_throughput(&set, plan, Stage::Base)?;
+        report.train_base_images_per_sec = Some(t.images_per_sec);
+        report.train_base_data_wait = Some(t.data_wait);
+        report.train_base_optimizer_ms = Some(t.optimizer_ms);
+        report.train_base_optimizer_ops = Some(t.optimizer_ops);
     }
     if plan.wants(Workload::Finetune) {
-        let (ips, wait) = train_throughput(&set, plan, Stage::Finetune)?;
-        report.finetune_images_per_sec = Some(ips);
-        report.finetune_data_wait = Some(wait);
+        let t = train_throughput(&set, plan, Stage::Finetune)?;
+        report.finetune_images_per_sec = Some(t.images_per_sec);
+        report.finetune_data_wait = Some(t.data_wait);
+        report.finetune_optimizer_ms = Some(t.optimizer_ms);
+        report.finetune_optimizer_ops = Some(t.optimizer_ops);
     }
     if plan.wants(Workload::Eval) {
         report.eval_images_per_sec = Some(eval_throughput(&set, plan));
@@ -220,9 +229,18 @@ fn augment_throughput(set: &ImageSet, plan: &Plan) -> f64 {
     (batches * batch) as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Trains `plan.steps` timed steps (after two warm-up steps) of `stage`: images/s and the
-/// share of the time spent waiting for the next batch.
-fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<(f64, f64)> {
+/// What `train_throughput` measures of one stage.
+struct TrainFigures {
+    images_per_sec: f64,
+    /// Share of the step time spent waiting for the next batch.
+    data_wait: f64,
+    optimizer_ms: f64,
+    optimizer_ops: u64,
+}
+
+/// Trains `plan.steps` timed steps (after two warm-up steps) of `stage`, then times Adam's
+/// update alone over the same number of steps.
+fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<TrainFigures> {
     let (device, batch_size) = (plan.device, plan.batch_size);
     let classes = (set.labels.max().int64_value(&[]) + 1).max(200) as usize;
     tch::manual_seed(0);
@@ -261,7 +279,18 @@ fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<(f64, f
     })?;
     synchronize(device);
     let seconds = timed_start.elapsed().as_secs_f64();
-    Ok(((plan.steps * batch_size) as f64 / seconds, waited / seconds))
+    let (lr, beta1) = recipe.schedule.at(0, 1);
+    let started = Instant::now();
+    for _ in 0..plan.steps {
+        learner.adam.step(lr, beta1);
+    }
+    synchronize(device);
+    Ok(TrainFigures {
+        images_per_sec: (plan.steps * batch_size) as f64 / seconds,
+        data_wait: waited / seconds,
+        optimizer_ms: 1e3 * started.elapsed().as_secs_f64() / plan.steps as f64,
+        optimizer_ops: learner.adam.ops_per_step(),
+    })
 }
 
 /// Eval-mode forward passes per second over the whole set.

@@ -2,6 +2,7 @@ use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 
 use clap::Parser;
+use vggtiny::error::OutOfMemory;
 
 fn main() {
     // Die quietly on a closed pipe (`vggtiny inspect ... | head`), as Unix tools do, instead of
@@ -17,6 +18,7 @@ fn main() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
     let cli = vggtiny::cli::Cli::parse();
+    let smaller_batch = cli.command.batch_size().map(|n| (n / 2).max(1));
     // libtorch reports failures (CUDA out of memory, bad shapes) as panics carrying a C++
     // backtrace; they become one error message here instead of reaching the user raw.
     panic::set_hook(Box::new(|_| {}));
@@ -28,7 +30,9 @@ fn main() {
     };
     // Writes that fail (a terminal gone after SIGHUP) must not cost the exit code.
     let mut stderr = std::io::stderr();
-    if err.is::<vggtiny::error::Interrupted>() {
+    if let Some(oom) = OutOfMemory::find(&err, smaller_batch) {
+        let _ = writeln!(stderr, "error: {oom}");
+    } else if err.is::<vggtiny::error::Interrupted>() {
         let _ = writeln!(stderr, "{err}");
     } else {
         let _ = writeln!(stderr, "error: {err}");

@@ -112,6 +112,23 @@ fn print_table(r: &Report) {
             println!("  {name:<20} {ips:>10.1} images/s{wait}");
         }
     }
+    let optimizer = [
+        (
+            "stage-1 Adam step",
+            r.train_base_optimizer_ms,
+            r.train_base_optimizer_ops,
+        ),
+        (
+            "stage-2 Adam step",
+            r.finetune_optimizer_ms,
+            r.finetune_optimizer_ops,
+        ),
+    ];
+    for (name, ms, ops) in optimizer {
+        if let (Some(ms), Some(ops)) = (ms, ops) {
+            println!("  {name:<20} {ms:>10.2} ms  ({ops} tensor operations)");
+        }
+    }
     if let Some(s) = r.warm_start_seconds {
         println!("  {:<20} {:>10.3} s", "warm start", s);
     }

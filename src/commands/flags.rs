@@ -16,7 +16,7 @@ use crate::run_dir::ModelChoice;
 #[derive(Debug, Clone, Args)]
 pub struct DeviceFlag {
     /// auto (CUDA when present), cpu, cuda or cuda:N
-    #[arg(long, default_value = "auto")]
+    #[arg(long, env = "VGGTINY_DEVICE", default_value = "auto")]
     pub device: String,
 }
 

@@ -63,4 +63,17 @@ impl Command {
             Command::Completions { .. } => unreachable!("answered by cli::run"),
         }
     }
+
+    /// The command's `--batch-size`, for advice when a device runs out of memory.
+    pub fn batch_size(&self) -> Option<usize> {
+        match self {
+            Command::TrainBase(args) => Some(args.recipe.batch_size),
+            Command::Finetune(args) => Some(args.recipe.batch_size),
+            Command::Eval(args) => Some(args.batch.size),
+            Command::Report(args) => Some(args.batch.size),
+            Command::Predict(args) => Some(args.batch.size),
+            Command::Bench(args) => Some(args.batch_size),
+            _ => None,
+        }
+    }
 }

@@ -19,7 +19,7 @@ use super::augment::{
 };
 use super::decode::SIDE;
 use super::image_set::ImageSet;
-use crate::error::from_panic;
+use crate::error::{from_panic, OutOfMemory};
 
 /// One batch on the training device: normalised float NCHW images and int64 labels.
 pub struct Batch {
@@ -213,9 +213,7 @@ impl<'a> Loader<'a> {
                     loader.train_batch(&p.indices, p.key, augment_images)
                 }));
                 let failed = made.is_err();
-                let batch = made.map_err(|payload| {
-                    from_panic(payload).context("the batch-assembly thread failed")
-                });
+                let batch = made.map_err(assembly_failure);
                 // A closed channel means the consumer stopped early: nothing left to do.
                 if tx.send(batch).is_err() || failed {
                     break;
@@ -223,6 +221,17 @@ impl<'a> Loader<'a> {
             }
         });
         rx.into_iter()
+    }
+}
+
+/// The error of a batch whose assembly panicked: running out of memory says so first.
+fn assembly_failure(payload: Box<dyn std::any::Any + Send>) -> anyhow::Error {
+    match from_panic(payload).downcast() {
+        Ok(oom) => anyhow::Error::new(OutOfMemory {
+            during: Some("while assembling a batch"),
+            ..oom
+        }),
+        Err(other) => other.context("the batch-assembly thread failed"),
     }
 }
 
@@ -323,6 +332,15 @@ mod tests {
             err.contains("out of range") || err.contains("index"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn running_out_of_memory_while_assembling_says_so_first() {
+        let failed = panic::catch_unwind(|| Tensor::empty([1 << 50], (Kind::Float, Device::Cpu)));
+        let err = assembly_failure(failed.unwrap_err());
+        let line = err.to_string();
+        assert!(line.contains("can't allocate memory"), "{line}");
+        assert!(line.contains("while assembling a batch; try"), "{line}");
     }
 
     #[test]

@@ -106,6 +106,9 @@ pub struct Vgg16 {
     dropout: f64,
     /// Type of convolutions and linear layers under mixed precision; `None` computes in fp32.
     compute: Option<Kind>,
+    /// Under mixed precision, copies in the compute type of the parameters that do not train,
+    /// made once (`refresh_casts`) instead of at every forward; indexed like `tensors`.
+    casts: Vec<Option<Tensor>>,
 }
 
 /// How the head runs: training (batch statistics, running update, dropout), eval (running
@@ -223,6 +226,7 @@ impl Vgg16 {
             named.tensor = named.tensor.to_device(device);
         }
         Vgg16 {
+            casts: tensors.iter().map(|_| None).collect(),
             tensors,
             features,
             head: Head { fc, bn },
@@ -235,6 +239,23 @@ impl Vgg16 {
     /// fp32 weights; `None` for fp32 throughout.
     pub fn set_compute_kind(&mut self, kind: Option<Kind>) {
         self.compute = kind;
+        self.refresh_casts();
+    }
+
+    /// Remakes the compute-type copies of the parameters that do not train, after their
+    /// values, the compute type or the trained set changed.
+    fn refresh_casts(&mut self) {
+        let compute = self.compute;
+        self.casts = self
+            .tensors
+            .iter()
+            .map(|n| match compute {
+                Some(kind) if n.parameter && !n.tensor.requires_grad() => {
+                    Some(tch::no_grad(|| n.tensor.to_kind(kind)))
+                }
+                _ => None,
+            })
+            .collect();
     }
 
     /// `t` in the compute type (itself in fp32 mode).
@@ -242,6 +263,14 @@ impl Vgg16 {
         match self.compute {
             Some(kind) => t.to_kind(kind),
             None => t.shallow_clone(),
+        }
+    }
+
+    /// Parameter `i` in the compute type: its copy made once if it does not train.
+    fn weight(&self, i: usize) -> Tensor {
+        match &self.casts[i] {
+            Some(cast) => cast.shallow_clone(),
+            None => self.compute(self.t(i)),
         }
     }
 
@@ -265,7 +294,7 @@ impl Vgg16 {
         for layer in &self.features {
             x = match *layer {
                 Layer::Conv(w, b) => {
-                    let (w, b) = (self.compute(self.t(w)), self.compute(self.t(b)));
+                    let (w, b) = (self.weight(w), self.weight(b));
                     x.conv2d(&w, Some(&b), [1, 1], [1, 1], [1, 1], 1).relu_()
                 }
                 Layer::MaxPool => x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
@@ -283,7 +312,7 @@ impl Vgg16 {
         };
         let linear = |x: &Tensor, (w, b): (usize, usize)| {
             self.compute(x)
-                .linear(&self.compute(self.t(w)), Some(&self.compute(self.t(b))))
+                .linear(&self.weight(w), Some(&self.weight(b)))
         };
         let mut x = features.adaptive_avg_pool2d([7, 7]).flatten(1, -1);
         for (&fc, bn) in self.head.fc.iter().zip(&self.head.bn) {
@@ -364,13 +393,14 @@ impl Vgg16 {
     }
 
     /// Sets which parameters require gradients: the head in stage 1, everything in stage 2.
-    pub fn set_stage(&self, stage: Stage) {
+    pub fn set_stage(&mut self, stage: Stage) {
         for named in &self.tensors {
             let trains = named.parameter
                 && (stage == Stage::Finetune || named.name.starts_with("classifier."));
             // In place: handles given out earlier see the change.
             let _ = named.tensor.set_requires_grad(trains);
         }
+        self.refresh_casts();
     }
 
     /// The parameters that currently require gradients, with their full names, in model order.
@@ -448,6 +478,7 @@ impl Vgg16 {
                 dst.copy_(&src.to_kind(dst.kind()).to_device(dst.device()));
             }
         });
+        self.refresh_casts();
         Ok(())
     }
 }
@@ -578,6 +609,35 @@ mod tests {
             assert_eq!(t.kind(), Kind::Float, "{name}");
             assert_eq!(t.grad().kind(), Kind::Float, "{name}");
         }
+    }
+
+    /// The compute-type copies of frozen weights follow what is loaded and what trains.
+    #[test]
+    fn mixed_precision_computes_with_the_weights_loaded_last() {
+        let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let bf16_model = |stage| {
+            let mut m = Vgg16::new(5, Device::Cpu);
+            m.set_stage(stage);
+            m.set_compute_kind(Some(Kind::BFloat16));
+            m
+        };
+        let (mut a, b) = (bf16_model(Stage::Base), bf16_model(Stage::Base));
+        let _ = a.forward_eval(&x);
+        a.load_weights(b.state(), WeightScope::All, "b").unwrap();
+        assert!(
+            a.forward_eval(&x).equal(&b.forward_eval(&x)),
+            "stale copies after a load"
+        );
+        // Stage 2 trains the features: their copies must follow the updates.
+        a.set_stage(Stage::Finetune);
+        let before = a.forward_eval(&x);
+        tch::no_grad(|| {
+            let _ = a.tensors[0].tensor.shallow_clone().g_add_scalar_(0.5);
+        });
+        assert!(
+            !a.forward_eval(&x).equal(&before),
+            "stale copies of trained weights"
+        );
     }
 
     #[test]

@@ -59,22 +59,13 @@ impl LossScaler {
         loss * &self.scale
     }
 
-    /// Unscales the gradients of `params` in place and updates the scale. Returns whether they
-    /// are all finite, i.e. whether the optimizer may step. One host read per step, as
-    /// GradScaler's.
-    pub fn unscale(&mut self, params: &[Tensor]) -> bool {
-        let inv = self.scale.reciprocal();
-        let mut found_inf = Tensor::zeros([], (Kind::Float, self.scale.device()));
-        tch::no_grad(|| {
-            for p in params {
-                let mut grad = p.grad();
-                if !grad.defined() {
-                    continue;
-                }
-                let _ = grad.g_mul_(&inv);
-                let bad = grad.isfinite().logical_not().any().to_kind(Kind::Float);
-                found_inf = found_inf.maximum(&bad);
-            }
+    /// Unscales the gradients (all of them, in one flat tensor) in place and updates the
+    /// scale. Returns whether they are all finite, i.e. whether the optimizer may step. One
+    /// host read per step, as GradScaler's.
+    pub fn unscale(&mut self, grads: &Tensor) -> bool {
+        let found_inf = tch::no_grad(|| {
+            let _ = grads.shallow_clone().g_mul_(&self.scale.reciprocal());
+            grads.isfinite().logical_not().any().to_kind(Kind::Float)
         });
         let _ = self.scale.internal_amp_update_scale_(
             &self.growth_tracker,
@@ -91,29 +82,20 @@ impl LossScaler {
 mod tests {
     use super::*;
 
-    fn param_with_grad(grad: &[f32]) -> Tensor {
-        let p =
-            Tensor::zeros([grad.len() as i64], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        (&p * Tensor::from_slice(grad)).sum(Kind::Float).backward();
-        p
-    }
-
     #[test]
     fn overflow_skips_and_halves_clean_steps_grow() {
         let mut scaler = LossScaler::new(Device::Cpu, 1024.0, 2);
-        let good = param_with_grad(&[2048.0, -1024.0]);
-        assert!(scaler.unscale(std::slice::from_ref(&good)));
+        let good = Tensor::from_slice(&[2048.0f32, -1024.0]);
+        assert!(scaler.unscale(&good));
         assert_eq!(
-            Vec::<f32>::try_from(&good.grad()).unwrap(),
+            Vec::<f32>::try_from(&good).unwrap(),
             vec![2.0, -1.0],
             "gradients divided by the scale"
         );
         assert_eq!(scaler.scale(), 1024.0);
-        let good2 = param_with_grad(&[1.0]);
-        assert!(scaler.unscale(&[good2]));
+        assert!(scaler.unscale(&Tensor::from_slice(&[1.0f32])));
         assert_eq!(scaler.scale(), 2048.0, "doubled after 2 clean steps");
-        let bad = param_with_grad(&[f32::INFINITY, 1.0]);
-        assert!(!scaler.unscale(&[bad]));
+        assert!(!scaler.unscale(&Tensor::from_slice(&[f32::INFINITY, 1.0])));
         assert_eq!(scaler.scale(), 1024.0, "halved on overflow");
     }
 }

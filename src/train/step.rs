@@ -95,7 +95,7 @@ impl Learner {
             }
             Some(scaler) => {
                 scaler.scaled(loss).backward();
-                if scaler.unscale(self.adam.params()) {
+                if scaler.unscale(self.adam.gradients()) {
                     self.adam.step(lr, beta1);
                 }
             }

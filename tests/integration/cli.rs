@@ -257,6 +257,14 @@ fn input_errors_exit_2_with_a_clear_message() {
         let err = fails(&words(line), 2);
         assert!(err.contains(needle), "{line}: {err}");
     }
+    // VGGTINY_DEVICE stands in for --device (the tests set it to cpu).
+    let out = command()
+        .args(words(&base))
+        .env("VGGTINY_DEVICE", "tpu")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(2) && err.contains("tpu"), "{err}");
 }
 
 /// A CUDA device that is not there is an error, never a silent CPU run: on a machine without a
@@ -458,6 +466,10 @@ fn bench_json_has_every_figure() {
         "train_base_data_wait",
         "finetune_images_per_sec",
         "finetune_data_wait",
+        "train_base_optimizer_ms",
+        "train_base_optimizer_ops",
+        "finetune_optimizer_ms",
+        "finetune_optimizer_ops",
         "eval_images_per_sec",
         "peak_host_mb",
         "warm_start_seconds",

@@ -9,9 +9,10 @@ use tch::Tensor;
 use vggtiny::data::synth::{write_dataset, SynthSpec};
 
 /// The binary (`VGGTINY_BIN` where the tests run away from their build, as on a GPU machine),
-/// its image cache kept out of the user's home. One CPU thread each: the test harness runs
-/// one test per core already, and libtorch's threads on top of that only contend (the suite
-/// takes 30 % longer on 2 cores).
+/// its image cache kept out of the user's home, on the CPU unless a test names its device (a
+/// GPU machine runs these tests too, and the CUDA ones say `--device cuda`). One CPU thread
+/// each: the test harness runs one test per core already, and libtorch's threads on top of
+/// that only contend (the suite takes 30 % longer on 2 cores).
 pub fn command() -> Command {
     let mut cmd = Command::new(bin());
     set_test_env(&mut cmd);
@@ -34,6 +35,7 @@ pub fn set_test_env(cmd: &mut Command) {
         "XDG_CACHE_HOME",
         std::env::temp_dir().join("vggtiny-tests-cache"),
     );
+    cmd.env("VGGTINY_DEVICE", "cpu");
 }
 
 pub fn vggtiny(args: &[&str]) -> Output {

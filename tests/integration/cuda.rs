@@ -223,7 +223,7 @@ fn cuda_fp16_loss_scaler_backs_off_on_overflow_and_grows_again() {
         let input = Tensor::full([4], x, (Kind::Half, gpu));
         let loss = (w.to_kind(Kind::Half) * input).sum(Kind::Float);
         scaler.scaled(&loss).backward();
-        scaler.unscale(&[w])
+        scaler.unscale(&w.grad())
     };
     // d loss / d w = 60000, times 65536: beyond fp16's 65504
     assert!(

@@ -20,13 +20,20 @@ def _binary():
 
 
 @pytest.fixture(scope="session")
+def vggtiny_bin():
+    """The binary's path, for tests that hand it to a script."""
+    return _binary()
+
+
+@pytest.fixture(scope="session")
 def vggtiny(tmp_path_factory):
     """Runs the binary; returns stdout, failing the test with stderr on a non-zero exit."""
     path = _binary()
     cache = tmp_path_factory.mktemp("cache")
 
-    # The image cache goes to a throwaway directory, not the user's ~/.cache.
-    env = dict(os.environ, XDG_CACHE_HOME=str(cache))
+    # The image cache goes to a throwaway directory, not the user's ~/.cache; the CPU, as the
+    # PyTorch side runs there, also on a machine with a GPU.
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache), VGGTINY_DEVICE="cpu")
 
     def run(*args, check=True):
         proc = subprocess.run([path, *map(str, args)], capture_output=True, text=True, env=env)
