@@ -12,7 +12,7 @@ use super::JSON_VERSION;
 use crate::data::scan::DataRoot;
 use crate::eval::scoring::{prepare, EvalSplit, ScoringData};
 use crate::eval::tta::Tta;
-use crate::eval::{evaluate, Scores};
+use crate::eval::{evaluate, top5_text, Scores};
 use crate::run_dir::config::{defaults, validate_holdout};
 
 #[derive(Debug, Clone, Args)]
@@ -96,9 +96,9 @@ fn print(args: &EvalArgs, scores: Scores) -> Result<()> {
         scores.samples, scores.loss
     );
     println!(
-        "Top-1 acc: {:.2}% / Top-5 acc: {:.2}%",
+        "Top-1 acc: {:.2}% / Top-5 acc: {}",
         100.0 * scores.top1,
-        100.0 * scores.top5
+        top5_text(scores.top5)
     );
     Ok(())
 }

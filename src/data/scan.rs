@@ -267,13 +267,58 @@ pub fn parse_val_annotations(
     Ok(samples)
 }
 
-/// The official val set of a Tiny ImageNet root: `val/images/*` labelled by `val/val_annotations.txt`.
+/// The val set of a root, labelled with the training `classes`: Tiny ImageNet's `val/images/*`
+/// with `val/val_annotations.txt`, or, where there is no such file, a class-folder tree read as
+/// `ImageFolder` reads it, each folder labelled by its name among the training classes (a
+/// training class may be missing from val; a val class training lacks is an error).
 pub fn scan_val(val_dir: &Path, classes: &[String]) -> Result<Vec<Sample>> {
     let annotations = val_dir.join("val_annotations.txt");
+    if !annotations.exists() && has_subdirectories(val_dir) && !val_dir.join("images").is_dir() {
+        return scan_class_folder_val(val_dir, classes);
+    }
     let text = fs::read_to_string(&annotations).map_err(|e| {
-        crate::error::input_error(format!("cannot read {}: {e}", annotations.display()))
+        crate::error::input_error(format!(
+            "cannot read {}: {e} (a val/ folder holds either images/ and that file, or one \
+             folder of images per class)",
+            annotations.display()
+        ))
     })?;
     parse_val_annotations(&text, &annotations, &val_dir.join("images"), classes)
+}
+
+fn has_subdirectories(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .map(|entries| entries.flatten().any(|e| e.path().is_dir()))
+        .unwrap_or(false)
+}
+
+/// A class-folder val tree, relabelled from its own class order to the training classes'.
+fn scan_class_folder_val(val_dir: &Path, classes: &[String]) -> Result<Vec<Sample>> {
+    let list = scan_image_folder(val_dir)?;
+    let index: HashMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let mut labels = Vec::with_capacity(list.classes.len());
+    for class in &list.classes {
+        match index.get(class.as_str()) {
+            Some(&label) => labels.push(label),
+            None => bail_input!(
+                "{}: class {class:?} is not one of the {} training classes",
+                val_dir.join(class).display(),
+                classes.len()
+            ),
+        }
+    }
+    Ok(list
+        .samples
+        .into_iter()
+        .map(|s| Sample {
+            label: labels[s.label],
+            ..s
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -355,6 +400,42 @@ mod tests {
         assert!(DataRoot::locate(&root).unwrap().val.is_some());
         // the train/ folder itself is a valid class-folder tree
         assert!(DataRoot::locate(&root.join("train")).unwrap().val.is_none());
+    }
+
+    #[test]
+    fn class_folder_val_is_labelled_by_the_training_classes() {
+        let dir = tempfile::tempdir().unwrap();
+        let val = dir.path().join("val");
+        touch(&val.join("c/2.png"));
+        touch(&val.join("c/1.jpg"));
+        touch(&val.join("a/x/0.JPEG"));
+        let classes: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let samples = scan_val(&val, &classes).unwrap();
+        let got: Vec<(String, usize)> = samples
+            .iter()
+            .map(|s| {
+                (
+                    s.path.strip_prefix(&val).unwrap().display().to_string(),
+                    s.label,
+                )
+            })
+            .collect();
+        let want = [("a/x/0.JPEG", 0), ("c/1.jpg", 2), ("c/2.png", 2)];
+        assert_eq!(got, want.map(|(p, l)| (p.to_string(), l)));
+        touch(&val.join("d/0.jpg"));
+        let err = scan_val(&val, &classes).unwrap_err().to_string();
+        assert!(
+            err.contains("val/d") && err.contains("\"d\" is not one of the 3"),
+            "{err}"
+        );
+        // Neither layout: the error names both.
+        let empty = dir.path().join("empty");
+        fs::create_dir_all(&empty).unwrap();
+        let err = scan_val(&empty, &classes).unwrap_err().to_string();
+        assert!(
+            err.contains("val_annotations.txt") && err.contains("per class"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -29,7 +29,16 @@ pub struct Scores {
     #[serde(with = "crate::io::json_float")]
     pub loss: f64,
     pub top1: f64,
-    pub top5: f64,
+    /// `None` (null in JSON) with fewer than 5 classes, where every image would count.
+    pub top5: Option<f64>,
+}
+
+/// A top-5 accuracy as a percentage, or why there is none.
+pub fn top5_text(top5: Option<f64>) -> String {
+    match top5 {
+        Some(v) => format!("{:.2}%", 100.0 * v),
+        None => "n/a (fewer than 5 classes)".into(),
+    }
 }
 
 /// Per-row count of targets among the `k` largest logits, summed: a 0-dim int64 tensor on the
@@ -55,6 +64,7 @@ pub fn evaluate(
     let mut loss = Tensor::zeros([], (Kind::Double, device));
     let mut top1 = Tensor::zeros([], (Kind::Int64, device));
     let mut top5 = Tensor::zeros([], (Kind::Int64, device));
+    let mut classes = 0;
     for chunk in indices.chunks(batch_size) {
         let batch = loader.eval_batch(chunk);
         let log_probs = log_probs(model, &batch.images, tta);
@@ -62,13 +72,14 @@ pub fn evaluate(
         loss += nll.to_kind(Kind::Double);
         top1 += topk_correct(&log_probs, &batch.labels, 1);
         top5 += topk_correct(&log_probs, &batch.labels, 5);
+        classes = log_probs.size()[1];
     }
     let n = indices.len().max(1) as f64;
     Scores {
         samples: indices.len(),
         loss: loss.double_value(&[]) / n,
         top1: top1.int64_value(&[]) as f64 / n,
-        top5: top5.int64_value(&[]) as f64 / n,
+        top5: (classes >= 5).then(|| top5.int64_value(&[]) as f64 / n),
     }
 }
 

@@ -88,7 +88,7 @@ fn holdout_samples(
 fn val_samples(source: &Source, root: &DataRoot) -> Result<(Vec<String>, Vec<Sample>)> {
     let Some(val_dir) = &root.val else {
         bail_input!(
-            "--split val needs a Tiny ImageNet root with val/; {} has none",
+            "--split val needs a root with train/ and val/; {} has no val/",
             root.train.display()
         );
     };

@@ -144,9 +144,12 @@ fn add_run(charts: &mut [Chart; 4], events: &[Event], color: RGBColor, at: Offse
     accuracy
         .series
         .push(line(per_epoch(|r| r.holdout_top1), false));
-    accuracy
-        .series
-        .push(line(per_epoch(|r| r.holdout_top5), true));
+    let top5: Vec<(f64, f64)> = epochs()
+        .filter_map(|r| Some((first_epoch + f64::from(r.epoch), r.holdout_top5?)))
+        .collect();
+    if !top5.is_empty() {
+        accuracy.series.push(line(top5, true));
+    }
 }
 
 /// Draws the training curves of `runs`, overlaid, into the PNG `out`.

@@ -44,8 +44,9 @@ pub struct EpochRecord {
     pub holdout_loss: f64,
     #[serde(with = "crate::io::json_float")]
     pub holdout_top1: f64,
-    #[serde(with = "crate::io::json_float")]
-    pub holdout_top5: f64,
+    /// `None` (null) with fewer than 5 classes.
+    #[serde(with = "crate::io::json_float::option")]
+    pub holdout_top5: Option<f64>,
     /// Learning rate of the epoch's last step.
     #[serde(with = "crate::io::json_float")]
     pub lr: f64,
@@ -140,7 +141,7 @@ impl EpochRecord {
             train_loss: 1.0,
             holdout_loss,
             holdout_top1: 0.5,
-            holdout_top5: 1.0,
+            holdout_top5: Some(1.0),
             lr: 0.1,
             seconds: 1.0,
             images_per_sec: 2.0,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::progress::Progress;
+use crate::eval::top5_text;
 use crate::io::tensorboard::EventWriter;
 use crate::run_dir::config::TrainConfig;
 use crate::run_dir::metrics::{BatchRecord, EpochRecord, Event};
@@ -153,19 +154,19 @@ impl RunLog {
                 ("epoch/train_loss", Some(record.train_loss)),
                 ("epoch/holdout_loss", Some(record.holdout_loss)),
                 ("epoch/holdout_top1", Some(record.holdout_top1)),
-                ("epoch/holdout_top5", Some(record.holdout_top5)),
+                ("epoch/holdout_top5", record.holdout_top5),
                 ("epoch/lr", Some(record.lr)),
                 ("epoch/images_per_sec", Some(record.images_per_sec)),
             ],
         )?;
         self.line(&format!(
-            "Epoch {}: train loss {:.4}; holdout loss {:.4}, top-1 {:.2}%, top-5 {:.2}% \
+            "Epoch {}: train loss {:.4}; holdout loss {:.4}, top-1 {:.2}%, top-5 {} \
              ({samples} images); {:.1} s, {:.0} train images/s, elapsed {}",
             record.epoch,
             record.train_loss,
             record.holdout_loss,
             100.0 * record.holdout_top1,
-            100.0 * record.holdout_top5,
+            top5_text(record.holdout_top5),
             record.seconds,
             record.images_per_sec,
             clock(self.pace.started.elapsed())

@@ -28,7 +28,7 @@ use crate::data::loader::{batches_per_epoch, Batch, Loader, PlannedBatch};
 use crate::data::split::Split;
 use crate::device;
 use crate::eval::tta::Tta;
-use crate::eval::{eval_batch_size, evaluate, topk_correct, Scores};
+use crate::eval::{eval_batch_size, evaluate, top5_text, topk_correct, Scores};
 use crate::io::atomic_file::{remove_temporaries, Leftovers};
 use crate::io::memory::host_memory_mb;
 use crate::run_dir::checkpoint::TrainState;
@@ -92,10 +92,10 @@ pub fn run(cfg: &TrainConfig, recorded: Option<Meta>, device: Device) -> Result<
     }
     let scores = last.context("no epoch ran")?;
     println!(
-        "Finished {}: holdout top-1 {:.2}%, top-5 {:.2}%; model in {}",
+        "Finished {}: holdout top-1 {:.2}%, top-5 {}; model in {}",
         recipe.stage.name(),
         100.0 * scores.top1,
-        100.0 * scores.top5,
+        top5_text(scores.top5),
         session.out.join(MODEL_FILE).display()
     );
     Ok(scores)

@@ -111,6 +111,7 @@ pub fn resume_args<'a>(data: &'a Path, out: &'a Path, flags: &'a str) -> Vec<&'a
 /// meta.json's `epochs`): the same top-1, the mean loss to float rounding.
 pub fn assert_scores_match_epoch(scored: &Value, epoch: &Value) {
     assert_eq!(scored["top1"], epoch["holdout_top1"], "{scored} vs {epoch}");
+    assert_eq!(scored["top5"], epoch["holdout_top5"], "{scored} vs {epoch}");
     let (got, want) = (
         scored["loss"].as_f64().unwrap(),
         epoch["holdout_loss"].as_f64().unwrap(),

@@ -9,10 +9,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 def test_event_files_hold_the_logged_scalars(tmp_path, vggtiny):
     data = tmp_path / "data"
-    vggtiny("synth", "--out", data, "--classes", 2, "--per-class", 8, "--val-per-class", 0)
+    vggtiny("synth", "--out", data, "--classes", 5, "--per-class", 4, "--val-per-class", 0)
     run, events = tmp_path / "run", tmp_path / "tb"
     vggtiny("train-base", "--data", data, "--random-init", "--out", run, "--epochs", 2,
-            "--batch-size", 4, "--holdout", 0.25, "--log-interval", 1, "--pred-interval", 2,
+            "--batch-size", 4, "--holdout", 0.4, "--log-interval", 1, "--pred-interval", 2,
             "--tensorboard", events, "--device", "cpu")
     log = [json.loads(line) for line in open(run / "metrics.jsonl")]
     acc = EventAccumulator(str(events))
