@@ -4,6 +4,9 @@ One workload per process, so that runs do not share warm state:
   python reference/bench.py --data DIR --workload augment --workers 0
 prints one JSON object: {"workload", "workers", "images_per_sec", ...}.
 The pipeline is the recipe as a PyTorch user writes it: ImageFolder + v2 transforms + DataLoader.
+--channels-last, --cudnn-benchmark and --amp set what vggtiny sets on CUDA, mixed precision
+the PyTorch way (torch.autocast, a GradScaler for fp16), so that the two compare at the same
+settings.
 """
 
 import argparse
@@ -19,10 +22,28 @@ from torchvision import datasets
 
 import recipe
 
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 def loader(ds, batch, workers, shuffle):
     return DataLoader(ds, batch_size=batch, shuffle=shuffle, num_workers=workers,
                       persistent_workers=workers > 0, drop_last=True)
+
+
+def autocast(amp, device):
+    """torch.autocast at `amp`'s dtype; a context that does nothing for "off"."""
+    return torch.autocast(device.split(":")[0], dtype=DTYPES.get(amp), enabled=amp != "off")
+
+
+def build_model(n_classes, device, channels_last):
+    torch.manual_seed(0)
+    model = recipe.Net(n_classes).to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def to_device(x, device, channels_last):
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def sync(device):
@@ -56,7 +77,12 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--device", default="cpu")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="cuDNN benchmark mode (vggtiny's on CUDA unless --deterministic)")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off",
+                   help="mixed precision of the train and eval workloads")
     args = p.parse_args()
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
 
     root = recipe.train_root(args.data)
     train = datasets.ImageFolder(root, transform=recipe.train_transform())
@@ -64,7 +90,8 @@ def main():
     n_classes = max(200, len(train.classes))
     device = args.device
     out = {"workload": args.workload, "workers": args.workers, "device": device,
-           "images": len(subset), "batch_size": args.batch_size}
+           "images": len(subset), "batch_size": args.batch_size, "amp": args.amp,
+           "channels_last": args.channels_last, "cudnn_benchmark": args.cudnn_benchmark}
 
     if args.workload == "decode":
         paths = [path for path, _ in train.samples[:len(subset)]]
@@ -78,36 +105,35 @@ def main():
         batches = itertools.cycle(loader(subset, args.batch_size, args.workers, True))
         out["images_per_sec"] = timed_batches(batches, n_batches, 2, lambda x, y: None, device)
     elif args.workload in ("train-base", "finetune"):
-        torch.manual_seed(0)
-        model = recipe.Net(n_classes).to(device)
-        if args.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model = build_model(n_classes, device, args.channels_last)
         recipe.freeze_features(model, args.workload == "train-base")
         opt, sched = recipe.make_optimizer(model, 1e-4, 6e-4, 1404)
+        # disabled, it passes the loss and the step through unchanged
+        scaler = torch.amp.GradScaler(device.split(":")[0], enabled=args.amp == "fp16")
         model.train()
 
         def step(x, y):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if args.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x, y = to_device(x, device, args.channels_last), y.to(device, non_blocking=True)
             opt.zero_grad()
-            loss = F.nll_loss(model(x), y)
-            loss.backward()
-            opt.step()
+            with autocast(args.amp, device):
+                loss = F.nll_loss(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
 
         batches = itertools.cycle(loader(subset, args.batch_size, args.workers, True))
         out["images_per_sec"] = timed_batches(batches, args.steps, 2, step, device)
     else:
-        torch.manual_seed(0)
-        model = recipe.Net(n_classes).to(device).eval()
+        model = build_model(n_classes, device, args.channels_last).eval()
         eval_ds = datasets.ImageFolder(root, transform=recipe.eval_transform())
         eval_subset = Subset(eval_ds, range(len(subset)))
         batch = args.batch_size if device == "cpu" else 512
 
         @torch.no_grad()
         def forward(x, y):
-            model(x.to(device, non_blocking=True)).argmax(1)
+            with autocast(args.amp, device):
+                model(to_device(x, device, args.channels_last)).argmax(1)
 
         batches = loader(eval_subset, batch, args.workers, False)
         n_batches = max(len(eval_subset) // batch - 1, 1)
