@@ -164,11 +164,12 @@ pub fn run(plan: &Plan) -> Result<Report> {
         batch_size: plan.batch_size,
         ..Report::default()
     };
+    let side = cache::stored_side(plan.image_size, &list);
     let started = Instant::now();
-    let (decoded, _) = cache::decode_or_map(&list, None, false)?;
+    let (decoded, _) = cache::decode_or_map(&list, side, None, false)?;
     if plan.wants(Workload::Decode) {
         report.decode_images_per_sec = Some(list.len() as f64 / started.elapsed().as_secs_f64());
-        report.warm_start_seconds = Some(warm_start(&tree, plan, &scratch)?);
+        report.warm_start_seconds = Some(warm_start(&tree, side, plan, &scratch)?);
     }
     let set = decoded.for_training_on(device)?;
     if plan.wants(Workload::Augment) {
@@ -198,13 +199,14 @@ pub fn run(plan: &Plan) -> Result<Report> {
     Ok(report)
 }
 
-/// A repeat run's start: scan, find and map the cache, build the model, first batch.
-fn warm_start(tree: &Path, plan: &Plan, scratch: &Scratch) -> Result<f64> {
+/// A repeat run's start: scan, find and map the cache (images stored at `side`), build the
+/// model, first batch.
+fn warm_start(tree: &Path, side: usize, plan: &Plan, scratch: &Scratch) -> Result<f64> {
     let cache_dir = scratch.0.join("cache");
-    cache::decode_or_map(&samples(tree, plan.images)?, Some(&cache_dir), false)?;
+    cache::decode_or_map(&samples(tree, plan.images)?, side, Some(&cache_dir), false)?;
     let started = Instant::now();
     let warm_list = samples(tree, plan.images)?;
-    let (warm, _) = cache::decode_or_map(&warm_list, Some(&cache_dir), false)?;
+    let (warm, _) = cache::decode_or_map(&warm_list, side, Some(&cache_dir), false)?;
     let warm = warm.for_training_on(plan.device)?;
     let _model = Vgg16::new(200, plan.device);
     let first: Vec<usize> = (0..plan.batch_size).collect();

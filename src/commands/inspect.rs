@@ -37,10 +37,13 @@ pub enum InspectCommand {
         #[arg(required = true, value_name = "N:SEED:HOLDOUT")]
         cases: Vec<String>,
     },
-    /// Decode images into a safetensors file holding `images` (uint8, N x 64 x 64 x 3)
+    /// Decode images into a safetensors file holding `images` (uint8, N x SIDE x SIDE x 3)
     Decode {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Side to store them at (other sizes: resized and centre-cropped)
+        #[arg(long, default_value_t = 64)]
+        side: usize,
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
@@ -100,8 +103,8 @@ pub fn run(command: &InspectCommand) -> Result<()> {
             println!("{}", serde_json::to_string(&holdouts)?);
             Ok(())
         }
-        InspectCommand::Decode { out, images } => {
-            save_tensors(out, &[("images".to_string(), decode_files(images)?)])
+        InspectCommand::Decode { out, side, images } => {
+            save_tensors(out, &[("images".to_string(), decode_files(images, *side)?)])
         }
         InspectCommand::Augment {
             input,
@@ -118,7 +121,7 @@ pub fn run(command: &InspectCommand) -> Result<()> {
             save_tensors(out, &[("resized".to_string(), resized)])
         }
         InspectCommand::SampleParams { n, seed } => {
-            let params = AugmentParams::sample(*n, &mut ChaCha8Rng::seed_from_u64(*seed));
+            let params = AugmentParams::sample(*n, 64, &mut ChaCha8Rng::seed_from_u64(*seed));
             println!("{}", serde_json::to_string(&params)?);
             Ok(())
         }

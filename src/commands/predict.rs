@@ -56,6 +56,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let classifier = Classifier {
         model: &model,
         image_size: source.image_size(),
+        stored_side: source.stored_side(),
         classes: &classes,
         names: &names,
     };

@@ -1,4 +1,5 @@
-//! `vggtiny synth`: a small learnable synthetic dataset in the Tiny ImageNet layout.
+//! `vggtiny synth`: a small learnable synthetic dataset, in the Tiny ImageNet layout or laid
+//! out as users' own photos.
 
 use std::path::PathBuf;
 
@@ -6,12 +7,26 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::data::synth::{write_dataset, SynthSpec};
+use crate::data::synth_photos::write_photo_tree;
+
+/// `--layout`: which kind of dataset to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layout {
+    /// 64x64 JPEGs in Tiny ImageNet's tree (wnids, words.txt, val_annotations.txt)
+    TinyImagenet,
+    /// train/<class>/* and val/<class>/*: mixed sizes and formats (PNG, GIF, BMP, WebP, TIFF,
+    /// PPM/PGM, JPEG of every kind, a GIF under a .jpg name), as users' own photos
+    Folders,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct SynthArgs {
-    /// Directory to create (Tiny ImageNet layout)
+    /// Directory to create
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Layout and formats of the dataset
+    #[arg(long, value_enum, default_value_t = Layout::TinyImagenet)]
+    pub layout: Layout,
     /// Number of classes
     #[arg(long, default_value_t = 10)]
     pub classes: usize,
@@ -33,7 +48,10 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         val_per_class: args.val_per_class,
         seed: args.seed,
     };
-    write_dataset(&args.out, &spec)?;
+    match args.layout {
+        Layout::TinyImagenet => write_dataset(&args.out, &spec)?,
+        Layout::Folders => write_photo_tree(&args.out, &spec)?,
+    }
     println!(
         "wrote {} classes x {} training + {} val images to {}",
         spec.classes,

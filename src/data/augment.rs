@@ -1,5 +1,6 @@
 //! The recipe's transforms as batched tensor ops, run on whatever device holds the batch:
-//! `RandomResizedCrop(64, scale=(56/64, 56/64), ratio=(1, 1))`, `RandomHorizontalFlip()`,
+//! `RandomResizedCrop(64, scale=(0.875, 0.875), ratio=(1, 1))` (on images stored larger than
+//! 64, the same share of their area), `RandomHorizontalFlip()`,
 //! `ColorJitter(saturation=(0.5, 2), hue=(-0.05, 0.05))`, then `Normalize(mean, std)`.
 //! Each op follows torchvision's functional op on float tensors (`resized_crop`, `hflip`,
 //! `adjust_saturation`, `adjust_hue`), with the parameters drawn per sample.
@@ -7,15 +8,23 @@
 use rand::Rng;
 use tch::{Device, Kind, Tensor};
 
-use super::decode::SIDE;
-
 /// ImageNet channel statistics of `Normalize`.
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-/// The crop side: `round(sqrt(0.875 * 64 * 64))` = 60, so offsets run over 0..=4.
-pub const CROP: i64 = 60;
-const MAX_OFFSET: i64 = SIDE as i64 - CROP;
+/// Share of the image's area the random crop keeps.
+const CROP_AREA: f64 = 0.875;
+
+/// The crop side on images of `side`: `round(sqrt(0.875 * side * side))`, 60 for the recipe's
+/// 64, so that offsets run over 0..=4 there.
+pub fn crop_side(side: i64) -> i64 {
+    (CROP_AREA * (side * side) as f64).sqrt().round() as i64
+}
+
+/// The largest crop offset on images of `side`.
+pub fn max_offset(side: i64) -> i64 {
+    side - crop_side(side)
+}
 pub const SATURATION: (f64, f64) = (0.5, 2.0);
 pub const HUE: (f64, f64) = (-0.05, 0.05);
 
@@ -26,7 +35,7 @@ pub const HUE: (f64, f64) = (-0.05, 0.05);
 /// loader copies to the device, and the device tensors `augment` reads. A new augmentation
 /// adds its line here and its op in `augment`.
 macro_rules! augment_params {
-    ($($name:ident: $ty:ty = |$rng:ident| $draw:expr,)+) => {
+    ($($name:ident: $ty:ty = |$rng:ident, $max_offset:ident| $draw:expr,)+) => {
         /// Per-sample random parameters of one batch.
         #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
         pub struct AugmentParams {
@@ -43,14 +52,17 @@ macro_rules! augment_params {
         pub const PACKED_ROWS: usize = 1 + [$(stringify!($name)),+].len();
 
         impl AugmentParams {
-            /// Draws parameters for `n` samples with the recipe's distributions.
-            pub fn sample(n: usize, rng: &mut impl Rng) -> AugmentParams {
+            /// Draws parameters for `n` samples of images of `side` with the recipe's
+            /// distributions.
+            pub fn sample(n: usize, side: i64, rng: &mut impl Rng) -> AugmentParams {
                 let mut p = AugmentParams {
                     $($name: Vec::with_capacity(n),)+
                 };
                 for _ in 0..n {
                     $(p.$name.push({
                         let $rng = &mut *rng;
+                        #[allow(unused_variables)]
+                        let $max_offset = max_offset(side);
                         $draw
                     });)+
                 }
@@ -94,13 +106,13 @@ macro_rules! augment_params {
 }
 
 augment_params! {
-    top: i64 = |rng| rng.gen_range(0..=MAX_OFFSET),
-    left: i64 = |rng| rng.gen_range(0..=MAX_OFFSET),
-    flip: bool = |rng| rng.gen_bool(0.5),
-    saturation: f64 = |rng| rng.gen_range(SATURATION.0..SATURATION.1),
-    hue: f64 = |rng| rng.gen_range(HUE.0..HUE.1),
+    top: i64 = |rng, max_offset| rng.gen_range(0..=max_offset),
+    left: i64 = |rng, max_offset| rng.gen_range(0..=max_offset),
+    flip: bool = |rng, max_offset| rng.gen_bool(0.5),
+    saturation: f64 = |rng, max_offset| rng.gen_range(SATURATION.0..SATURATION.1),
+    hue: f64 = |rng, max_offset| rng.gen_range(HUE.0..HUE.1),
     // ColorJitter applies its ops in a random order: saturation before hue, or after.
-    saturation_first: bool = |rng| rng.gen_bool(0.5),
+    saturation_first: bool = |rng, max_offset| rng.gen_bool(0.5),
 }
 
 /// A parameter's value in the packed matrix, and its tensor type on the device.
@@ -236,15 +248,18 @@ pub fn augment(
     color_jitter(&x, p, t, c, 1.0 / 255.0)
 }
 
-/// Per-sample `CROP`x`CROP` crops at (top, left) of uint8 NHWC images, mirrored where `flip`
-/// says, as uint8 NCHW: one indexing op into the view of every window of the batch and of its
-/// mirror image. Flipping before the resize equals flipping after it: the resize's sampling
-/// grid is mirror-symmetric. Cropping a mirror image at 4 - left mirrors the crop at left.
+/// Per-sample square crops (`crop_side`) at (top, left) of uint8 NHWC images, mirrored where
+/// `flip` says, as uint8 NCHW: one indexing op into the view of every window of the batch and
+/// of its mirror image. Flipping before the resize equals flipping after it: the resize's
+/// sampling grid is mirror-symmetric. Cropping a mirror image at `max_offset - left` mirrors
+/// the crop at left.
 fn crop_flip(images: &Tensor, t: &ParamTensors) -> Tensor {
     let n = t.flip.size()[0];
-    let left = (t.left.neg() + MAX_OFFSET).where_self(&t.flip.to_kind(Kind::Bool), &t.left);
+    let side = images.size()[1];
+    let crop = crop_side(side);
+    let left = (t.left.neg() + max_offset(side)).where_self(&t.flip.to_kind(Kind::Bool), &t.left);
     let both = Tensor::stack(&[images.shallow_clone(), images.flip([2])], 0);
-    let windows = both.unfold(2, CROP, 1).unfold(3, CROP, 1); // mirror, N, top, left, C, H, W
+    let windows = both.unfold(2, crop, 1).unfold(3, crop, 1); // mirror, N, top, left, C, H, W
     let rows = Tensor::arange(n, (Kind::Int64, images.device()));
     let index = |t: &Tensor| Some(t.shallow_clone());
     // Contiguous NCHW: the indexing result keeps the windows' strides, which would send the
@@ -455,7 +470,7 @@ mod tests {
     #[test]
     fn grouped_and_interleaved_batches_agree() {
         let x = images(6);
-        let p = AugmentParams::sample(6, &mut ChaCha8Rng::seed_from_u64(3));
+        let p = AugmentParams::sample(6, 64, &mut ChaCha8Rng::seed_from_u64(3));
         let order = p.grouped_order();
         let grouped = augment_on_cpu(
             &x.index_select(
@@ -476,7 +491,7 @@ mod tests {
 
     #[test]
     fn packed_parameters_unpack_on_the_device() {
-        let p = AugmentParams::sample(5, &mut ChaCha8Rng::seed_from_u64(4));
+        let p = AugmentParams::sample(5, 64, &mut ChaCha8Rng::seed_from_u64(4));
         let rows = [7usize, 100_000, 3, 0, 42];
         let packed = Tensor::from_slice(&p.pack(&rows)).view([PACKED_ROWS as i64, -1]);
         let (index, t) = ParamTensors::unpack(&packed);
@@ -496,7 +511,7 @@ mod tests {
     #[test]
     fn sampled_params_stay_in_range() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let p = AugmentParams::sample(500, &mut rng);
+        let p = AugmentParams::sample(500, 64, &mut rng);
         assert!(p.top.iter().chain(&p.left).all(|&o| (0..=4).contains(&o)));
         assert!((0..=4).all(|o| p.top.contains(&o)));
         assert!(p.saturation.iter().all(|&s| (0.5..2.0).contains(&s)));

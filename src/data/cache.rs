@@ -1,9 +1,11 @@
-//! Decoding a whole image list once, in parallel, into one uint8 tensor (N x 64 x 64 x 3), and
-//! keeping it in a cache file so that later runs memory-map it instead of decoding again.
+//! Decoding a whole image list once, in parallel, into one uint8 tensor (N x S x S x 3, S the
+//! stored side: 64 for Tiny ImageNet), and keeping it in a cache file so that later runs
+//! memory-map it instead of decoding again.
 //!
-//! A cache file is named by a digest of the image list (paths, sizes, modification times), so a
-//! changed dataset never finds a stale file. Its header carries that digest, the image count
-//! and a CRC-32 of the pixels; a file that fails any check is rebuilt, never trusted.
+//! A cache file is named by a digest of the image list (paths, sizes, modification times) and
+//! the stored side, so a changed dataset never finds a stale file. Its header carries that
+//! digest, the side, the image count and a CRC-32 of the pixels; a file that fails any check is
+//! rebuilt, never trusted.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -18,7 +20,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
-use super::decode::{decode_into, max_pixels, read_image_file, IMAGE_BYTES, SIDE};
+use super::decode::{decode_into, image_dimensions, max_pixels, read_image_file, SIDE};
 use super::image_set::ImageSet;
 use super::scan::Sample;
 use crate::error::input_error;
@@ -26,8 +28,9 @@ use crate::io::atomic_file::{remove_temporaries, write_atomic, Leftovers};
 use crate::io::hex;
 
 const MAGIC: &[u8; 8] = b"VGGTINYC";
-/// Bumped whenever decoding changes what pixels a file gives.
-const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever decoding changes what pixels a file gives (2: other sizes keep their aspect
+/// ratio, resized and centre-cropped).
+const FORMAT_VERSION: u32 = 2;
 const HEADER_BYTES: usize = 64;
 
 /// Where the pixels of a load came from.
@@ -44,16 +47,40 @@ pub enum Origin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadReport {
     pub origin: Origin,
-    /// Images that were not 64x64 and were resized.
+    /// Images that were not of the stored side and were resized and cropped to it.
     pub resized: usize,
     /// Indices (into the list loaded) of images left out because they could not be decoded.
     pub skipped: Vec<usize>,
 }
 
-/// Digest of the image list: each path with its size and modification time.
-pub fn list_digest(samples: &[Sample]) -> Result<[u8; 32]> {
+/// Bytes of one image stored at `side`.
+fn image_bytes(side: usize) -> usize {
+    side * side * 3
+}
+
+/// The side to store the images of `samples` at for a network input of `image_size`: 64 (the
+/// recipe's), or more up to `image_size`, but no more than the largest shorter side among the
+/// images, read from their headers (a larger copy would add memory, not detail). Tiny ImageNet
+/// stays at 64 whatever the input size.
+pub fn stored_side(image_size: u32, samples: &[Sample]) -> usize {
+    let image_size = image_size as usize;
+    if image_size <= SIDE {
+        return SIDE;
+    }
+    let largest = samples
+        .par_iter()
+        .filter_map(|s| image_dimensions(&s.path).ok())
+        .map(|(w, h)| w.min(h) as usize)
+        .max()
+        .unwrap_or(SIDE);
+    largest.clamp(SIDE, image_size)
+}
+
+/// Digest of the image list stored at `side`: each path with its size and modification time.
+pub fn list_digest(samples: &[Sample], side: usize) -> Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     hasher.update(FORMAT_VERSION.to_le_bytes());
+    hasher.update((side as u64).to_le_bytes());
     // the cache records which images failed, and a larger pixel cap lets some through
     hasher.update(max_pixels().to_le_bytes());
     for sample in samples {
@@ -77,11 +104,17 @@ pub fn cache_path(dir: &Path, digest: &[u8; 32]) -> PathBuf {
     dir.join(format!("images-{}.u8", &hex(digest)[..32]))
 }
 
-fn header(count: usize, bad: usize, digest: &[u8; 32], crc: u32) -> [u8; HEADER_BYTES] {
+fn header(
+    count: usize,
+    side: usize,
+    bad: usize,
+    digest: &[u8; 32],
+    crc: u32,
+) -> [u8; HEADER_BYTES] {
     let mut h = [0u8; HEADER_BYTES];
     h[..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h[12..16].copy_from_slice(&(SIDE as u32).to_le_bytes());
+    h[12..16].copy_from_slice(&(side as u32).to_le_bytes());
     h[16..24].copy_from_slice(&(count as u64).to_le_bytes());
     h[24..56].copy_from_slice(digest);
     h[56..60].copy_from_slice(&crc.to_le_bytes());
@@ -89,16 +122,22 @@ fn header(count: usize, bad: usize, digest: &[u8; 32], crc: u32) -> [u8; HEADER_
     h
 }
 
-/// Maps `path` and checks it holds `count` images of the list with `digest`, intact. Returns
-/// the mapping and the indices of the images that could not be decoded (stored as zeros).
-fn open_valid(path: &Path, count: usize, digest: &[u8; 32]) -> Result<(Mmap, Vec<usize>)> {
+/// Maps `path` and checks it holds `count` images at `side` of the list with `digest`, intact.
+/// Returns the mapping and the indices of the images that could not be decoded (stored as
+/// zeros).
+fn open_valid(
+    path: &Path,
+    count: usize,
+    side: usize,
+    digest: &[u8; 32],
+) -> Result<(Mmap, Vec<usize>)> {
     let file = File::open(path)?;
     // SAFETY: cache files are only ever replaced by rename, never written in place.
     let map = unsafe { Mmap::map(&file)? };
     anyhow::ensure!(map.len() >= HEADER_BYTES, "shorter than its header");
     let crc = u32::from_le_bytes(map[56..60].try_into()?);
     let bad = u32::from_le_bytes(map[60..64].try_into()?) as usize;
-    let payload = count * IMAGE_BYTES;
+    let payload = count * image_bytes(side);
     let expected = HEADER_BYTES + payload + bad * 8;
     anyhow::ensure!(
         map.len() == expected,
@@ -106,7 +145,7 @@ fn open_valid(path: &Path, count: usize, digest: &[u8; 32]) -> Result<(Mmap, Vec
         map.len()
     );
     anyhow::ensure!(
-        map[..HEADER_BYTES] == header(count, bad, digest, crc),
+        map[..HEADER_BYTES] == header(count, side, bad, digest, crc),
         "header does not match"
     );
     anyhow::ensure!(
@@ -129,28 +168,29 @@ fn labels_of(samples: &[Sample]) -> Tensor {
     Tensor::from_slice(&labels)
 }
 
-/// Decoded pixels of `samples`, from the cache in `cache_dir` when a valid file is there,
-/// otherwise decoded (and cached there). `None` decodes without any cache file. Images that
+/// Decoded pixels of `samples` at `side`, from the cache in `cache_dir` when a valid file is
+/// there, otherwise decoded (and cached there). `None` decodes without any cache file. Images that
 /// cannot be decoded are all reported in one input error, unless `skip_bad`: then the set holds
 /// only the good ones and the report lists the others.
 pub fn decode_or_map(
     samples: &[Sample],
+    side: usize,
     cache_dir: Option<&Path>,
     skip_bad: bool,
 ) -> Result<(ImageSet, LoadReport)> {
     let mut origin = Origin::Decoded;
     let target = match cache_dir {
         Some(dir) => {
-            let digest = list_digest(samples)?;
+            let digest = list_digest(samples, side)?;
             let path = cache_path(dir, &digest);
             if path.exists() {
-                match open_valid(&path, samples.len(), &digest) {
+                match open_valid(&path, samples.len(), side, &digest) {
                     Ok((map, bad)) => {
                         if !bad.is_empty() && !skip_bad {
                             // The cache keeps which images failed, not why: ask them again.
                             let failed: Vec<Sample> =
                                 bad.iter().map(|&i| samples[i].clone()).collect();
-                            let messages = decode(&failed).failures;
+                            let messages = decode(&failed, side).failures;
                             return Err(bad_images_error(&failed, &messages, true));
                         }
                         let report = LoadReport {
@@ -158,7 +198,8 @@ pub fn decode_or_map(
                             resized: 0,
                             skipped: bad.clone(),
                         };
-                        return Ok((without(mapped(map, samples), &bad, samples.len()), report));
+                        let set = mapped(map, samples, side);
+                        return Ok((without(set, &bad, samples.len()), report));
                     }
                     Err(e) => {
                         eprintln!(
@@ -173,19 +214,18 @@ pub fn decode_or_map(
         }
         None => None,
     };
-    let decoded = decode(samples);
+    let decoded = decode(samples, side);
     let bad: Vec<usize> = decoded.failures.iter().map(|(i, _)| *i).collect();
     if let Some((path, digest)) = target {
-        if let Err(e) = write_cache(&path, &digest, samples.len(), &decoded.pixels, &bad) {
+        let written = write_cache(&path, &digest, (samples.len(), side), &decoded.pixels, &bad);
+        if let Err(e) = written {
             eprintln!("warning: cannot write the image cache: {e:#}");
         }
     }
     if !bad.is_empty() && !skip_bad {
         return Err(bad_images_error(samples, &decoded.failures, true));
     }
-    let n = samples.len() as i64;
-    let side = SIDE as i64;
-    let images = Tensor::from_slice(&decoded.pixels).view([n, side, side, 3]);
+    let images = pixel_tensor(&decoded.pixels, samples.len(), side);
     let set = ImageSet::from_tensors(images, labels_of(samples));
     let report = LoadReport {
         origin,
@@ -211,9 +251,15 @@ fn without(set: ImageSet, bad: &[usize], count: usize) -> ImageSet {
     )
 }
 
-fn mapped(map: Mmap, samples: &[Sample]) -> ImageSet {
+/// `count` decoded images at `side` as a uint8 NHWC tensor.
+fn pixel_tensor(pixels: &[u8], count: usize, side: usize) -> Tensor {
+    let side = side as i64;
+    Tensor::from_slice(pixels).view([count as i64, side, side, 3])
+}
+
+fn mapped(map: Mmap, samples: &[Sample], side: usize) -> ImageSet {
     let map = Arc::new(map);
-    let side = SIDE as i64;
+    let side = side as i64;
     let n = samples.len() as i64;
     let pixels = map[HEADER_BYTES..].as_ptr();
     // SAFETY: the mapping outlives the tensor (ImageSet holds both) and is never written.
@@ -232,7 +278,7 @@ fn mapped(map: Mmap, samples: &[Sample]) -> ImageSet {
 fn write_cache(
     path: &Path,
     digest: &[u8; 32],
-    count: usize,
+    (count, side): (usize, usize),
     pixels: &[u8],
     bad: &[usize],
 ) -> Result<()> {
@@ -246,7 +292,7 @@ fn write_cache(
     let crc = crc.finalize();
     write_atomic(path, |tmp| {
         let mut f = std::io::BufWriter::new(File::create(tmp)?);
-        f.write_all(&header(count, bad.len(), digest, crc))?;
+        f.write_all(&header(count, side, bad.len(), digest, crc))?;
         f.write_all(pixels)?;
         f.write_all(&bad_bytes)?;
         f.flush()?;
@@ -262,14 +308,14 @@ struct Decoded {
     failures: Vec<(usize, String)>,
 }
 
-fn decode(samples: &[Sample]) -> Decoded {
-    let mut pixels = vec![0u8; samples.len() * IMAGE_BYTES];
+fn decode(samples: &[Sample], side: usize) -> Decoded {
+    let mut pixels = vec![0u8; samples.len() * image_bytes(side)];
     let outcomes: Vec<Result<bool, String>> = pixels
-        .par_chunks_mut(IMAGE_BYTES)
+        .par_chunks_mut(image_bytes(side))
         .zip(samples.par_iter())
         .map(|(dst, sample)| {
             let bytes = read_image_file(&sample.path).map_err(|e| format!("{e:#}"))?;
-            decode_into(&bytes, dst).map_err(|e| format!("{e:#}"))
+            decode_into(&bytes, dst, side).map_err(|e| format!("{e:#}"))
         })
         .collect();
     let mut resized = 0;
@@ -313,9 +359,9 @@ fn bad_images_error(
     input_error(msg)
 }
 
-/// Decodes image files, all or nothing, into uint8 N x 64 x 64 x 3 (any size or format:
-/// resized to 64x64, converted to RGB).
-pub fn decode_files(paths: &[PathBuf]) -> Result<Tensor> {
+/// Decodes image files, all or nothing, into uint8 N x `side` x `side` x 3 (any size or
+/// format: resized and centre-cropped to the side, converted to RGB).
+pub fn decode_files(paths: &[PathBuf], side: usize) -> Result<Tensor> {
     let samples: Vec<Sample> = paths
         .iter()
         .map(|path| Sample {
@@ -323,18 +369,11 @@ pub fn decode_files(paths: &[PathBuf]) -> Result<Tensor> {
             label: 0,
         })
         .collect();
-    let (pixels, _) = decode_all(&samples)?;
-    let side = SIDE as i64;
-    Ok(Tensor::from_slice(&pixels).view([paths.len() as i64, side, side, 3]))
-}
-
-/// Decodes every sample, all or nothing: pixels and the count of resized images.
-pub fn decode_all(samples: &[Sample]) -> Result<(Vec<u8>, usize)> {
-    let decoded = decode(samples);
+    let decoded = decode(&samples, side);
     if !decoded.failures.is_empty() {
-        return Err(bad_images_error(samples, &decoded.failures, false));
+        return Err(bad_images_error(&samples, &decoded.failures, false));
     }
-    Ok((decoded.pixels, decoded.resized))
+    Ok(pixel_tensor(&decoded.pixels, paths.len(), side))
 }
 
 #[cfg(test)]
@@ -360,29 +399,55 @@ mod tests {
     fn cached_pixels_equal_decoded_pixels() {
         let (dir, samples) = fixture();
         let cache = dir.path().join("cache");
-        let (first, report) = decode_or_map(&samples, Some(&cache), false).unwrap();
+        let (first, report) = decode_or_map(&samples, 64, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Decoded);
-        let (second, report) = decode_or_map(&samples, Some(&cache), false).unwrap();
+        let (second, report) = decode_or_map(&samples, 64, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Cache);
-        let (plain, _) = decode_or_map(&samples, None, false).unwrap();
+        let (plain, _) = decode_or_map(&samples, 64, None, false).unwrap();
         assert!(second.images.equal(&plain.images));
         assert!(first.images.equal(&plain.images));
         assert!(second.labels.equal(&plain.labels));
     }
 
     #[test]
+    fn the_stored_side_follows_the_input_size_up_to_the_largest_shorter_side() {
+        let (dir, tiny) = fixture();
+        assert_eq!(stored_side(224, &tiny), 64, "64x64 images stay 64x64");
+        let root = dir.path().join("photos");
+        let spec = SynthSpec {
+            classes: 2,
+            per_class: 6,
+            val_per_class: 0,
+            seed: 1,
+        };
+        crate::data::synth_photos::write_photo_tree(&root, &spec).unwrap();
+        let photos = scan_image_folder(&root.join("train")).unwrap().samples;
+        // their largest shorter side: 120 (160x120)
+        let sides = [32, 64, 96, 224].map(|size| stored_side(size, &photos));
+        assert_eq!(sides, [64, 64, 96, 120]);
+        // another side is another cache file, of images that size
+        let cache = dir.path().join("cache");
+        decode_or_map(&photos, 64, Some(&cache), false).unwrap();
+        let (set, report) = decode_or_map(&photos, 96, Some(&cache), false).unwrap();
+        assert_eq!(report.origin, Origin::Decoded);
+        assert_eq!(set.images.size(), vec![12, 96, 96, 3]);
+        let (_, report) = decode_or_map(&photos, 96, Some(&cache), false).unwrap();
+        assert_eq!(report.origin, Origin::Cache);
+    }
+
+    #[test]
     fn a_changed_file_gets_a_new_cache_file() {
         let (dir, samples) = fixture();
         let cache = dir.path().join("cache");
-        decode_or_map(&samples, Some(&cache), false).unwrap();
-        let before = list_digest(&samples).unwrap();
+        decode_or_map(&samples, 64, Some(&cache), false).unwrap();
+        let before = list_digest(&samples, 64).unwrap();
         // Rewrite one image with other content: size or mtime moves, so does the digest.
         std::thread::sleep(std::time::Duration::from_millis(20));
         let other = fs::read(&samples[1].path).unwrap();
         fs::write(&samples[0].path, other).unwrap();
-        let after = list_digest(&samples).unwrap();
+        let after = list_digest(&samples, 64).unwrap();
         assert_ne!(before, after);
-        let (set, report) = decode_or_map(&samples, Some(&cache), false).unwrap();
+        let (set, report) = decode_or_map(&samples, 64, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Decoded);
         assert!(set.images.get(0).equal(&set.images.get(1)));
     }
@@ -391,17 +456,17 @@ mod tests {
     fn corrupt_and_truncated_cache_files_are_rebuilt() {
         let (dir, samples) = fixture();
         let cache = dir.path().join("cache");
-        let (good, _) = decode_or_map(&samples, Some(&cache), false).unwrap();
-        let path = cache_path(&cache, &list_digest(&samples).unwrap());
+        let (good, _) = decode_or_map(&samples, 64, Some(&cache), false).unwrap();
+        let path = cache_path(&cache, &list_digest(&samples, 64).unwrap());
 
         let mut bytes = fs::read(&path).unwrap();
         bytes[HEADER_BYTES + 1000] ^= 0x40;
         fs::write(&path, &bytes).unwrap();
-        let (set, report) = decode_or_map(&samples, Some(&cache), false).unwrap();
+        let (set, report) = decode_or_map(&samples, 64, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Rebuilt);
         assert!(set.images.equal(&good.images));
         assert_eq!(
-            decode_or_map(&samples, Some(&cache), false)
+            decode_or_map(&samples, 64, Some(&cache), false)
                 .unwrap()
                 .1
                 .origin,
@@ -410,7 +475,7 @@ mod tests {
 
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-        let (set, report) = decode_or_map(&samples, Some(&cache), false).unwrap();
+        let (set, report) = decode_or_map(&samples, 64, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Rebuilt);
         assert!(set.images.equal(&good.images));
     }
@@ -421,7 +486,7 @@ mod tests {
         fs::write(&samples[3].path, b"not a jpeg").unwrap();
         let cache = dir.path().join("cache");
         let strict_error = || {
-            decode_or_map(&samples, Some(&cache), false)
+            decode_or_map(&samples, 64, Some(&cache), false)
                 .err()
                 .unwrap()
                 .to_string()
@@ -433,7 +498,7 @@ mod tests {
             "{err}"
         );
         for _ in 0..2 {
-            let (set, report) = decode_or_map(&samples, Some(&cache), true).unwrap();
+            let (set, report) = decode_or_map(&samples, 64, Some(&cache), true).unwrap();
             assert_eq!(report.origin, Origin::Cache);
             assert_eq!(report.skipped, vec![3]);
             assert_eq!(set.len(), samples.len() - 1);

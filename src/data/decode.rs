@@ -1,6 +1,8 @@
-//! Decoding one image file into 64x64 RGB bytes, with the pixels PIL's `Image.open(p).convert("RGB")`
-//! gives torchvision: JPEGs through libjpeg-turbo's decoder (mozjpeg, same IDCT and upsampling as
-//! PIL's), other formats through the `image` crate.
+//! Decoding one image file into square RGB bytes, with the pixels PIL's
+//! `Image.open(p).convert("RGB")` gives torchvision: JPEGs through libjpeg-turbo's decoder
+//! (mozjpeg, same IDCT and upsampling as PIL's), other formats through the `image` crate, each
+//! recognised by its content, not its name. Images of another size go through `Resize` +
+//! `CenterCrop` (`resize`).
 
 use std::fs;
 use std::io::Cursor;
@@ -9,15 +11,14 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{anyhow, bail, Context, Result};
-use image::imageops::FilterType;
+use anyhow::{bail, Context, Result};
 use mozjpeg::{ColorSpace, Marker};
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, JWRN_JPEG_EOF};
 
-/// Side of every image the model sees.
+use super::resize::resize_center_crop;
+
+/// The recipe's side, Tiny ImageNet's own: images are stored at least this large.
 pub const SIDE: usize = 64;
-/// Bytes of one decoded image, HWC order.
-pub const IMAGE_BYTES: usize = SIDE * SIDE * 3;
 
 /// The most pixels an image may have: what PIL refuses as a decompression bomb (a small file
 /// that decodes to gigabytes), twice its `Image.MAX_IMAGE_PIXELS` of 89 478 485.
@@ -86,22 +87,35 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<Rgb> {
     }
 }
 
-/// Decodes `bytes` into `dst` (64x64x3). Returns whether the image had another size and was
-/// resized (bilinear, with antialiasing when shrinking).
-pub fn decode_into(bytes: &[u8], dst: &mut [u8]) -> Result<bool> {
+/// Decodes `bytes` into `dst` (`side` x `side` x 3). Returns whether the image had another
+/// size: then it was resized, its shorter side to `side`, and centre-cropped, as torchvision's
+/// `Resize(side)` + `CenterCrop(side)` do it on PIL images.
+pub fn decode_into(bytes: &[u8], dst: &mut [u8], side: usize) -> Result<bool> {
     let rgb = decode_rgb(bytes)?;
-    if rgb.width == SIDE && rgb.height == SIDE {
+    if rgb.width == side && rgb.height == side {
         dst.copy_from_slice(&rgb.pixels);
         return Ok(false);
     }
     if rgb.width == 0 || rgb.height == 0 {
         bail!("image has no pixels ({}x{})", rgb.width, rgb.height);
     }
-    let img = image::RgbImage::from_raw(rgb.width as u32, rgb.height as u32, rgb.pixels)
-        .ok_or_else(|| anyhow!("decoder returned a short pixel buffer"))?;
-    let resized = image::imageops::resize(&img, SIDE as u32, SIDE as u32, FilterType::Triangle);
-    dst.copy_from_slice(resized.as_raw());
+    anyhow::ensure!(
+        rgb.pixels.len() == rgb.width * rgb.height * 3,
+        "decoder returned a short pixel buffer"
+    );
+    dst.copy_from_slice(&resize_center_crop(
+        &rgb.pixels,
+        (rgb.width, rgb.height),
+        side,
+    ));
     Ok(true)
+}
+
+/// Width and height of the image file `path`, from its header.
+pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
+    Ok(image::ImageReader::open(path)?
+        .with_guessed_format()?
+        .into_dimensions()?)
 }
 
 fn decode_jpeg(bytes: &[u8]) -> Result<Rgb> {
@@ -230,8 +244,8 @@ mod tests {
     #[test]
     fn decodes_jpeg_and_png_to_rgb64() {
         let jpeg = encode_jpeg(&gradient(64, 64), 64, 64);
-        let mut dst = vec![0u8; IMAGE_BYTES];
-        assert!(!decode_into(&jpeg, &mut dst).unwrap());
+        let mut dst = vec![0u8; 64 * 64 * 3];
+        assert!(!decode_into(&jpeg, &mut dst, 64).unwrap());
         assert!(dst.iter().any(|&v| v != 0));
 
         let mut png = Vec::new();
@@ -240,7 +254,7 @@ mod tests {
             .unwrap()
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
-        decode_into(&png, &mut dst).unwrap();
+        decode_into(&png, &mut dst, 64).unwrap();
         // alpha dropped, colour kept exactly
         assert_eq!(
             &dst[..6],
@@ -249,10 +263,12 @@ mod tests {
     }
 
     #[test]
-    fn other_sizes_are_resized() {
+    fn other_sizes_are_resized_and_cropped() {
         let jpeg = encode_jpeg(&gradient(128, 96), 128, 96);
-        let mut dst = vec![0u8; IMAGE_BYTES];
-        assert!(decode_into(&jpeg, &mut dst).unwrap());
+        let mut dst = vec![0u8; 80 * 80 * 3];
+        assert!(decode_into(&jpeg, &mut dst, 80).unwrap());
+        let rgb = decode_rgb(&jpeg).unwrap();
+        assert_eq!(dst, resize_center_crop(&rgb.pixels, (128, 96), 80));
     }
 
     #[test]

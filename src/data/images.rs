@@ -19,16 +19,17 @@ pub struct Decoded {
     pub skipped: Vec<PathBuf>,
 }
 
-/// Decodes `samples` through the cache in `cache_dir` (none: no cache file), saying on stderr
-/// where the pixels came from. Undecodable images are an error listing them all, unless
+/// Decodes `samples` at `side` through the cache in `cache_dir` (none: no cache file), saying
+/// on stderr where the pixels came from. Undecodable images are an error listing them all, unless
 /// `skip_bad`: then they are left out and named.
 pub fn decode_samples(
     samples: Vec<Sample>,
+    side: usize,
     cache_dir: Option<&Path>,
     skip_bad: bool,
 ) -> Result<Decoded> {
     let started = Instant::now();
-    let (set, report) = cache::decode_or_map(&samples, cache_dir, skip_bad)?;
+    let (set, report) = cache::decode_or_map(&samples, side, cache_dir, skip_bad)?;
     let how = match report.origin {
         Origin::Cache => "mapped from the cache",
         Origin::Decoded => "decoded",
@@ -41,7 +42,8 @@ pub fn decode_samples(
     );
     if report.resized > 0 {
         eprintln!(
-            "warning: {} images were not 64x64 and were resized",
+            "note: {} images were not {side}x{side}: resized (shorter side to {side}, aspect \
+             ratio kept) and centre-cropped",
             report.resized
         );
     }

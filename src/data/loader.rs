@@ -17,7 +17,6 @@ use super::augment::{
     augment, normalize_channels_last, resize, to_float, AugmentParams, Constants, ParamTensors,
     PACKED_ROWS,
 };
-use super::decode::SIDE;
 use super::image_set::ImageSet;
 use crate::error::{from_panic, OutOfMemory};
 
@@ -61,7 +60,8 @@ pub struct Loader<'a> {
     labels: Tensor,
     device: Device,
     constants: Constants,
-    /// Side of the delivered images (`--image-size`): the recipe's 64, or larger or smaller.
+    /// Side of the delivered images (`--image-size`): the recipe's 64, or larger or smaller;
+    /// the images' own side unless told.
     side: i64,
     // Ties the loader to the set (whose mapping the tensors may point into) without making it
     // depend on the set being shareable between threads.
@@ -76,7 +76,7 @@ impl<'a> Loader<'a> {
             labels: set.labels.shallow_clone(),
             device,
             constants: Constants::on(device),
-            side: SIDE as i64,
+            side: set.images.size()[1],
             _set: PhantomData,
         }
     }
@@ -154,7 +154,9 @@ impl<'a> Loader<'a> {
         if !augment_images {
             return self.eval_batch(indices);
         }
-        let drawn = AugmentParams::sample(indices.len(), &mut ChaCha8Rng::seed_from_u64(key));
+        let stored = self.images.size()[1];
+        let mut rng = ChaCha8Rng::seed_from_u64(key);
+        let drawn = AugmentParams::sample(indices.len(), stored, &mut rng);
         // The order of samples within a batch does not matter to training; grouping them by
         // the order of their colour ops does to the speed of augmentation.
         let order = drawn.grouped_order();

@@ -6,9 +6,11 @@ pub mod decode;
 pub mod image_set;
 pub mod images;
 pub mod loader;
+pub mod resize;
 pub mod scan;
 pub mod split;
 pub mod synth;
+pub mod synth_photos;
 
 use anyhow::Result;
 

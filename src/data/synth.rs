@@ -44,18 +44,25 @@ fn hsv(h: f64, s: f64, v: f64) -> [f64; 3] {
     }
 }
 
-/// One image of class `c` out of `classes`, drawn from `rng`: 64x64 RGB bytes.
-fn render(c: usize, classes: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
+/// One image of class `c` out of `classes`, drawn from `rng`: `width` x `height` RGB bytes
+/// (stripes as wide, relative to the image, whatever its size).
+pub(super) fn render(
+    c: usize,
+    classes: usize,
+    (width, height): (usize, usize),
+    rng: &mut ChaCha8Rng,
+) -> Vec<u8> {
     let hue = c as f64 / classes as f64 + rng.gen_range(-0.01..0.01);
     let angle = std::f64::consts::PI * ((c * 7) % classes) as f64 / classes as f64;
     let freq = 2.0 + (c % 3) as f64 * 1.5;
     let phase = rng.gen_range(0.0..std::f64::consts::TAU);
     let brightness = rng.gen_range(0.45..0.6);
     let (ca, sa) = (angle.cos(), angle.sin());
-    let mut pixels = Vec::with_capacity(SIDE * SIDE * 3);
-    for y in 0..SIDE {
-        for x in 0..SIDE {
-            let u = (x as f64 * ca + y as f64 * sa) / SIDE as f64;
+    let mut pixels = Vec::with_capacity(width * height * 3);
+    let scale = width.max(height) as f64;
+    for y in 0..height {
+        for x in 0..width {
+            let u = (x as f64 * ca + y as f64 * sa) / scale;
             let stripe = (std::f64::consts::TAU * freq * u + phase).sin();
             let rgb = hsv(hue, 0.85, brightness + 0.25 * stripe);
             for v in rgb {
@@ -97,7 +104,7 @@ fn write_class(out: &Path, spec: &SynthSpec, c: usize) -> Result<ClassFiles> {
     let (mut boxes, mut annotations) = (String::new(), String::new());
     for k in 0..spec.per_class + spec.val_per_class {
         let mut rng = ChaCha8Rng::seed_from_u64(key_of(&[spec.seed, c as u64, k as u64]));
-        let rgb = render(c, spec.classes, &mut rng);
+        let rgb = render(c, spec.classes, (SIDE, SIDE), &mut rng);
         let gray = (c * 31 + k).is_multiple_of(50);
         if k < spec.per_class {
             let name = format!("{id}_{k}.JPEG");

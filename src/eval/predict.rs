@@ -31,6 +31,8 @@ pub struct Classifier<'a> {
     pub model: &'a Vgg16,
     /// The side the model sees images at.
     pub image_size: u32,
+    /// The side its run stored images at: photos are resized and cropped to it first.
+    pub stored_side: usize,
     pub classes: &'a [String],
     pub names: &'a [String],
 }
@@ -66,7 +68,7 @@ impl Classifier<'_> {
     /// Class probabilities of the decoded images, on the host.
     fn probabilities(&self, paths: &[PathBuf], tta: Tta) -> Result<Tensor> {
         let device = self.model.device();
-        let x = to_float(&decode_files(paths)?.to_device(device));
+        let x = to_float(&decode_files(paths, self.stored_side)?.to_device(device));
         let x = resize(&x, i64::from(self.image_size));
         let x = normalize_channels_last(&x, &Constants::on(device));
         let probs = log_probs(self.model, &x, tta).exp();

@@ -113,7 +113,12 @@ pub fn prepare(source: &Source, data: &ScoringData, device: Device) -> Result<Sc
         );
     }
     let model = source.load_model(classes.len(), device)?;
-    let decoded = images::decode_samples(samples, data.cache_dir, data.skip_bad_images)?;
+    let decoded = images::decode_samples(
+        samples,
+        source.stored_side(),
+        data.cache_dir,
+        data.skip_bad_images,
+    )?;
     Ok(Scoring {
         model,
         image_size: source.image_size(),

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{validate_holdout, TrainConfig};
 use super::metrics::EpochRecord;
 use super::META_FILE;
+use crate::data::decode::SIDE;
 use crate::data::split::SplitSpec;
 use crate::error::input_error;
 use crate::io::atomic_file::write_bytes_atomic;
@@ -53,6 +54,10 @@ pub struct Meta {
     #[serde(default)]
     pub class_names: Vec<String>,
     pub split: SplitSpec,
+    /// Side the images are decoded and cached at: the recipe's 64 (Tiny ImageNet), or larger
+    /// for larger photos and a larger `--image-size`; eval, predict and report use the same.
+    #[serde(default = "recipe_side")]
+    pub stored_side: usize,
     pub config: TrainConfig,
     pub epochs: Vec<EpochRecord>,
     /// Images left out because they could not be decoded (`--skip-bad-images`).
@@ -77,6 +82,7 @@ impl Meta {
             classes,
             class_names: Vec::new(),
             split,
+            stored_side: SIDE,
             config,
             epochs: Vec::new(),
             skipped: Vec::new(),
@@ -85,6 +91,11 @@ impl Meta {
             libtorch: None,
         }
     }
+}
+
+/// What runs written before the stored side was recorded used.
+fn recipe_side() -> usize {
+    SIDE
 }
 
 /// Writes `meta.json` into the run directory `dir`, atomically.

@@ -10,6 +10,7 @@ use super::config::defaults;
 use super::meta::{load_meta, Meta};
 use super::{ModelChoice, BEST_FILE, META_FILE, MODEL_FILE};
 use crate::bail_input;
+use crate::data::decode::SIDE;
 use crate::io::safetensors::{read_tensors, Named};
 use crate::model::{Vgg16, WeightScope};
 
@@ -62,6 +63,11 @@ impl Source {
         self.meta
             .as_ref()
             .map_or(defaults::IMAGE_SIZE, |m| m.config.recipe.image_size)
+    }
+
+    /// The side its run stored images at; the recipe's 64 for a bare model file.
+    pub fn stored_side(&self) -> usize {
+        self.meta.as_ref().map_or(SIDE, |m| m.stored_side)
     }
 
     /// The model's tensors. A run's resume checkpoint (`checkpoint.safetensors`) holds the

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::bail_input;
+use crate::data::cache::stored_side;
 use crate::data::ensure_same_classes;
 use crate::data::image_set::ImageSet;
 use crate::data::images;
@@ -21,6 +22,8 @@ pub struct TrainData {
     pub spec: SplitSpec,
     pub split: Split,
     pub set: ImageSet,
+    /// The side the images are stored at.
+    pub stored_side: usize,
     pub skipped: Vec<PathBuf>,
 }
 
@@ -47,8 +50,13 @@ impl TrainData {
         if let Some(e) = &expected {
             ensure_same_classes(&e.meta.classes, &list.classes, &e.name)?;
         }
+        let stored_side = match &expected {
+            Some(e) if e.same_dataset => e.meta.stored_side,
+            _ => stored_side(cfg.recipe.image_size, &list.samples),
+        };
         let decoded = images::decode_samples(
             list.samples,
+            stored_side,
             cfg.session.cache_dir.as_deref(),
             cfg.origin.skip_bad_images,
         )?;
@@ -86,6 +94,7 @@ impl TrainData {
             spec,
             split,
             set: decoded.set,
+            stored_side,
             skipped: relative_to(&decoded.skipped, &root.train),
         })
     }
@@ -100,6 +109,7 @@ impl TrainData {
         );
         meta.skipped = self.skipped.clone();
         meta.class_names = self.class_names.clone();
+        meta.stored_side = self.stored_side;
         meta
     }
 }

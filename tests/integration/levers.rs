@@ -55,7 +55,7 @@ fn a_larger_image_size_and_label_smoothing_carry_through_every_command() {
     let val_loss = eval_json(&data, &ft, "--split val")["loss"]
         .as_f64()
         .unwrap();
-    let predicted_loss = predicted_val_loss(&data, &ft);
+    let predicted_loss = predicted_loss(&ft, &tiny_val(&data));
     assert!(
         (predicted_loss - val_loss).abs() / val_loss < 1e-5,
         "predict {predicted_loss}, eval {val_loss}"
@@ -75,17 +75,60 @@ fn a_larger_image_size_and_label_smoothing_carry_through_every_command() {
     );
 }
 
-/// The mean negative log-probability `predict --json` gives the true class of each val image.
-fn predicted_val_loss(data: &Path, run: &Path) -> f64 {
+/// Users' own class folders (`synth --layout folders`: photos of several sizes and formats, a
+/// class-folder val/) train, evaluate on val/, predict and report with nothing beyond --data.
+/// At --image-size 96 the photos (largest shorter side 120) are stored at 96, recorded, and
+/// eval, predict and report use that side: predict's probabilities make eval's val loss.
+#[test]
+fn own_class_folders_of_mixed_photos_train_evaluate_predict_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("photos");
+    ok(&words(&format!(
+        "synth --layout folders --out {} --classes 3 --per-class 12 --val-per-class 4",
+        s(&data)
+    )));
+    let run = dir.path().join("run");
+    train_random(&data, &run, "--epochs 1 --batch-size 8 --image-size 96");
+    assert_eq!(meta_json(&run)["stored_side"], 96);
+    let val = eval_json(&data, &run, "--split val");
+    assert_eq!(val["samples"], 12);
+    assert!(val.get("top5").is_some_and(Value::is_null), "{val}");
+    let mut labelled = Vec::new();
+    for class in ["class00", "class01", "class02"] {
+        for file in std::fs::read_dir(data.join("val").join(class)).unwrap() {
+            labelled.push((s(&file.unwrap().path()).to_string(), class.to_string()));
+        }
+    }
+    let (predicted, evaluated) = (
+        predicted_loss(&run, &labelled),
+        val["loss"].as_f64().unwrap(),
+    );
+    assert!(
+        (predicted - evaluated).abs() / evaluated < 1e-5,
+        "predict {predicted}, eval {evaluated}"
+    );
+    let table = ok(&["report", s(&run), "--data", s(&data), "--split", "val"]);
+    let samples = 12.0;
+    let correct = (val["top1"].as_f64().unwrap() * samples).round() as usize;
+    assert_eq!(per_class_totals(&table), (correct, 12), "{table}");
+}
+
+/// The val images of a Tiny ImageNet tree with their classes, from val_annotations.txt.
+fn tiny_val(data: &Path) -> Vec<(String, String)> {
     let annotations = std::fs::read_to_string(data.join("val/val_annotations.txt")).unwrap();
-    let labelled: Vec<(String, &str)> = annotations
+    annotations
         .lines()
         .map(|line| {
             let mut fields = line.split('\t');
             let file = data.join("val/images").join(fields.next().unwrap());
-            (s(&file).to_string(), fields.next().unwrap())
+            (s(&file).to_string(), fields.next().unwrap().to_string())
         })
-        .collect();
+        .collect()
+}
+
+/// The mean negative log-probability `predict --json` gives the true class of each of the
+/// `labelled` images (a model of at most 5 classes lists every class).
+fn predicted_loss(run: &Path, labelled: &[(String, String)]) -> f64 {
     let mut args = vec!["predict", "--json", "--checkpoint", s(run)];
     args.extend(labelled.iter().map(|(path, _)| path.as_str()));
     let predicted: Value = serde_json::from_str(ok(&args).trim()).unwrap();
@@ -93,7 +136,7 @@ fn predicted_val_loss(data: &Path, run: &Path) -> f64 {
     assert_eq!(predictions.len(), labelled.len());
     let nll: f64 = predictions
         .iter()
-        .zip(&labelled)
+        .zip(labelled)
         .map(|(p, (_, wnid))| {
             let guesses = p["top5"].as_array().unwrap();
             let truth = guesses

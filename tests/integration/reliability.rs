@@ -433,7 +433,7 @@ fn undecodable_images_stop_the_run_or_are_skipped_and_recorded() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("1 images were not 64x64 and were resized"),
+        stderr.contains("1 images were not 64x64: resized (shorter side to 64"),
         "{stderr}"
     );
     let meta: Value = meta_json(&run);
