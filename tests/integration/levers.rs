@@ -107,7 +107,17 @@ fn own_class_folders_of_mixed_photos_train_evaluate_predict_and_report() {
         (predicted - evaluated).abs() / evaluated < 1e-5,
         "predict {predicted}, eval {evaluated}"
     );
-    let table = ok(&["report", s(&run), "--data", s(&data), "--split", "val"]);
+    let png = dir.path().join("report.png");
+    let table = ok(&[
+        "report",
+        s(&run),
+        "--data",
+        s(&data),
+        "--split",
+        "val",
+        "--out",
+        s(&png),
+    ]);
     let samples = 12.0;
     let correct = (val["top1"].as_f64().unwrap() * samples).round() as usize;
     assert_eq!(per_class_totals(&table), (correct, 12), "{table}");
