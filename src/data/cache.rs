@@ -8,7 +8,7 @@
 //! rebuilt, never trusted.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use super::decode::{decode_into, image_dimensions, max_pixels, read_image_file, SIDE};
+use super::decode_progress::DecodeProgress;
 use super::image_set::ImageSet;
 use super::scan::Sample;
 use crate::error::input_error;
@@ -169,9 +170,10 @@ fn labels_of(samples: &[Sample]) -> Tensor {
 }
 
 /// Decoded pixels of `samples` at `side`, from the cache in `cache_dir` when a valid file is
-/// there, otherwise decoded (and cached there). `None` decodes without any cache file. Images that
-/// cannot be decoded are all reported in one input error, unless `skip_bad`: then the set holds
-/// only the good ones and the report lists the others.
+/// there, otherwise decoded into a new cache file a bounded chunk at a time and mapped from it
+/// (memory stays bounded however large the set). `None` decodes into memory without any cache
+/// file. Images that cannot be decoded are all reported in one input error, unless `skip_bad`:
+/// then the set holds only the good ones and the report lists the others.
 pub fn decode_or_map(
     samples: &[Sample],
     side: usize,
@@ -179,28 +181,13 @@ pub fn decode_or_map(
     skip_bad: bool,
 ) -> Result<(ImageSet, LoadReport)> {
     let mut origin = Origin::Decoded;
-    let target = match cache_dir {
+    let (set, outcome) = match cache_dir {
         Some(dir) => {
             let digest = list_digest(samples, side)?;
             let path = cache_path(dir, &digest);
             if path.exists() {
                 match open_valid(&path, samples.len(), side, &digest) {
-                    Ok((map, bad)) => {
-                        if !bad.is_empty() && !skip_bad {
-                            // The cache keeps which images failed, not why: ask them again.
-                            let failed: Vec<Sample> =
-                                bad.iter().map(|&i| samples[i].clone()).collect();
-                            let messages = decode(&failed, side).failures;
-                            return Err(bad_images_error(&failed, &messages, true));
-                        }
-                        let report = LoadReport {
-                            origin: Origin::Cache,
-                            resized: 0,
-                            skipped: bad.clone(),
-                        };
-                        let set = mapped(map, samples, side);
-                        return Ok((without(set, &bad, samples.len()), report));
-                    }
+                    Ok((map, bad)) => return from_cache(map, samples, side, bad, skip_bad),
                     Err(e) => {
                         eprintln!(
                             "warning: cache file {} is unusable ({e}); rebuilding it",
@@ -210,29 +197,53 @@ pub fn decode_or_map(
                     }
                 }
             }
-            Some((path, digest))
+            match decode_to_cache(samples, side, &path, &digest) {
+                Ok(outcome) => {
+                    let (map, _) = open_valid(&path, samples.len(), side, &digest)
+                        .with_context(|| format!("cannot read back {}", path.display()))?;
+                    (mapped(map, samples, side), outcome)
+                }
+                Err(e) => {
+                    eprintln!("warning: cannot write the image cache: {e:#}; decoding into memory");
+                    decode_in_memory(samples, side)?
+                }
+            }
         }
-        None => None,
+        None => decode_in_memory(samples, side)?,
     };
-    let decoded = decode(samples, side);
-    let bad: Vec<usize> = decoded.failures.iter().map(|(i, _)| *i).collect();
-    if let Some((path, digest)) = target {
-        let written = write_cache(&path, &digest, (samples.len(), side), &decoded.pixels, &bad);
-        if let Err(e) = written {
-            eprintln!("warning: cannot write the image cache: {e:#}");
-        }
-    }
+    let bad: Vec<usize> = outcome.failures.iter().map(|(i, _)| *i).collect();
     if !bad.is_empty() && !skip_bad {
-        return Err(bad_images_error(samples, &decoded.failures, true));
+        return Err(bad_images_error(samples, &outcome.failures, true));
     }
-    let images = pixel_tensor(&decoded.pixels, samples.len(), side);
-    let set = ImageSet::from_tensors(images, labels_of(samples));
     let report = LoadReport {
         origin,
-        resized: decoded.resized,
+        resized: outcome.resized,
         skipped: bad.clone(),
     };
     Ok((without(set, &bad, samples.len()), report))
+}
+
+/// The set of a valid cache file, whose undecodable images (`bad`) are left out when
+/// `skip_bad`, or asked again for their reasons (the cache keeps which failed, not why).
+fn from_cache(
+    map: Mmap,
+    samples: &[Sample],
+    side: usize,
+    bad: Vec<usize>,
+    skip_bad: bool,
+) -> Result<(ImageSet, LoadReport)> {
+    if !bad.is_empty() && !skip_bad {
+        let failed: Vec<Sample> = bad.iter().map(|&i| samples[i].clone()).collect();
+        let messages = decode(&failed, side).failures;
+        return Err(bad_images_error(&failed, &messages, true));
+    }
+    let set = without(mapped(map, samples, side), &bad, samples.len());
+    let report = LoadReport {
+        origin: Origin::Cache,
+        resized: 0,
+        skipped: bad,
+    };
+    Ok((set, report))
 }
 
 /// The set without the rows `bad` (a copy, made only when there are any).
@@ -275,29 +286,103 @@ fn mapped(map: Mmap, samples: &[Sample], side: usize) -> ImageSet {
     ImageSet::mapped(images, labels_of(samples), map)
 }
 
-fn write_cache(
+/// Decodes `samples` at `side` into the cache file `path` (list digest `digest`): pixels
+/// written as each chunk is decoded, then the undecodable images' indices, then the header
+/// with the checksum over both. Nothing is renamed into place unless all of it was written.
+fn decode_to_cache(
+    samples: &[Sample],
+    side: usize,
     path: &Path,
     digest: &[u8; 32],
-    (count, side): (usize, usize),
-    pixels: &[u8],
-    bad: &[usize],
-) -> Result<()> {
+) -> Result<Outcome> {
     let dir = path.parent().context("cache path has no directory")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     remove_temporaries(dir, Leftovers::OfEndedWriters);
-    let bad_bytes: Vec<u8> = bad.iter().flat_map(|&i| (i as u64).to_le_bytes()).collect();
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(pixels);
-    crc.update(&bad_bytes);
-    let crc = crc.finalize();
+    let mut outcome = None;
     write_atomic(path, |tmp| {
         let mut f = std::io::BufWriter::new(File::create(tmp)?);
-        f.write_all(&header(count, side, bad.len(), digest, crc))?;
-        f.write_all(pixels)?;
+        f.write_all(&[0; HEADER_BYTES])?;
+        let mut crc = crc32fast::Hasher::new();
+        let decoded = decode_chunks(
+            samples,
+            (side, chunk_images(side, samples.len())),
+            |pixels| {
+                crc.update(pixels);
+                Ok(f.write_all(pixels)?)
+            },
+        )?;
+        let bad_bytes: Vec<u8> = decoded
+            .failures
+            .iter()
+            .flat_map(|(i, _)| (*i as u64).to_le_bytes())
+            .collect();
+        crc.update(&bad_bytes);
         f.write_all(&bad_bytes)?;
+        let count = (samples.len(), side, decoded.failures.len());
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(&header(count.0, count.1, count.2, digest, crc.finalize()))?;
         f.flush()?;
+        outcome = Some(decoded);
         Ok(())
-    })
+    })?;
+    outcome.context("the cache writer returned no outcome")
+}
+
+/// Decodes `samples` at `side` into memory.
+fn decode_in_memory(samples: &[Sample], side: usize) -> Result<(ImageSet, Outcome)> {
+    let mut pixels = Vec::with_capacity(samples.len() * image_bytes(side));
+    let outcome = decode_chunks(
+        samples,
+        (side, chunk_images(side, samples.len())),
+        |chunk| {
+            pixels.extend_from_slice(chunk);
+            Ok(())
+        },
+    )?;
+    let images = pixel_tensor(&pixels, samples.len(), side);
+    Ok((ImageSet::from_tensors(images, labels_of(samples)), outcome))
+}
+
+/// What decoding a list gave besides its pixels.
+struct Outcome {
+    resized: usize,
+    /// (index, reason) of each sample that could not be read or decoded.
+    failures: Vec<(usize, String)>,
+}
+
+/// Images decoded per pass out of `count`: a fiftieth of them (so progress moves), at least
+/// 256 (so every core has work), at most 256 MiB of pixels whatever the size of the set.
+fn chunk_images(side: usize, count: usize) -> usize {
+    let bounded = ((256 << 20) / image_bytes(side)).max(1);
+    (count / 50).max(256).min(bounded)
+}
+
+/// Decodes `samples` at `side` `chunk` images at a time (in parallel within a chunk), handing
+/// each chunk's pixels to `sink` in order, with progress on stderr for a large set.
+fn decode_chunks(
+    samples: &[Sample],
+    (side, chunk): (usize, usize),
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<Outcome> {
+    let mut progress = DecodeProgress::over(samples.len());
+    let mut outcome = Outcome {
+        resized: 0,
+        failures: Vec::new(),
+    };
+    for (c, part) in samples.chunks(chunk).enumerate() {
+        let decoded = decode(part, side);
+        outcome.resized += decoded.resized;
+        let failures = decoded
+            .failures
+            .into_iter()
+            .map(|(i, e)| (c * chunk + i, e));
+        outcome.failures.extend(failures);
+        sink(&decoded.pixels)?;
+        if let Some(p) = &mut progress {
+            p.advance(part.len());
+        }
+    }
+    Ok(outcome)
 }
 
 /// Pixels of every sample, decoded in parallel; rows of files that fail stay zero.
@@ -436,6 +521,27 @@ mod tests {
     }
 
     #[test]
+    fn chunks_arrive_in_order_with_failures_at_their_place_in_the_list() {
+        let (_dir, mut samples) = fixture();
+        let bad = samples[0].path.with_file_name("bad.JPEG");
+        fs::write(&bad, b"not an image").unwrap();
+        samples[7].path = bad;
+        let mut sizes = Vec::new();
+        let mut pixels = Vec::new();
+        let outcome = decode_chunks(&samples, (64, 3), |chunk| {
+            sizes.push(chunk.len() / image_bytes(64));
+            pixels.extend_from_slice(chunk);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sizes, [3, 3, 3, 1]);
+        let whole = decode(&samples, 64);
+        assert_eq!(pixels, whole.pixels);
+        let failed: Vec<usize> = outcome.failures.iter().map(|(i, _)| *i).collect();
+        assert_eq!(failed, [7]);
+    }
+
+    #[test]
     fn a_changed_file_gets_a_new_cache_file() {
         let (dir, samples) = fixture();
         let cache = dir.path().join("cache");
@@ -457,6 +563,8 @@ mod tests {
         let (dir, samples) = fixture();
         let cache = dir.path().join("cache");
         let (good, _) = decode_or_map(&samples, 64, Some(&cache), false).unwrap();
+        // a copy: the set maps the file this test then overwrites in place
+        let good = good.images.copy();
         let path = cache_path(&cache, &list_digest(&samples, 64).unwrap());
 
         let mut bytes = fs::read(&path).unwrap();
@@ -464,7 +572,7 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         let (set, report) = decode_or_map(&samples, 64, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Rebuilt);
-        assert!(set.images.equal(&good.images));
+        assert!(set.images.equal(&good));
         assert_eq!(
             decode_or_map(&samples, 64, Some(&cache), false)
                 .unwrap()
@@ -477,7 +585,7 @@ mod tests {
         fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         let (set, report) = decode_or_map(&samples, 64, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Rebuilt);
-        assert!(set.images.equal(&good.images));
+        assert!(set.images.equal(&good));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod augment;
 pub mod cache;
 pub mod decode;
+pub mod decode_progress;
 pub mod image_set;
 pub mod images;
 pub mod loader;
