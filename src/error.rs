@@ -72,7 +72,9 @@ impl fmt::Display for OutOfMemory {
         let during = self.during.map(|d| format!(" {d}")).unwrap_or_default();
         let hint = match self.suggest_batch {
             Some(n) => format!("try --batch-size {n}"),
-            None => "try a smaller --batch-size".into(),
+            None => {
+                "try a smaller --batch-size (a resumed run keeps its own: start a new one)".into()
+            }
         };
         write!(f, "{}{during}; {hint}", self.detail.trim_end_matches('.'))
     }
@@ -229,7 +231,8 @@ mod tests {
         assert_eq!(
             line,
             "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of \
-             139.81 GiB of which 1.19 GiB is free; try a smaller --batch-size"
+             139.81 GiB of which 1.19 GiB is free; try a smaller --batch-size (a resumed run \
+             keeps its own: start a new one)"
         );
         assert!(OutOfMemory::find(&anyhow::anyhow!("disk on fire"), None).is_none());
     }

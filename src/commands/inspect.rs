@@ -42,8 +42,8 @@ pub enum InspectCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// Side to store them at (other sizes: resized and centre-cropped)
-        #[arg(long, default_value_t = 64)]
-        side: usize,
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+        side: u16,
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
@@ -103,9 +103,13 @@ pub fn run(command: &InspectCommand) -> Result<()> {
             println!("{}", serde_json::to_string(&holdouts)?);
             Ok(())
         }
-        InspectCommand::Decode { out, side, images } => {
-            save_tensors(out, &[("images".to_string(), decode_files(images, *side)?)])
-        }
+        InspectCommand::Decode { out, side, images } => save_tensors(
+            out,
+            &[(
+                "images".to_string(),
+                decode_files(images, usize::from(*side))?,
+            )],
+        ),
         InspectCommand::Augment {
             input,
             params,

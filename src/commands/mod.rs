@@ -64,11 +64,12 @@ impl Command {
         }
     }
 
-    /// The command's `--batch-size`, for advice when a device runs out of memory.
+    /// The command's `--batch-size`, for advice when a device runs out of memory; none for a
+    /// resumed run, which keeps its own.
     pub fn batch_size(&self) -> Option<usize> {
         match self {
-            Command::TrainBase(args) => Some(args.recipe.batch_size),
-            Command::Finetune(args) => Some(args.recipe.batch_size),
+            Command::TrainBase(args) if !args.session.resume => Some(args.recipe.batch_size),
+            Command::Finetune(args) if !args.session.resume => Some(args.recipe.batch_size),
             Command::Eval(args) => Some(args.batch.size),
             Command::Report(args) => Some(args.batch.size),
             Command::Predict(args) => Some(args.batch.size),

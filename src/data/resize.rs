@@ -38,7 +38,7 @@ fn taps(input: usize, out: usize) -> Vec<Taps> {
             let first = ((center - support + 0.5) as i64).max(0) as usize;
             let end = ((center + support + 0.5) as i64).min(input as i64) as usize;
             let raw: Vec<f64> = (first..end)
-                .map(|x| triangle((x as f64 - center + 0.5) / filter_scale))
+                .map(|x| triangle((x as f64 - center + 0.5) * (1.0 / filter_scale)))
                 .collect();
             let total: f64 = raw.iter().sum();
             let fixed = |w: f64| {

@@ -63,8 +63,8 @@ impl DataRoot {
         }
     }
 
-    /// Human names of `classes` from `words.txt` (its first name for each wnid); empty strings
-    /// where there is no such file or line.
+    /// Human names of `classes` from `words.txt` (its first name for each wnid); the class
+    /// folder's own name where there is no such file or line (users' own datasets).
     pub fn class_names(&self, classes: &[String]) -> Result<Vec<String>> {
         let mut names = HashMap::new();
         if let Some(path) = &self.words {
@@ -79,7 +79,7 @@ impl DataRoot {
         }
         Ok(classes
             .iter()
-            .map(|c| names.get(c).cloned().unwrap_or_default())
+            .map(|c| names.get(c).cloned().unwrap_or_else(|| c.clone()))
             .collect())
     }
 }

@@ -13,12 +13,14 @@ use crate::data::loader::Loader;
 use crate::model::Vgg16;
 use tta::{log_probs, Tta};
 
-/// Images per eval forward pass inside a training run: on a GPU a large batch keeps it busy; on
-/// the CPU, speed does not depend on it and a training-sized batch keeps memory low.
+/// Images per eval forward pass inside a training run: on a GPU a large batch keeps it busy
+/// (eight training batches, at most 512, so that a smaller --batch-size also eases an eval that
+/// ran out of memory); on the CPU, speed does not depend on it and a training-sized batch keeps
+/// memory low.
 pub fn eval_batch_size(device: Device, train_batch: usize) -> usize {
     match device {
         Device::Cpu => train_batch,
-        _ => 512,
+        _ => (8 * train_batch).min(512),
     }
 }
 

@@ -50,7 +50,8 @@ pub struct Meta {
     pub stage: Stage,
     /// Class names (wnids) in label order.
     pub classes: Vec<String>,
-    /// Human names of the classes, from words.txt ("" where unknown).
+    /// Human names of the classes, from words.txt; a class's folder name where it has none
+    /// ("" in runs written before).
     #[serde(default)]
     pub class_names: Vec<String>,
     pub split: SplitSpec,

@@ -107,6 +107,13 @@ fn own_class_folders_of_mixed_photos_train_evaluate_predict_and_report() {
         (predicted - evaluated).abs() / evaluated < 1e-5,
         "predict {predicted}, eval {evaluated}"
     );
+    // without words.txt, classes are named by their folders
+    let one: Value = serde_json::from_str(
+        ok(&["predict", "--json", "--checkpoint", s(&run), &labelled[0].0]).trim(),
+    )
+    .unwrap();
+    let guess = &one["predictions"][0]["top5"][0];
+    assert_eq!(guess["name"], guess["wnid"], "{one}");
     let png = dir.path().join("report.png");
     let table = ok(&[
         "report",
