@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context, Result};
+use image::{DynamicImage, RgbImage};
 use mozjpeg::{ColorSpace, Marker};
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, JWRN_JPEG_EOF};
 
@@ -77,13 +78,34 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<Rgb> {
         // The cap above is the limit; the decoder's own default one would be a second.
         let mut decoder = reader()?;
         decoder.no_limits();
-        let img = decoder.decode()?;
-        let rgb = img.to_rgb8();
+        let rgb = pil_rgb8(decoder.decode()?);
         Ok(Rgb {
             width: rgb.width() as usize,
             height: rgb.height() as usize,
             pixels: rgb.into_raw(),
         })
+    }
+}
+
+/// `img` in 8-bit RGB as PIL's `convert("RGB")` makes it: 16-bit samples keep their high byte
+/// (PIL reads 16-bit RGB and gray + alpha PNGs so), except 16-bit grayscale, which PIL opens as
+/// mode "I;16" and whose conversion clips each value at 255 instead of scaling it.
+fn pil_rgb8(img: DynamicImage) -> RgbImage {
+    let high = |v: u16| (v >> 8) as u8;
+    let gray = |img: &DynamicImage, value: &dyn Fn(u16) -> u8| {
+        let luma = img.to_luma_alpha16();
+        let pixels = luma.pixels().flat_map(|p| [value(p.0[0]); 3]).collect();
+        RgbImage::from_raw(img.width(), img.height(), pixels).expect("3 bytes a pixel")
+    };
+    match img {
+        DynamicImage::ImageLuma16(_) => gray(&img, &|v| v.min(255) as u8),
+        DynamicImage::ImageLumaA16(_) => gray(&img, &high),
+        DynamicImage::ImageRgb16(_) | DynamicImage::ImageRgba16(_) => {
+            let rgb = img.to_rgb16();
+            let pixels = rgb.as_raw().iter().map(|&v| high(v)).collect();
+            RgbImage::from_raw(img.width(), img.height(), pixels).expect("3 bytes a pixel")
+        }
+        other => other.to_rgb8(),
     }
 }
 
@@ -269,6 +291,31 @@ mod tests {
         assert!(decode_into(&jpeg, &mut dst, 80).unwrap());
         let rgb = decode_rgb(&jpeg).unwrap();
         assert_eq!(dst, resize_center_crop(&rgb.pixels, (128, 96), 80));
+    }
+
+    #[test]
+    fn sixteen_bit_samples_read_as_pil_reads_them() {
+        let values: [u16; 4] = [0, 255, 256, 65535];
+        let png = |img: DynamicImage| {
+            let mut bytes = Vec::new();
+            img.write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+            decode_rgb(&bytes).unwrap().pixels
+        };
+        let gray = image::ImageBuffer::from_raw(4, 1, values.to_vec()).unwrap();
+        let red = |rgb: Vec<u8>| rgb.chunks(3).map(|p| p[0]).collect::<Vec<u8>>();
+        // "I;16": clipped at 255
+        assert_eq!(
+            red(png(DynamicImage::ImageLuma16(gray))),
+            [0, 255, 255, 255]
+        );
+        let rgb: Vec<u16> = values.iter().flat_map(|&v| [v; 3]).collect();
+        let rgb = image::ImageBuffer::from_raw(4, 1, rgb).unwrap();
+        // "RGB;16B": the high byte
+        assert_eq!(red(png(DynamicImage::ImageRgb16(rgb))), [0, 0, 1, 255]);
     }
 
     #[test]

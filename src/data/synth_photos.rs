@@ -1,8 +1,8 @@
 //! A synthetic dataset laid out as users' own photos are: `train/<class>/*` and a class-folder
 //! `val/<class>/*`, no `words.txt`, images of several sizes and aspect ratios in every format
 //! torchvision's `ImageFolder` opens (JPEG baseline, progressive, grayscale and CMYK; PNG RGB,
-//! RGBA, gray, gray + alpha and 16-bit; GIF; BMP; WebP; TIFF; PPM; PGM), one GIF saved under a
-//! `.jpg` name. The classes are learnable as in `synth`.
+//! RGBA, gray, gray + alpha, 16-bit RGB and 16-bit gray; GIF; BMP; WebP; TIFF; PPM; PGM), one
+//! GIF saved under a `.jpg` name. The classes are learnable as in `synth`.
 
 use std::fs;
 use std::io::Cursor;
@@ -42,6 +42,7 @@ enum Encoding {
     GrayPng,
     GrayAlphaPng,
     Png16,
+    Gray16Png,
     GifNamedJpg,
     Bmp,
     WebP,
@@ -50,7 +51,7 @@ enum Encoding {
     Pgm,
 }
 
-const ENCODINGS: [Encoding; 15] = [
+const ENCODINGS: [Encoding; 16] = [
     Encoding::Jpeg,
     Encoding::Png,
     Encoding::ProgressiveJpeg,
@@ -66,6 +67,7 @@ const ENCODINGS: [Encoding; 15] = [
     Encoding::Ppm,
     Encoding::Png16,
     Encoding::Pgm,
+    Encoding::Gray16Png,
 ];
 
 impl Encoding {
@@ -74,7 +76,9 @@ impl Encoding {
             Encoding::Jpeg | Encoding::CmykJpeg | Encoding::GifNamedJpg => "jpg",
             Encoding::ProgressiveJpeg => "jpeg",
             Encoding::GrayJpeg => "JPG",
-            Encoding::Png | Encoding::RgbaPng | Encoding::GrayAlphaPng => "png",
+            Encoding::Png | Encoding::RgbaPng | Encoding::GrayAlphaPng | Encoding::Gray16Png => {
+                "png"
+            }
             Encoding::GrayPng | Encoding::Png16 => "PNG",
             Encoding::Bmp => "bmp",
             Encoding::WebP => "webp",
@@ -127,6 +131,14 @@ impl Encoding {
                 DynamicImage::ImageRgb16(dynamic.to_rgb16()),
                 ImageFormat::Png,
             ),
+            Encoding::Gray16Png => {
+                // values spread over 0..=511, so that PIL's clipping at 255 shows
+                let mut gray = dynamic.to_luma16();
+                for p in gray.pixels_mut() {
+                    p.0[0] /= 128;
+                }
+                with(DynamicImage::ImageLuma16(gray), ImageFormat::Png)
+            }
             Encoding::GifNamedJpg => with(dynamic, ImageFormat::Gif),
             Encoding::Bmp => with(dynamic, ImageFormat::Bmp),
             Encoding::WebP => with(dynamic, ImageFormat::WebP),

@@ -45,9 +45,12 @@ def pil_pixels(path, side):
 @pytest.mark.parametrize("side", [64, 96])
 def test_pixels_equal_pils_through_resize_and_center_crop(photos, tmp_path, vggtiny, side):
     paths = sorted(p for p in photos.rglob("*") if p.is_file())
-    formats = {Image.open(p).format + ("" if Image.open(p).mode != "CMYK" else " CMYK")
-               for p in paths}
-    assert {"JPEG", "JPEG CMYK", "PNG", "GIF", "BMP", "WEBP", "TIFF", "PPM"} <= formats
+    def kind(p):
+        image = Image.open(p)
+        return image.format + (f" {image.mode}" if image.mode in ("CMYK", "I;16") else "")
+
+    formats = {kind(p) for p in paths}
+    assert {"JPEG", "JPEG CMYK", "PNG", "PNG I;16", "GIF", "BMP", "WEBP", "TIFF", "PPM"} <= formats
     out = tmp_path / "decoded.safetensors"
     vggtiny("inspect", "decode", "--side", side, "--out", out, *paths)
     ours = load_file(str(out))["images"]
