@@ -57,7 +57,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 
 /// The device ran out of memory. Shown as one line: libtorch's account of it without the
 /// C++ backtrace, where it happened, and a batch size to try.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct OutOfMemory {
     /// libtorch's words, up to how much memory was free.
     pub detail: String,
@@ -118,17 +118,13 @@ impl OutOfMemory {
     pub fn find(err: &anyhow::Error, suggest_batch: Option<usize>) -> Option<OutOfMemory> {
         err.chain().find_map(|cause| {
             let found = match cause.downcast_ref::<OutOfMemory>() {
-                Some(oom) => OutOfMemory {
-                    detail: oom.detail.clone(),
-                    during: oom.during,
-                    suggest_batch,
-                },
-                None => OutOfMemory {
-                    suggest_batch,
-                    ..OutOfMemory::of(&cause.to_string())?
-                },
+                Some(oom) => oom.clone(),
+                None => OutOfMemory::of(&cause.to_string())?,
             };
-            Some(found)
+            Some(OutOfMemory {
+                suggest_batch,
+                ..found
+            })
         })
     }
 }

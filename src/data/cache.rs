@@ -318,9 +318,9 @@ fn decode_to_cache(
             .collect();
         crc.update(&bad_bytes);
         f.write_all(&bad_bytes)?;
-        let count = (samples.len(), side, decoded.failures.len());
+        let bad = decoded.failures.len();
         f.seek(SeekFrom::Start(0))?;
-        f.write_all(&header(count.0, count.1, count.2, digest, crc.finalize()))?;
+        f.write_all(&header(samples.len(), side, bad, digest, crc.finalize()))?;
         f.flush()?;
         outcome = Some(decoded);
         Ok(())

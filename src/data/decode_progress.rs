@@ -1,11 +1,12 @@
 //! How far a first decode of a large image tree has come, on stderr: a bar with rate and ETA on
 //! a terminal, a plain line at every tenth otherwise (a log file, a notebook cell).
 
-use std::fmt;
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+use indicatif::ProgressBar;
+
+use crate::io::progress_bar::images_bar;
 
 /// Below this many images a decode takes seconds and says so once when done.
 const SHOWN_FROM: usize = 2000;
@@ -25,20 +26,9 @@ impl DecodeProgress {
         if total < SHOWN_FROM {
             return None;
         }
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(total as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "decoding [{bar:30}] {pos}/{len} images, {rate} images/s, ETA {eta}",
-                )
-                .expect("static template")
-                .with_key("rate", |state: &ProgressState, w: &mut dyn fmt::Write| {
-                    let _ = write!(w, "{:.0}", state.per_sec());
-                })
-                .progress_chars("=> "),
-            );
-            bar
-        });
+        let bar = std::io::stderr()
+            .is_terminal()
+            .then(|| images_bar(total as u64, "decoding"));
         Some(DecodeProgress {
             bar,
             total,

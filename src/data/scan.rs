@@ -221,6 +221,15 @@ pub fn scan_image_folder(root: &Path) -> Result<ImageList> {
     Ok(ImageList { classes, samples })
 }
 
+/// Each class name's label: its position in `classes`.
+fn class_index(classes: &[String]) -> HashMap<&str, usize> {
+    classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect()
+}
+
 /// Parses `val_annotations.txt` (`file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1` per line) into samples
 /// under `images_dir`, labelled by position of the wnid in `classes`. Errors name file and line.
 pub fn parse_val_annotations(
@@ -229,11 +238,7 @@ pub fn parse_val_annotations(
     images_dir: &Path,
     classes: &[String],
 ) -> Result<Vec<Sample>> {
-    let index: HashMap<&str, usize> = classes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i))
-        .collect();
+    let index = class_index(classes);
     let mut samples = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
@@ -295,11 +300,7 @@ fn has_subdirectories(dir: &Path) -> bool {
 /// A class-folder val tree, relabelled from its own class order to the training classes'.
 fn scan_class_folder_val(val_dir: &Path, classes: &[String]) -> Result<Vec<Sample>> {
     let list = scan_image_folder(val_dir)?;
-    let index: HashMap<&str, usize> = classes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i))
-        .collect();
+    let index = class_index(classes);
     let mut labels = Vec::with_capacity(list.classes.len());
     for class in &list.classes {
         match index.get(class.as_str()) {

@@ -1,10 +1,11 @@
 //! Terminal output of a training run: an indicatif bar (ETA, images/s) when stdout is a
 //! terminal, plain log lines otherwise.
 
-use std::fmt;
 use std::io::IsTerminal;
 
-use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+use indicatif::ProgressBar;
+
+use crate::io::progress_bar::images_bar;
 
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -13,21 +14,9 @@ pub struct Progress {
 impl Progress {
     /// A progress display over `total` images.
     pub fn new(total: u64, label: String) -> Progress {
-        let bar = std::io::stdout().is_terminal().then(|| {
-            let bar = ProgressBar::new(total);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {pos}/{len} images, {rate} images/s, ETA {eta}",
-                )
-                .expect("static template")
-                .with_key("rate", |state: &ProgressState, w: &mut dyn fmt::Write| {
-                    let _ = write!(w, "{:.0}", state.per_sec());
-                })
-                .progress_chars("=> "),
-            );
-            bar.set_message(label);
-            bar
-        });
+        let bar = std::io::stdout()
+            .is_terminal()
+            .then(|| images_bar(total, &label));
         Progress { bar }
     }
 
