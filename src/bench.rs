@@ -14,9 +14,10 @@ use crate::data::image_set::ImageSet;
 use crate::data::loader::{Loader, PlannedBatch};
 use crate::data::scan::{scan_image_folder, DataRoot, Sample};
 use crate::data::synth::{write_dataset, SynthSpec};
-use crate::device::{self, cuda_memory_mb, synchronize};
+use crate::device::{self, device_used_mb, synchronize};
 use crate::eval::eval_batch_size;
 use crate::io::memory::host_memory_mb;
+use crate::io::scratch::Scratch;
 use crate::model::{Amp, Stage, Vgg16};
 use crate::run_dir::config::Recipe;
 use crate::train::step::Learner;
@@ -97,32 +98,6 @@ pub struct Report {
     pub peak_device_mb: Option<f64>,
 }
 
-/// A temporary directory removed on drop (synthetic data, throwaway cache).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("vggtiny-bench-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Memory used on the run's CUDA device, MiB; `None` on the CPU.
-fn device_used_mb(device: Device) -> Option<f64> {
-    match device {
-        Device::Cuda(n) => cuda_memory_mb(n).map(|m| m.used()),
-        _ => None,
-    }
-}
-
 /// The class-folder tree to measure on: `data`'s, or a synthetic one of `n` images.
 fn tree(data: Option<&Path>, n: usize, scratch: &Scratch) -> Result<PathBuf> {
     Ok(match data {
@@ -135,7 +110,7 @@ fn tree(data: Option<&Path>, n: usize, scratch: &Scratch) -> Result<PathBuf> {
                 val_per_class: 0,
                 seed: 0,
             };
-            let dir = scratch.0.join("data");
+            let dir = scratch.path().join("data");
             write_dataset(&dir, &spec)?;
             dir.join("train")
         }
@@ -153,7 +128,7 @@ fn samples(tree: &Path, n: usize) -> Result<Vec<Sample>> {
 pub fn run(plan: &Plan) -> Result<Report> {
     let device = plan.device;
     let baseline = device_used_mb(device);
-    let scratch = Scratch::new("work")?;
+    let scratch = Scratch::new("bench")?;
     let tree = tree(plan.data, plan.images, &scratch)?;
     let list = samples(&tree, plan.images)?;
     let mut report = Report {
@@ -202,7 +177,7 @@ pub fn run(plan: &Plan) -> Result<Report> {
 /// A repeat run's start: scan, find and map the cache (images stored at `side`), build the
 /// model, first batch.
 fn warm_start(tree: &Path, side: usize, plan: &Plan, scratch: &Scratch) -> Result<f64> {
-    let cache_dir = scratch.0.join("cache");
+    let cache_dir = scratch.path().join("cache");
     cache::decode_or_map(&samples(tree, plan.images)?, side, Some(&cache_dir), false)?;
     let started = Instant::now();
     let warm_list = samples(tree, plan.images)?;

@@ -5,7 +5,7 @@
 //! 1. `cli`: the clap root; `commands`: one file per subcommand, its flags and its output.
 //! 2. What the commands do: `train` (the one loop of both stages), `eval` (scores, test-time
 //!    augmentation, predictions for image files), `report` (curves and per-class tables),
-//!    `bench`, `download`.
+//!    `bench`, `soak` (both stages at the recipe's length, memory watched), `download`.
 //! 3. The domain: `run_dir` (a run on disk: configuration, meta.json, checkpoint, metrics
 //!    log, the model to load), `data` (image folders to batches), `model` (VGG16, mixed
 //!    precision), `optim` (Adam, CyclicLR, loss scaling), `device`.
@@ -25,4 +25,5 @@ pub mod model;
 pub mod optim;
 pub mod report;
 pub mod run_dir;
+pub mod soak;
 pub mod train;

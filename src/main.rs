@@ -17,6 +17,8 @@ fn main() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
+    // Before any other thread starts, so that libtorch's worker threads inherit it.
+    vggtiny::device::flush_denormals();
     let cli = vggtiny::cli::Cli::parse();
     let smaller_batch = cli.command.batch_size().map(|n| (n / 2).max(1));
     // libtorch reports failures (CUDA out of memory, bad shapes) as panics carrying a C++

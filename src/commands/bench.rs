@@ -4,11 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use serde::Serialize;
 use tch::Device;
 
 use super::flags::DeviceFlag;
-use super::JSON_VERSION;
+use super::print_json;
 use crate::bail_input;
 use crate::bench::{self, Plan, Report, Workload};
 use crate::model::Amp;
@@ -65,23 +64,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         device,
     })?;
     if args.json {
-        let output = Output {
-            version: JSON_VERSION,
-            report: &report,
-        };
-        println!("{}", serde_json::to_string(&output)?);
+        print_json(&report)?;
     } else {
         print_table(&report);
     }
     Ok(())
-}
-
-/// What `--json` prints.
-#[derive(Serialize)]
-struct Output<'a> {
-    version: u32,
-    #[serde(flatten)]
-    report: &'a Report,
 }
 
 fn print_table(r: &Report) {

@@ -8,6 +8,7 @@ pub mod flags;
 pub mod inspect;
 pub mod predict;
 pub mod report;
+pub mod soak;
 pub mod synth;
 pub mod train;
 
@@ -17,6 +18,22 @@ use clap::Subcommand;
 /// The version of the `--json` outputs' shape (eval, predict, bench): raised when a field
 /// changes meaning or goes away, so that scripts reading them can tell.
 pub const JSON_VERSION: u32 = 1;
+
+/// Prints `body` as the one line of JSON that `--json` promises: `version`, then its fields.
+fn print_json(body: &impl serde::Serialize) -> Result<()> {
+    #[derive(serde::Serialize)]
+    struct Versioned<'a, T> {
+        version: u32,
+        #[serde(flatten)]
+        body: &'a T,
+    }
+    let line = serde_json::to_string(&Versioned {
+        version: JSON_VERSION,
+        body,
+    })?;
+    println!("{line}");
+    Ok(())
+}
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -36,6 +53,9 @@ pub enum Command {
     Download(download::DownloadArgs),
     /// Measure the pipeline: decode, augmentation, both training stages, eval, memory
     Bench(bench::BenchArgs),
+    /// Both stages as long as the recipe on a small synthetic set, watching memory, files and
+    /// time per step; fails when they grow
+    Soak(soak::SoakArgs),
     /// Print a shell completion script (bash, zsh, fish, ...)
     Completions {
         #[arg(value_enum)]
@@ -59,6 +79,7 @@ impl Command {
             Command::Predict(args) => predict::run(&args),
             Command::Download(args) => download::run(&args),
             Command::Bench(args) => bench::run(&args),
+            Command::Soak(args) => soak::run(&args),
             Command::Inspect(command) => inspect::run(&command),
             Command::Completions { .. } => unreachable!("answered by cli::run"),
         }

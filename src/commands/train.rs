@@ -229,6 +229,7 @@ impl SessionArgs {
             tensorboard: self.tensorboard,
             force: self.force,
             resume: self.resume,
+            quiet: false,
         }
     }
 }
@@ -369,7 +370,7 @@ fn train_stage(requested: TrainConfig) -> Result<()> {
         (requested, None)
     };
     let device = device_for(&config)?;
-    train::run(&config, recorded, device).map(drop)
+    train::run(&config, recorded, device, &mut |_| {}).map(drop)
 }
 
 /// The meta.json of the run in `out`, for `--resume`.

@@ -135,6 +135,10 @@ pub struct Session {
     pub force: bool,
     #[serde(skip)]
     pub resume: bool,
+    /// No training log on the console (the soak reports instead); the run's files are
+    /// written as always.
+    #[serde(skip)]
+    pub quiet: bool,
 }
 
 /// Everything one training stage needs, validated.
@@ -404,6 +408,7 @@ impl TrainConfig {
                 tensorboard: None,
                 force: false,
                 resume: false,
+                quiet: false,
             },
         }
     }

@@ -81,13 +81,15 @@ impl TrainData {
                 split.holdout.len()
             );
         }
-        eprintln!(
-            "data: {} classes, {} training and {} holdout images from {}",
-            list.classes.len(),
-            split.train.len(),
-            split.holdout.len(),
-            root.train.display()
-        );
+        if !cfg.session.quiet {
+            eprintln!(
+                "data: {} classes, {} training and {} holdout images from {}",
+                list.classes.len(),
+                split.train.len(),
+                split.holdout.len(),
+                root.train.display()
+            );
+        }
         Ok(TrainData {
             class_names: root.class_names(&list.classes)?,
             classes: list.classes,

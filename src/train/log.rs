@@ -60,6 +60,8 @@ pub struct RunLog {
     tensorboard: Option<EventWriter>,
     progress: Option<Progress>,
     pace: Pace,
+    /// No console lines or progress bar (`Session::quiet`); the files are written as always.
+    quiet: bool,
 }
 
 impl RunLog {
@@ -80,6 +82,7 @@ impl RunLog {
                 .map(EventWriter::create)
                 .transpose()?,
             progress: None,
+            quiet: cfg.session.quiet,
             pace: Pace {
                 started: Instant::now(),
                 last: (0, Instant::now()),
@@ -96,6 +99,9 @@ impl RunLog {
     /// stage being `steps` optimizer steps in.
     pub fn start_epoch(&mut self, label: String, total: u64, done: u64, steps: u64) {
         self.pace.last = (steps, Instant::now());
+        if self.quiet {
+            return;
+        }
         let progress = Progress::new(total, label);
         progress.advance(done);
         self.progress = Some(progress);
@@ -175,7 +181,10 @@ impl RunLog {
     }
 
     /// A console line, above the progress bar when there is one.
-    fn line(&self, text: &str) {
+    pub(super) fn line(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
         match &self.progress {
             Some(progress) => progress.line(text),
             // A terminal that went away (SIGHUP) fails writes; the run must still save and stop.

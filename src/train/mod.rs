@@ -48,8 +48,14 @@ use signals::{interrupted, StopSignals};
 use step::Learner;
 
 /// Trains one stage as `cfg` says on `device`, or resumes the run whose meta.json `recorded`
-/// is, and returns the final holdout scores.
-pub fn run(cfg: &TrainConfig, recorded: Option<Meta>, device: Device) -> Result<Scores> {
+/// is, and returns the final holdout scores. `after_step` is called after every optimizer
+/// step with the steps the stage has taken (the soak samples memory there).
+pub fn run(
+    cfg: &TrainConfig,
+    recorded: Option<Meta>,
+    device: Device,
+    after_step: &mut dyn FnMut(u64),
+) -> Result<Scores> {
     // Held to the end: one run writes a run directory at a time.
     let _lock = RunLock::acquire(&cfg.session.out)?;
     remove_temporaries(&cfg.session.out, Leftovers::All);
@@ -80,6 +86,7 @@ pub fn run(cfg: &TrainConfig, recorded: Option<Meta>, device: Device) -> Result<
         stop: EarlyStop {
             patience: session.early_stop,
         },
+        after_step,
     };
     let mut last = trainer.last_scores();
     let max_steps = session.max_steps.unwrap_or(u64::MAX);
@@ -91,13 +98,13 @@ pub fn run(cfg: &TrainConfig, recorded: Option<Meta>, device: Device) -> Result<
         }
     }
     let scores = last.context("no epoch ran")?;
-    println!(
+    trainer.log.line(&format!(
         "Finished {}: holdout top-1 {:.2}%, top-5 {}; model in {}",
         recipe.stage.name(),
         100.0 * scores.top1,
         top5_text(scores.top5),
         session.out.join(MODEL_FILE).display()
-    );
+    ));
     Ok(scores)
 }
 
@@ -114,6 +121,7 @@ struct Trainer<'a> {
     saver: CheckpointSaver,
     signals: StopSignals,
     stop: EarlyStop,
+    after_step: &'a mut dyn FnMut(u64),
 }
 
 impl Trainer<'_> {
@@ -197,6 +205,7 @@ impl Trainer<'_> {
         }
         self.state.batch += 1;
         self.state.step += 1;
+        (self.after_step)(self.state.step);
         Ok(())
     }
 
@@ -300,7 +309,7 @@ impl Trainer<'_> {
             return Err(interrupted(signal, epoch, step, &self.cfg.session.out));
         }
         if self.stop.should_stop(epoch, best) {
-            println!(
+            self.log.line(&format!(
                 "Early stop: no holdout top-1 gain above {:.2} points for {} epochs; best {:.2}% \
                  at epoch {} in {}",
                 100.0 * self.cfg.session.min_delta,
@@ -308,7 +317,7 @@ impl Trainer<'_> {
                 100.0 * best.top1,
                 best.epoch,
                 self.cfg.session.out.join(BEST_FILE).display()
-            );
+            ));
             return Ok(false);
         }
         Ok(true)

@@ -27,7 +27,10 @@ impl FiniteWatch {
         }
     }
 
+    /// Records `loss` of `step`. Only its value is kept: a loss still attached to its
+    /// autograd graph would chain every step's graph to the next, none ever freed.
     fn record(&mut self, loss: &Tensor, step: u64) {
+        let loss = loss.detach();
         let finite = loss.isfinite();
         let loss = loss.to_kind(Kind::Double);
         self.last_finite = loss.where_self(&finite, &self.last_finite);
@@ -130,6 +133,16 @@ mod tests {
         watch.record(&Tensor::from(f32::NAN), 1);
         watch.record(&Tensor::from(f32::INFINITY), 2);
         assert_eq!(watch.check(), Some((1, 2.5)));
+    }
+
+    #[test]
+    fn the_watch_keeps_values_not_the_graph_behind_them() {
+        let weight = Tensor::from(1.5f32).set_requires_grad(true);
+        let loss = &weight * 2.0;
+        let mut watch = FiniteWatch::new(Device::Cpu);
+        watch.record(&loss, 0);
+        assert!(!watch.last_finite.requires_grad());
+        assert_eq!(watch.check(), None);
     }
 
     #[test]

@@ -187,6 +187,7 @@ fn completions_for_each_shell_know_the_subcommands() {
             "report",
             "predict",
             "download",
+            "soak",
         ] {
             assert!(script.contains(sub), "{shell} completions lack {sub}");
         }
@@ -214,6 +215,7 @@ fn help_shows_defaults_and_what_each_flag_means() {
         "predict",
         "report",
         "bench",
+        "soak",
     ] {
         let help = ok(&[command, "--help"]);
         assert!(
@@ -229,5 +231,9 @@ fn help_shows_defaults_and_what_each_flag_means() {
         "--which",
     ] {
         assert!(help.contains(needle), "finetune --help lacks {needle}");
+    }
+    let help = ok(&["soak", "--help"]);
+    for needle in ["the recipe's 22 275", "--max-growth", "[default: 2]"] {
+        assert!(help.contains(needle), "soak --help lacks {needle}");
     }
 }

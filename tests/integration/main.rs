@@ -11,6 +11,7 @@ mod common;
 mod cli;
 mod cuda;
 mod download;
+mod endurance;
 mod everyday;
 mod first_day;
 mod levers;
