@@ -8,7 +8,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::flags::{DeviceFlag, ModelFlags, ScoreBatch, ScoredImages};
-use super::JSON_VERSION;
+use super::print_json;
 use crate::data::scan::DataRoot;
 use crate::eval::scoring::{prepare, EvalSplit, ScoringData};
 use crate::eval::tta::Tta;
@@ -45,10 +45,9 @@ pub struct EvalArgs {
     pub images: ScoredImages,
 }
 
-/// What `--json` prints.
+/// What `--json` prints (after `version`).
 #[derive(Serialize)]
 struct Report<'a> {
-    version: u32,
     split: &'a str,
     tta: Tta,
     #[serde(flatten)]
@@ -78,14 +77,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 fn print(args: &EvalArgs, scores: Scores) -> Result<()> {
     let split = args.split.name();
     if args.json {
-        let report = Report {
-            version: JSON_VERSION,
+        return print_json(&Report {
             split,
             tta: args.tta,
             scores,
-        };
-        println!("{}", serde_json::to_string(&report)?);
-        return Ok(());
+        });
     }
     let tta = match args.tta {
         Tta::None => String::new(),

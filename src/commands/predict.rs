@@ -8,7 +8,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::flags::{DeviceFlag, ModelFlags, ScoreBatch};
-use super::JSON_VERSION;
+use super::print_json;
 use crate::bail_input;
 use crate::data::scan::{find_classes, DataRoot};
 use crate::eval::predict::{Classifier, Prediction};
@@ -64,21 +64,15 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     print(&predictions, args.json)
 }
 
-/// What `--json` prints.
+/// What `--json` prints (after `version`).
 #[derive(Serialize)]
 struct Report<'a> {
-    version: u32,
     predictions: &'a [Prediction],
 }
 
 fn print(predictions: &[Prediction], json: bool) -> Result<()> {
     if json {
-        let report = Report {
-            version: JSON_VERSION,
-            predictions,
-        };
-        println!("{}", serde_json::to_string(&report)?);
-        return Ok(());
+        return print_json(&Report { predictions });
     }
     for p in predictions {
         println!("{}", p.image.display());

@@ -74,10 +74,10 @@ pub struct SessionArgs {
     #[command(flatten)]
     pub cache: CacheFlags,
     /// Log the loss every N optimizer steps
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, default_value_t = defaults::LOG_INTERVAL, value_name = "N")]
     pub log_interval: u64,
     /// Also log mini-batch accuracy every N optimizer steps
-    #[arg(long, default_value_t = 300, value_name = "N")]
+    #[arg(long, default_value_t = defaults::PRED_INTERVAL, value_name = "N")]
     pub pred_interval: u64,
     /// Continue the stopped run in --out from its last checkpoint: same split, schedule
     /// position, optimizer state and random draws

@@ -23,6 +23,9 @@ pub mod defaults {
     pub const BATCH_SIZE: usize = 64;
     /// The side of Tiny ImageNet's images, which the recipe feeds the network as they are.
     pub const IMAGE_SIZE: u32 = 64;
+    /// The recipe logs the loss every 100 steps and the mini-batch accuracy every 300.
+    pub const LOG_INTERVAL: u64 = 100;
+    pub const PRED_INTERVAL: u64 = 300;
 
     /// Stage 1: 10 epochs of the head on frozen features.
     pub const BASE: StageRecipe = StageRecipe {
@@ -397,8 +400,8 @@ impl TrainConfig {
                 device: "auto".into(),
                 deterministic: false,
                 epochs: 10,
-                log_interval: 100,
-                pred_interval: 300,
+                log_interval: defaults::LOG_INTERVAL,
+                pred_interval: defaults::PRED_INTERVAL,
                 cache_dir: None,
                 max_steps: None,
                 checkpoint_every: None,
