@@ -25,12 +25,13 @@ fn soak(out: &Path, steps: u64, epoch_steps: u64, flags: &[&str]) -> (i32, Value
 /// Hundreds of steps of both stages: host memory, the run directories, open files and threads
 /// stay flat after warm-up. With the loss kept attached to its graph across steps (a leak this
 /// project once had), stage 2's host memory grew 110-190 MiB per 1000 steps here; without it,
-/// 0-2.
+/// 0-2. The bound is 20, not the default 2: over a stage of 150 steps 2 MiB/1k is 0.3 MiB,
+/// less than one block the allocator may take once.
 #[test]
 fn both_stages_hold_memory_and_files_flat_over_hundreds_of_steps() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("soak");
-    let (code, json, stderr) = soak(&out, 450, 40, &[]);
+    let (code, json, stderr) = soak(&out, 450, 40, &["--max-growth", "20"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(json["failures"], serde_json::json!([]), "{json}");
     let stages = json["stages"].as_array().unwrap();
@@ -39,7 +40,7 @@ fn both_stages_hold_memory_and_files_flat_over_hundreds_of_steps() {
     assert_eq!(of("steps"), [300, 150]);
     for stage in stages {
         let slope = stage["host_mb"]["slope_per_1k"].as_f64().unwrap();
-        assert!(slope.abs() < 2.0, "host memory moved {slope} MiB/1k steps");
+        assert!(slope.abs() < 20.0, "host memory moved {slope} MiB/1k steps");
         assert!(stage["run_dir_mb"]["end"].as_f64().unwrap() > 100.0);
         for count in ["open_files", "threads"] {
             let most = |half: &str| stage[count][half].as_u64().unwrap();

@@ -233,7 +233,27 @@ fn help_shows_defaults_and_what_each_flag_means() {
         assert!(help.contains(needle), "finetune --help lacks {needle}");
     }
     let help = ok(&["soak", "--help"]);
-    for needle in ["the recipe's 22 275", "--max-growth", "[default: 2]"] {
-        assert!(help.contains(needle), "soak --help lacks {needle}");
+    assert!(help.contains("the recipe's 22 275"), "{help}");
+    let max_growth = help.split("--max-growth <MIB>").nth(1).unwrap_or_default();
+    let max_growth = max_growth.split("\n      --").next().unwrap_or_default();
+    assert!(max_growth.contains("[default: 2]"), "{help}");
+    // and the overview lists every command
+    let help = ok(&["--help"]);
+    for command in [
+        "train-base",
+        "finetune",
+        "eval",
+        "synth",
+        "report",
+        "predict",
+        "download",
+        "bench",
+        "soak",
+        "completions",
+    ] {
+        assert!(
+            help.contains(&format!("\n  {command} ")),
+            "--help lacks {command}"
+        );
     }
 }
