@@ -71,6 +71,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let loader = scoring.loader(device);
     let indices: Vec<usize> = (0..scoring.samples.len()).collect();
     let scores = evaluate(&scoring.model, &loader, &indices, args.batch.size, args.tta);
+    scores.ensure_finite(&source.name())?;
     print(args, scores)
 }
 

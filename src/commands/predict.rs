@@ -53,7 +53,9 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         ),
     };
     let model = source.load_model(classes.len(), device)?;
+    let name = source.name();
     let classifier = Classifier {
+        source: &name,
         model: &model,
         image_size: source.image_size(),
         stored_side: source.stored_side(),

@@ -79,7 +79,13 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let scoring = prepare(&source, &data, device)?;
     let loader = scoring.loader(device);
     let indices: Vec<usize> = (0..scoring.samples.len()).collect();
-    let guesses = predicted_classes(&scoring.model, &loader, &indices, args.batch.size)?;
+    let guesses = predicted_classes(
+        &scoring.model,
+        &loader,
+        &indices,
+        args.batch.size,
+        &source.name(),
+    )?;
     let pairs = scoring.samples.iter().zip(&guesses);
     let confusion = Confusion::new(
         scoring.classes.len(),

@@ -13,13 +13,13 @@ use crate::bail_input;
 use crate::data::scan::DataRoot;
 use crate::data::split::SplitSpec;
 use crate::device;
-use crate::io::paths::default_weights_path;
+use crate::io::paths::{default_weights_path, resolved};
 use crate::model::{Amp, Stage};
 use crate::optim::schedule::{CyclicLr, LearningRate, SchedStep, Schedule};
 use crate::run_dir::checkpoint::CHECKPOINT_FILE;
 use crate::run_dir::config::{defaults, Init, Origin, Recipe, Session, TrainConfig};
 use crate::run_dir::meta::{load_meta, Meta};
-use crate::run_dir::{ModelChoice, META_FILE};
+use crate::run_dir::{self, ModelChoice, META_FILE};
 use crate::train;
 
 /// The recipe's flags both stages share: what `--resume` compares with the run's own.
@@ -275,14 +275,6 @@ pub fn run_base(args: TrainBaseArgs) -> Result<()> {
 /// Stage 2 takes the split and input size of the run it starts from unless told otherwise.
 pub fn run_finetune(args: FinetuneArgs) -> Result<()> {
     let from = args.from.display().to_string();
-    let same = |a: &Path, b: &Path| a == b || a.canonicalize().ok() == b.canonicalize().ok();
-    if !args.session.resume && args.from.exists() && same(&args.from, &args.out) {
-        bail_input!(
-            "--from and --out are both {}: a new stage would overwrite the run it starts \
-             from; choose another --out",
-            args.out.display()
-        );
-    }
     let inherited = if args.session.resume {
         // A resumed run has them recorded itself; its --from run may be gone by now.
         load_meta(&args.out.join(META_FILE)).ok()
@@ -362,7 +354,18 @@ fn train_stage(requested: TrainConfig) -> Result<()> {
             );
         }
     }
+    if resolved(&session.out).starts_with(resolved(&session.data)) {
+        bail_input!(
+            "--out {} is inside --data {}: the run would become part of the dataset (a class \
+             folder of its own); choose an --out outside it",
+            session.out.display(),
+            session.data.display()
+        );
+    }
     requested.validate()?;
+    if !session.resume {
+        refuse_a_source_the_run_replaces(&requested)?;
+    }
     let (config, recorded) = if requested.session.resume {
         let recorded = recorded_meta(&requested.session.out)?;
         (requested.resumed(&recorded.config)?, Some(recorded))
@@ -371,6 +374,26 @@ fn train_stage(requested: TrainConfig) -> Result<()> {
     };
     let device = device_for(&config)?;
     train::run(&config, recorded, device, &mut |_| {}).map(drop)
+}
+
+/// Refuses starting weights that are `--out` itself or one of the files a fresh run there
+/// replaces (`--force` would remove the model it starts from).
+fn refuse_a_source_the_run_replaces(config: &TrainConfig) -> Result<()> {
+    let (flag, path) = match &config.origin.init {
+        Init::Weights(path) => ("--weights", path),
+        Init::From(path) => ("--from", path),
+        Init::RandomInit => return Ok(()),
+    };
+    let out = &config.session.out;
+    if path.exists() && run_dir::would_clear(out, path) {
+        bail_input!(
+            "{flag} {} is the run in --out {} or one of its files, which the new run \
+             replaces; choose another --out",
+            path.display(),
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// The meta.json of the run in `out`, for `--resume`.

@@ -108,6 +108,17 @@ fn check_not_a_wrong_turn(dir: &Path) -> Result<()> {
             root.display()
         );
     }
+    let parent = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.parent().map(Path::to_path_buf));
+    if let Some(root) = parent.filter(|p| p.join("train").is_dir() && dir.ends_with("val")) {
+        bail_input!(
+            "--data {shown} is the val/ folder of a dataset with train/ and val/; pass the \
+             root: --data {}",
+            root.display()
+        );
+    }
     if !dir.join("train").is_dir() {
         let inner = fs::read_dir(dir)
             .ok()
@@ -156,17 +167,35 @@ pub fn find_classes(root: &Path) -> Result<Vec<String>> {
     Ok(classes)
 }
 
-/// Every directory below `dir` (itself included) with its non-directory entries, in the order
-/// `sorted(os.walk(dir, followlinks=True))` gives: by path string, file names sorted within.
-fn walk_sorted(dir: &Path) -> Result<Vec<(PathBuf, Vec<PathBuf>)>> {
+/// Every directory below the class folder `dir` of the tree `tree` (itself included) with its
+/// non-directory entries, in the order `sorted(os.walk(dir, followlinks=True))` gives: by path
+/// string, file names sorted within.
+///
+/// Links are followed as there, except to a folder that holds this class folder (a loop:
+/// os.walk would follow it until the path got too long) or into another class of `tree`
+/// (whose images would be labelled this class): those are left out with a warning.
+fn walk_sorted(dir: &Path, tree: &Path) -> Result<Vec<(PathBuf, Vec<PathBuf>)>> {
+    let resolve =
+        |p: &Path| fs::canonicalize(p).with_context(|| format!("cannot resolve {}", p.display()));
+    let (class, tree) = (resolve(dir)?, resolve(tree)?);
     let mut out = Vec::new();
-    // Each pending directory carries the canonical paths of its ancestors: os.walk would follow a
-    // symlink loop until the path gets too long, this walk stops where a directory repeats.
+    // Each pending directory carries the canonical paths of its ancestors: a link back to one
+    // of them inside the class is a loop, and stops here.
     let mut pending = vec![(dir.to_path_buf(), Vec::new())];
     while let Some((current, mut ancestors)) = pending.pop() {
-        let canonical = fs::canonicalize(&current)
-            .with_context(|| format!("cannot resolve {}", current.display()))?;
+        let canonical = resolve(&current)?;
         if ancestors.contains(&canonical) {
+            continue;
+        }
+        let outside = class.starts_with(&canonical) && canonical != class
+            || canonical.starts_with(&tree) && !canonical.starts_with(&class);
+        if outside {
+            eprintln!(
+                "warning: {} leads to {}, outside its class folder {}: not followed",
+                current.display(),
+                canonical.display(),
+                dir.display()
+            );
             continue;
         }
         ancestors.push(canonical);
@@ -198,7 +227,7 @@ pub fn scan_image_folder(root: &Path) -> Result<ImageList> {
     let mut empty = Vec::new();
     for (label, class) in classes.iter().enumerate() {
         let before = samples.len();
-        for (_, files) in walk_sorted(&root.join(class))? {
+        for (_, files) in walk_sorted(&root.join(class), root)? {
             samples.extend(
                 files
                     .into_iter()
@@ -374,6 +403,31 @@ mod tests {
     }
 
     #[test]
+    fn links_out_of_a_class_folder_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("train");
+        touch(&root.join("a/0.jpg"));
+        touch(&root.join("b/1.jpg"));
+        let elsewhere = dir.path().join("more");
+        touch(&elsewhere.join("2.jpg"));
+        let link = |target: &Path, at: &str| std::os::unix::fs::symlink(target, root.join(at));
+        link(Path::new(".."), "a/up").unwrap();
+        link(&root.join("b"), "a/b").unwrap();
+        link(&elsewhere, "a/more").unwrap();
+        link(Path::new("."), "a/here").unwrap();
+        let list = scan_image_folder(&root).unwrap();
+        let names: Vec<_> = list
+            .samples
+            .iter()
+            .map(|s| (s.path.strip_prefix(&root).unwrap().to_path_buf(), s.label))
+            .collect();
+        // a folder outside the tree is followed, as ImageFolder follows it; a loop and
+        // another class are not
+        let want = [("a/0.jpg", 0), ("a/more/2.jpg", 0), ("b/1.jpg", 1)];
+        assert_eq!(names, want.map(|(p, l)| (PathBuf::from(p), l)));
+    }
+
+    #[test]
     fn wrong_turns_name_the_right_data_path() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("tiny-imagenet-200");
@@ -401,6 +455,15 @@ mod tests {
         assert!(DataRoot::locate(&root).unwrap().val.is_some());
         // the train/ folder itself is a valid class-folder tree
         assert!(DataRoot::locate(&root.join("train")).unwrap().val.is_none());
+        // a val/ of class folders beside train/ is not one
+        let folders = dir.path().join("photos");
+        touch(&folders.join("train/ants/0.jpg"));
+        touch(&folders.join("val/ants/1.jpg"));
+        let val = err(&folders.join("val"));
+        assert!(
+            val.contains("val/ folder") && val.contains(&format!("--data {}", folders.display())),
+            "{val}"
+        );
     }
 
     #[test]

@@ -35,6 +35,35 @@ pub struct Scores {
     pub top5: Option<f64>,
 }
 
+impl Scores {
+    /// Refuses scores of a model whose outputs are not finite numbers (a NaN mean loss): its
+    /// accuracy would count NaN rows as guesses. `model` names it.
+    pub fn ensure_finite(&self, model: &str) -> Result<()> {
+        if !self.loss.is_finite() {
+            return Err(not_finite(model, &format!("mean loss {}", self.loss)));
+        }
+        Ok(())
+    }
+}
+
+/// The error of a model whose outputs are not finite numbers; `seen` says where it showed.
+pub fn not_finite(model: &str, seen: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{model}: the model's outputs are not finite numbers ({seen}), so it cannot be \
+         scored or used: its weights broke in training (a learning rate too high?). Train it \
+         again, or use an earlier model of its run (--which best)"
+    )
+}
+
+/// Refuses `log_probs` that are not all finite (or -inf, a probability of 0).
+pub fn ensure_finite_outputs(log_probs: &Tensor, model: &str) -> Result<()> {
+    let bad = log_probs.isnan().logical_or(&log_probs.isposinf());
+    if bad.any().int64_value(&[]) != 0 {
+        return Err(not_finite(model, "NaN or infinite log-probabilities"));
+    }
+    Ok(())
+}
+
 /// A top-5 accuracy as a percentage, or why there is none.
 pub fn top5_text(top5: Option<f64>) -> String {
     match top5 {
@@ -91,11 +120,14 @@ pub fn predicted_classes(
     loader: &Loader,
     indices: &[usize],
     batch_size: usize,
+    name: &str,
 ) -> Result<Vec<i64>> {
     let mut out = Vec::with_capacity(indices.len());
     for chunk in indices.chunks(batch_size) {
         let batch = loader.eval_batch(chunk);
-        let guess = log_probs(model, &batch.images, Tta::None).argmax(1, false);
+        let log_probs = log_probs(model, &batch.images, Tta::None);
+        ensure_finite_outputs(&log_probs, name)?;
+        let guess = log_probs.argmax(1, false);
         out.extend(Vec::<i64>::try_from(&guess.to_device(Device::Cpu))?);
     }
     Ok(out)

@@ -8,6 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::augment::{normalize_channels_last, resize, to_float, Constants};
 use crate::data::cache::decode_files;
+use crate::eval::ensure_finite_outputs;
 use crate::eval::tta::{log_probs, Tta};
 use crate::model::Vgg16;
 
@@ -35,6 +36,8 @@ pub struct Classifier<'a> {
     pub stored_side: usize,
     pub classes: &'a [String],
     pub names: &'a [String],
+    /// The model file, as errors name it.
+    pub source: &'a str,
 }
 
 impl Classifier<'_> {
@@ -71,7 +74,9 @@ impl Classifier<'_> {
         let x = to_float(&decode_files(paths, self.stored_side)?.to_device(device));
         let x = resize(&x, i64::from(self.image_size));
         let x = normalize_channels_last(&x, &Constants::on(device));
-        let probs = log_probs(self.model, &x, tta).exp();
+        let log_probs = log_probs(self.model, &x, tta);
+        ensure_finite_outputs(&log_probs, self.source)?;
+        let probs = log_probs.exp();
         Ok(probs.to_device(Device::Cpu))
     }
 

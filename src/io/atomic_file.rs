@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 
+use super::process_ended;
+
 /// Test hook for file systems that cannot be made full for real: with
 /// `VGGTINY_FAULT_DISK_FULL_AFTER=N` set, every atomic write after the first N fails as a full
 /// disk would at the sync, once its temporary file is written.
@@ -33,7 +35,8 @@ fn temporary_name(name: &str) -> String {
 pub enum Leftovers {
     /// Those of writers that no longer run (a directory others may write too).
     OfEndedWriters,
-    /// Every one (a directory this process holds the lock of), older versions' included.
+    /// Every one this program names so (a directory this process holds the lock of); other
+    /// files ending in `.tmp` are the user's.
     All,
 }
 
@@ -52,14 +55,9 @@ pub fn remove_temporaries(dir: &Path, which: Leftovers) {
             continue;
         };
         let remove = match (which, temporary_owner(name)) {
-            (Leftovers::All, _) => true,
-            // SAFETY: signal 0 only asks whether the process exists.
-            (Leftovers::OfEndedWriters, Some(pid)) => {
-                let signalled = unsafe { libc::kill(pid, 0) };
-                signalled != 0
-                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-            }
-            (Leftovers::OfEndedWriters, None) => false,
+            (_, None) => false,
+            (Leftovers::All, Some(_)) => true,
+            (Leftovers::OfEndedWriters, Some(pid)) => process_ended(pid),
         };
         if remove {
             let _ = fs::remove_file(entry.path());
@@ -143,17 +141,20 @@ mod tests {
         for file in [name.as_str(), stale, "model.safetensors", ".lock"] {
             fs::write(dir.path().join(file), b"x").unwrap();
         }
-        let older = ".meta.json.tmp";
-        fs::write(dir.path().join(older), b"x").unwrap();
+        // a user's own files that end in .tmp, whatever their names look like
+        let users = [".userdata.tmp", ".meta.json.tmp", ".notes.x-1.tmp"];
+        for file in users {
+            fs::write(dir.path().join(file), b"x").unwrap();
+        }
         remove_temporaries(dir.path(), Leftovers::OfEndedWriters);
         assert!(!dir.path().join(stale).exists());
-        for kept in [name.as_str(), older, "model.safetensors", ".lock"] {
+        for kept in [name.as_str(), "model.safetensors", ".lock"] {
             assert!(dir.path().join(kept).exists(), "{kept}");
         }
         remove_temporaries(dir.path(), Leftovers::All);
-        for gone in [name.as_str(), older] {
-            assert!(!dir.path().join(gone).exists(), "{gone}");
+        assert!(!dir.path().join(&name).exists(), "{name}");
+        for kept in users.into_iter().chain(["model.safetensors"]) {
+            assert!(dir.path().join(kept).exists(), "{kept}");
         }
-        assert!(dir.path().join("model.safetensors").exists());
     }
 }

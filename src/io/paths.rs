@@ -1,6 +1,7 @@
-//! Where vggtiny keeps files of its own outside run directories.
+//! Where vggtiny keeps files of its own outside run directories, and paths resolved to be
+//! compared.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `$XDG_CACHE_HOME/vggtiny`, else `~/.cache/vggtiny`.
 pub fn cache_dir() -> PathBuf {
@@ -21,4 +22,16 @@ pub fn image_cache_dir() -> PathBuf {
 /// The file `train-base` reads ImageNet weights from when `--weights` is not given.
 pub fn default_weights_path() -> PathBuf {
     cache_dir().join("vgg16-imagenet.safetensors")
+}
+
+/// `path` with links and `..` resolved, as far as it exists: a file not there yet keeps its
+/// name under its resolved folder.
+pub fn resolved(path: &Path) -> PathBuf {
+    if let Ok(found) = path.canonicalize() {
+        return found;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => resolved(parent).join(name),
+        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+    }
 }

@@ -157,6 +157,32 @@ pub fn read_safetensors(path: &Path) -> Result<(Named, HashMap<String, String>)>
     Ok((tensors, metadata))
 }
 
+/// The string metadata of a safetensors file, read from its header alone (a checkpoint's
+/// position without its 500 MB of tensors); not checked against the file's checksum.
+pub fn read_header_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    use std::io::Read;
+    let bad = |what: &str| {
+        input_error(format!(
+            "{}: not a readable safetensors file: {what}",
+            path.display()
+        ))
+    };
+    let mut file = fs::File::open(path)
+        .map_err(|e| input_error(format!("cannot read {}: {e}", path.display())))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| bad("no header"))?;
+    // safetensors' own limit on a header's size
+    let len = u64::from_le_bytes(len).min(100_000_000);
+    let mut header = Vec::new();
+    file.take(len).read_to_end(&mut header)?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|_| bad("a damaged header"))?;
+    Ok(header
+        .get("__metadata__")
+        .and_then(|m| serde_json::from_value(m.clone()).ok())
+        .unwrap_or_default())
+}
+
 /// Whether `bytes` are what `torch.save` writes: a zip archive (since PyTorch 1.6) or a bare
 /// pickle (protocol 2 and later start with 0x80 and the protocol number).
 fn is_pytorch_file(bytes: &[u8]) -> bool {

@@ -13,7 +13,7 @@ use super::config::Recipe;
 use super::meta::Best;
 use crate::bail_input;
 use crate::error::input_error;
-use crate::io::safetensors::{read_safetensors, save_safetensors};
+use crate::io::safetensors::{read_header_metadata, read_safetensors, save_safetensors};
 use crate::model::Stage;
 
 /// The checkpoint's file name in a run directory.
@@ -89,12 +89,29 @@ pub fn load_checkpoint(dir: &Path) -> Result<(HashMap<String, Tensor>, TrainStat
             path.display()
         );
     }
-    let (tensors, metadata) = read_safetensors(&path)?;
+    // A damaged checkpoint cannot be repaired: the run's models stay usable, the run does not.
+    let next = "the run cannot resume from it; start it over with --force (which replaces its \
+                model files: copy them elsewhere first to keep them)";
+    let (tensors, metadata) =
+        read_safetensors(&path).map_err(|e| input_error(format!("{e:#}; {next}")))?;
     let state = metadata
         .get(STATE_KEY)
         .and_then(|json| serde_json::from_str(json).ok())
-        .ok_or_else(|| input_error(format!("{}: no training state in it", path.display())))?;
+        .ok_or_else(|| {
+            input_error(format!(
+                "{}: no training state in it; {next}",
+                path.display()
+            ))
+        })?;
     Ok((tensors.into_iter().collect(), state))
+}
+
+/// The recipe the checkpoint in `dir` records, from its header alone; `None` without a
+/// checkpoint there or a recipe in it.
+pub fn recorded_recipe(dir: &Path) -> Option<Recipe> {
+    let metadata = read_header_metadata(&dir.join(CHECKPOINT_FILE)).ok()?;
+    let state: TrainState = serde_json::from_str(metadata.get(STATE_KEY)?).ok()?;
+    state.recipe
 }
 
 #[cfg(test)]
@@ -131,5 +148,27 @@ mod tests {
         assert!(back.loss_sum.is_nan());
         assert_eq!(back.best, state.best);
         assert!(tensors.contains_key("w"));
+    }
+
+    #[test]
+    fn the_recipe_is_read_from_the_header_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(recorded_recipe(dir.path()), None);
+        let recipe = Recipe {
+            seed: 7,
+            ..Recipe::of(Stage::Base)
+        };
+        let state = TrainState {
+            recipe: Some(recipe.clone()),
+            ..TrainState::new(Stage::Base)
+        };
+        let t = Tensor::zeros([1000], (tch::Kind::Float, tch::Device::Cpu));
+        save_checkpoint(dir.path(), &[("w".into(), t)], &state).unwrap();
+        assert_eq!(recorded_recipe(dir.path()), Some(recipe));
+        // the header alone: the tensors cut off do not matter
+        let path = dir.path().join(CHECKPOINT_FILE);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 2000]).unwrap();
+        assert_eq!(recorded_recipe(dir.path()).map(|r| r.seed), Some(7));
     }
 }

@@ -109,10 +109,22 @@ pub fn save_meta(dir: &Path, meta: &Meta) -> Result<()> {
 pub fn load_meta(path: &Path) -> Result<Meta> {
     let text =
         fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let meta: Meta = serde_json::from_str(&text)
-        .map_err(|e| input_error(format!("{}: not a vggtiny meta.json: {e}", path.display())))?;
-    meta.check()
-        .map_err(|e| input_error(format!("{}: a damaged value: {e:#}", path.display())))?;
+    // vggtiny rewrites meta.json whole at every save: a damaged one is a copy gone wrong or an
+    // edit, so the way out is an intact copy, or the model without its run.
+    let next = "put back an intact copy, or copy the run's model file elsewhere to use it as a \
+                bare model";
+    let meta: Meta = serde_json::from_str(&text).map_err(|e| {
+        input_error(format!(
+            "{}: not a vggtiny meta.json: {e}; {next}",
+            path.display()
+        ))
+    })?;
+    meta.check().map_err(|e| {
+        input_error(format!(
+            "{}: a damaged value: {e:#}; {next}",
+            path.display()
+        ))
+    })?;
     Ok(meta)
 }
 

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::error::input_error;
+use crate::io::shell_quoted;
 
 /// Record of one logged optimizer step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,7 +68,8 @@ pub enum Event {
     Epoch(EpochRecord),
 }
 
-/// Every event of a `metrics.jsonl`, in order; errors name the file and line.
+/// Every event of a `metrics.jsonl`, in order; errors name the file and line, and how to keep
+/// the lines before it.
 pub fn read_events(path: &Path) -> Result<Vec<Event>> {
     let text =
         fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -75,10 +77,12 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>> {
         .enumerate()
         .map(|(n, line)| {
             serde_json::from_str(line).map_err(|e| {
+                let file = shell_quoted(&path.display().to_string());
                 input_error(format!(
-                    "{} line {}: not a metrics event: {e}",
+                    "{} line {}: not a metrics event: {e}; to keep the {n} lines before it: \
+                     head -n {n} {file} > {file}.good && mv {file}.good {file}",
                     path.display(),
-                    n + 1
+                    n + 1,
                 ))
             })
         })
@@ -99,26 +103,29 @@ pub fn read_epochs(path: &Path) -> Result<Vec<EpochRecord>> {
 /// What a resumed run found of its log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rewound {
-    /// The log held every byte the checkpoint counted; what came after is cut.
+    /// The log held every byte the checkpoint counted, each line readable; what came after is
+    /// cut.
     Intact,
-    /// The log was shorter (or missing): its complete lines, `kept` bytes, are kept and the
-    /// rest is lost.
+    /// The log was shorter (or missing) or held an unreadable line: the `kept` bytes of lines
+    /// before it are kept and the rest is lost.
     Lost { kept: u64 },
 }
 
 /// Cuts `metrics.jsonl` back to the `len` bytes a checkpoint counted. A log that lost lines
-/// is never padded: it keeps its complete lines and a partial last line goes.
+/// is never padded, and one with a damaged line (a flipped byte) is cut before it: it keeps
+/// its lines up to the first that is not complete and readable.
 pub fn rewind(path: &Path, len: u64) -> Result<Rewound> {
     let have = fs::read(path).or_else(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Ok(Vec::new()),
         _ => Err(e),
     });
     let have = have.with_context(|| format!("cannot read {}", path.display()))?;
-    let (keep, rewound) = if have.len() as u64 >= len {
-        (len, Rewound::Intact)
+    let counted = &have[..have.len().min(usize::try_from(len).unwrap_or(usize::MAX))];
+    let readable = readable_len(counted);
+    let rewound = if readable == len {
+        Rewound::Intact
     } else {
-        let kept = have.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) as u64;
-        (kept, Rewound::Lost { kept })
+        Rewound::Lost { kept: readable }
     };
     let file = fs::OpenOptions::new()
         .write(true)
@@ -126,9 +133,22 @@ pub fn rewind(path: &Path, len: u64) -> Result<Rewound> {
         .truncate(false)
         .open(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    file.set_len(keep)
+    file.set_len(readable)
         .with_context(|| format!("cannot truncate {}", path.display()))?;
     Ok(rewound)
+}
+
+/// The length of the complete, readable lines `log` starts with.
+fn readable_len(log: &[u8]) -> u64 {
+    let mut len = 0;
+    for line in log.split_inclusive(|&b| b == b'\n') {
+        let readable = line.ends_with(b"\n") && serde_json::from_slice::<Event>(line).is_ok();
+        if !readable {
+            break;
+        }
+        len += line.len();
+    }
+    len as u64
 }
 
 #[cfg(test)]
@@ -174,6 +194,10 @@ mod tests {
         fs::write(&path, "{\"event\":\"batch\"}\n").unwrap();
         let err = read_events(&path).unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
+        assert!(
+            err.contains("keep the 0 lines before it: head -n 0"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -183,5 +207,31 @@ mod tests {
         assert!(line.contains("\"holdout_loss\":\"NaN\""), "{line}");
         let back: Event = serde_json::from_str(&line).unwrap();
         assert!(matches!(back, Event::Epoch(r) if r.holdout_loss.is_nan()));
+    }
+
+    #[test]
+    fn rewinding_keeps_the_readable_lines_the_checkpoint_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let line = |loss: f64| {
+            let record = Event::Epoch(EpochRecord::example(loss));
+            serde_json::to_string(&record).unwrap() + "\n"
+        };
+        let (a, b, c) = (line(1.0), line(2.0), line(3.0));
+        let counted = (a.len() + b.len()) as u64;
+        fs::write(&path, format!("{a}{b}{c}")).unwrap();
+        assert_eq!(rewind(&path, counted).unwrap(), Rewound::Intact);
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{a}{b}"));
+
+        let damaged = b.replacen("epoch", "epoxh", 1);
+        fs::write(&path, format!("{a}{damaged}")).unwrap();
+        let kept = a.len() as u64;
+        assert_eq!(rewind(&path, counted).unwrap(), Rewound::Lost { kept });
+        assert_eq!(fs::read_to_string(&path).unwrap(), a);
+
+        fs::write(&path, format!("{a}{}", &b[..5])).unwrap();
+        assert_eq!(rewind(&path, counted).unwrap(), Rewound::Lost { kept });
+        fs::remove_file(&path).unwrap();
+        assert_eq!(rewind(&path, counted).unwrap(), Rewound::Lost { kept: 0 });
     }
 }

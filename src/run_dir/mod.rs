@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::bail_input;
+use crate::io::paths::resolved;
 use checkpoint::CHECKPOINT_FILE;
 
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -36,12 +37,16 @@ pub enum ModelChoice {
     Best,
 }
 
-/// Makes sure `dir` exists and holds no model, unless `force`.
-pub fn prepare(dir: &Path, force: bool) -> Result<()> {
+/// Refuses a fresh run into `dir` when it holds a run, unless `force`. Writes nothing: a
+/// forced run's old files go only once every input is checked (`clear_old_run`).
+pub fn check_free(dir: &Path, force: bool) -> Result<()> {
     let used = dir.join(MODEL_FILE).exists() || dir.join(CHECKPOINT_FILE).exists();
-    if used && !force && !dir.join(META_FILE).is_file() {
+    let lacking = [META_FILE, CHECKPOINT_FILE]
+        .into_iter()
+        .find(|f| !dir.join(f).is_file());
+    if let Some(lacking) = lacking.filter(|_| used && !force) {
         bail_input!(
-            "{} holds a run's files but no {META_FILE}, so it cannot be resumed; pass --force \
+            "{} holds a run's files but no {lacking}, so it cannot be resumed; pass --force \
              to overwrite them, or choose another --out",
             dir.display()
         );
@@ -53,10 +58,28 @@ pub fn prepare(dir: &Path, force: bool) -> Result<()> {
             dir.display()
         );
     }
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // A forced fresh start must leave nothing of the old run that could pass for the new one's:
-    // its meta.json is written at the start, before any model.
-    for stale in [METRICS_FILE, CHECKPOINT_FILE, MODEL_FILE, BEST_FILE] {
+    Ok(())
+}
+
+/// The files of an old run in `dir` that a fresh run replaces. Its meta.json is not among
+/// them: the fresh run writes its own just after.
+const OLD_RUN_FILES: [&str; 4] = [METRICS_FILE, CHECKPOINT_FILE, MODEL_FILE, BEST_FILE];
+
+/// Whether `path` is a run directory's file a fresh run into `dir` would remove, or `dir`
+/// itself.
+pub fn would_clear(dir: &Path, path: &Path) -> bool {
+    let (dir, path) = (resolved(dir), resolved(path));
+    path == dir
+        || (path.parent() == Some(&dir)
+            && OLD_RUN_FILES
+                .iter()
+                .any(|f| path.file_name() == Some((*f).as_ref())))
+}
+
+/// Removes what a forced fresh start leaves of the old run in `dir`, so that nothing of it
+/// passes for the new one's. Called once every input of the new run has been checked.
+pub fn clear_old_run(dir: &Path) -> Result<()> {
+    for stale in OLD_RUN_FILES {
         let path = dir.join(stale);
         if path.exists() {
             fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
@@ -70,16 +93,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn run_dir_refuses_to_overwrite_a_model_and_force_clears_it() {
+    fn a_used_directory_is_refused_unless_forced_and_checking_removes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        prepare(dir.path(), false).unwrap();
+        check_free(dir.path(), false).unwrap();
         fs::write(dir.path().join(MODEL_FILE), b"x").unwrap();
-        let err = prepare(dir.path(), false).unwrap_err().to_string();
-        assert!(err.contains("--force"), "{err}");
         fs::write(dir.path().join(BEST_FILE), b"x").unwrap();
-        prepare(dir.path(), true).unwrap();
-        for gone in [MODEL_FILE, BEST_FILE] {
+        let err = check_free(dir.path(), false).unwrap_err().to_string();
+        assert!(err.contains("--force"), "{err}");
+        check_free(dir.path(), true).unwrap();
+        assert!(
+            dir.path().join(MODEL_FILE).exists(),
+            "checking removed a file"
+        );
+        fs::write(dir.path().join(METRICS_FILE), b"{}").unwrap();
+        fs::write(dir.path().join(META_FILE), b"{}").unwrap();
+        clear_old_run(dir.path()).unwrap();
+        for gone in [MODEL_FILE, BEST_FILE, METRICS_FILE] {
             assert!(!dir.path().join(gone).exists(), "{gone} left by --force");
         }
+        assert!(dir.path().join(META_FILE).exists());
+    }
+
+    #[test]
+    fn the_files_a_forced_run_replaces_are_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("r");
+        fs::create_dir(&run).unwrap();
+        assert!(would_clear(&run, &run));
+        assert!(would_clear(&run, &run.join(BEST_FILE)));
+        assert!(would_clear(
+            &run,
+            &run.join("..").join("r").join(MODEL_FILE)
+        ));
+        assert!(!would_clear(&run, &run.join("vgg16.safetensors")));
+        assert!(!would_clear(&run, &dir.path().join(MODEL_FILE)));
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use tch::Device;
 
+use super::checkpoint::recorded_recipe;
 use super::config::defaults;
 use super::meta::{load_meta, Meta};
 use super::{ModelChoice, BEST_FILE, META_FILE, MODEL_FILE};
@@ -48,7 +49,41 @@ impl Source {
         } else {
             None
         };
-        Ok(Source { model, meta })
+        let source = Source { model, meta };
+        source.check_meta_is_the_runs(meta_path.parent().unwrap_or(Path::new(".")))?;
+        Ok(source)
+    }
+
+    /// Refuses a model whose run directory `dir` holds a checkpoint but not that run's
+    /// meta.json: the split it records is what keeps the holdout apart from the images the
+    /// model trained on, and a default split over the same images would mix them.
+    fn check_meta_is_the_runs(&self, dir: &Path) -> Result<()> {
+        let Some(recipe) = recorded_recipe(dir) else {
+            return Ok(());
+        };
+        let split = |seed, holdout| format!("seed {seed}, holdout {holdout}");
+        let recorded = split(recipe.seed, recipe.holdout);
+        let Some(meta) = &self.meta else {
+            bail_input!(
+                "{} holds a run's checkpoint but no {META_FILE}, which records the run's \
+                 split ({recorded}, says the checkpoint), classes and image size; without it \
+                 the holdout would be drawn anew and hold images the model trained on. Put \
+                 the run's {META_FILE} back, or copy {} elsewhere to use it as a bare model file",
+                dir.display(),
+                self.model.display()
+            );
+        };
+        let said = split(meta.split.seed, meta.split.fractions[1]);
+        if said != recorded || meta.stage != recipe.stage {
+            bail_input!(
+                "{}: not the {META_FILE} of the run whose checkpoint is beside it (it says {} \
+                 {said}, the checkpoint {} {recorded}); put back the run's own {META_FILE}",
+                dir.join(META_FILE).display(),
+                meta.stage.name(),
+                recipe.stage.name()
+            );
+        }
+        Ok(())
     }
 }
 

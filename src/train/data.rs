@@ -1,7 +1,7 @@
 //! A stage's data: the training tree scanned, decoded and split into training and holdout
 //! samples exactly as `random_split` splits them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
@@ -35,6 +35,33 @@ pub struct ExpectedRun<'a> {
     pub same_dataset: bool,
 }
 
+/// Refuses a stage that splits as the run it starts from did (`recorded`) but over other
+/// images: the same seed over a changed dataset gives another holdout, which would hold
+/// images the run it starts from trained on. (Another split, asked for, is only warned of.)
+fn ensure_same_population(
+    recorded: &SplitSpec,
+    now: &SplitSpec,
+    run: &str,
+    tree: &Path,
+) -> Result<()> {
+    let same_split = recorded.seed == now.seed && recorded.fractions == now.fractions;
+    let changed = recorded.dataset_size != now.dataset_size
+        || matches!((&recorded.digest, &now.digest), (Some(a), Some(b)) if a != b);
+    if same_split && changed {
+        let how = match (recorded.dataset_size, now.dataset_size) {
+            (then, now) if then != now => format!("{then} images then, {now} now"),
+            _ => "as many images, but renamed or replaced".to_string(),
+        };
+        bail_input!(
+            "{} is not the dataset {run} trained on ({how}): its split would put images \
+             {run} trained on into this stage's holdout. Train this stage on the data {run} \
+             trained on, or train stage 1 on this data",
+            tree.display()
+        );
+    }
+    Ok(())
+}
+
 impl TrainData {
     /// Scans, decodes and splits the data of `cfg`.
     pub fn read(cfg: &TrainConfig, expected: Option<ExpectedRun>) -> Result<TrainData> {
@@ -66,6 +93,9 @@ impl TrainData {
             digest: Some(digest.clone()),
             ..SplitSpec::new(cfg.recipe.seed, cfg.recipe.holdout, size)
         };
+        if let Some(e) = expected.as_ref().filter(|e| !e.same_dataset) {
+            ensure_same_population(&e.meta.split, &spec, &e.name, &root.train)?;
+        }
         let split = match expected.filter(|e| e.same_dataset) {
             // a resumed run's split, recovered as eval recovers it
             Some(e) => e.meta.split.recover(size, &digest, &e.name, &root.train)?,

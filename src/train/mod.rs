@@ -29,7 +29,6 @@ use crate::data::split::Split;
 use crate::device;
 use crate::eval::tta::Tta;
 use crate::eval::{eval_batch_size, evaluate, top5_text, topk_correct, Scores};
-use crate::io::atomic_file::{remove_temporaries, Leftovers};
 use crate::io::memory::host_memory_mb;
 use crate::run_dir::checkpoint::TrainState;
 use crate::run_dir::config::TrainConfig;
@@ -58,7 +57,6 @@ pub fn run(
 ) -> Result<Scores> {
     // Held to the end: one run writes a run directory at a time.
     let _lock = RunLock::acquire(&cfg.session.out)?;
-    remove_temporaries(&cfg.session.out, Leftovers::All);
     let start = open(cfg, recorded)?;
     let data = TrainData::read(cfg, start.expected(cfg))?;
     let mut meta = data.meta(cfg);
@@ -142,6 +140,7 @@ impl Trainer<'_> {
         }
         self.precise_batch_norm(&order);
         let scores = self.validate();
+        self.policy.check_holdout(epoch, &scores, !complete)?;
         let record = self.epoch_record(&scores, started, speed);
         self.log.epoch(&record, scores.samples)?;
         self.saver.push_epoch(record);

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
+use crate::eval::Scores;
 use crate::optim::schedule::Schedule;
 use crate::run_dir::checkpoint::CHECKPOINT_FILE;
 use crate::run_dir::config::TrainConfig;
@@ -101,21 +102,49 @@ impl NonFinitePolicy {
         }
     }
 
+    /// An error when `epoch`'s holdout `scores` are not finite: batches skipped as
+    /// non-finite can leave a model whose every output is NaN, which must not end the run as
+    /// a success, nor become its best or last model. `checkpointed` says whether this model
+    /// was just checkpointed (a stage that `--max-steps` ends inside an epoch).
+    pub fn check_holdout(&self, epoch: u32, scores: &Scores, checkpointed: bool) -> Result<()> {
+        if scores.loss.is_finite() {
+            return Ok(());
+        }
+        let kept = if checkpointed {
+            format!(
+                "the checkpoint in {} holds this model, so train the stage again",
+                self.out.display()
+            )
+        } else {
+            self.kept()
+        };
+        anyhow::bail!(
+            "epoch {epoch}: the holdout loss is {}: the model's outputs are not finite \
+             numbers, so it is not saved as the run's model; {kept}. Lower --lr/--max-lr",
+            scores.loss
+        )
+    }
+
     fn error(&self, step: u64, epoch: u32, last_finite: Option<f64>) -> anyhow::Error {
         let (lr, _) = self.schedule.at(step, epoch);
         let last = last_finite.map_or(String::new(), |l| format!("; last finite loss {l:.4}"));
-        let kept = if self.out.join(CHECKPOINT_FILE).is_file() {
+        anyhow::anyhow!(
+            "the loss stopped being finite at step {step} (lr {lr:.3e}{last}); {}. Lower \
+             --lr/--max-lr, or pass --max-nan-skips N to skip such batches",
+            self.kept()
+        )
+    }
+
+    /// What is left of the run to go back to.
+    fn kept(&self) -> String {
+        if self.out.join(CHECKPOINT_FILE).is_file() {
             format!(
                 "the last good checkpoint in {} is untouched",
                 self.out.display()
             )
         } else {
             "no checkpoint was written yet".to_string()
-        };
-        anyhow::anyhow!(
-            "the loss stopped being finite at step {step} (lr {lr:.3e}{last}); {kept}. Lower \
-             --lr/--max-lr, or pass --max-nan-skips N to skip such batches"
-        )
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use super::data::ExpectedRun;
 use super::saver::CheckpointSaver;
 use super::step::Learner;
 use crate::bail_input;
+use crate::io::atomic_file::{remove_temporaries, Leftovers};
 use crate::io::safetensors::{read_tensors, Named};
 use crate::model::WeightScope;
 use crate::run_dir::checkpoint::{load_checkpoint, TrainState, CHECKPOINT_FILE};
@@ -18,7 +19,7 @@ use crate::run_dir::config::{Init, TrainConfig};
 use crate::run_dir::meta::Meta;
 use crate::run_dir::metrics::{read_epochs, rewind, EpochRecord, Rewound};
 use crate::run_dir::source::Source;
-use crate::run_dir::{prepare, METRICS_FILE};
+use crate::run_dir::{check_free, clear_old_run, METRICS_FILE, MODEL_FILE};
 
 /// Weights a fresh stage starts from: the tensors, which part of them to load, the file's
 /// name, and the `meta.json` of the run they come from, if any.
@@ -41,16 +42,28 @@ pub enum Start {
     },
 }
 
-/// Opens the run `cfg` describes: with `recorded`, the meta.json of the run it resumes (its
-/// configuration already the recorded one), from its checkpoint; without, a new one, which
-/// reads its starting weights first, so that a bad file fails before any decoding.
+/// Opens the run `cfg` describes in the directory whose lock this process holds: with
+/// `recorded`, the meta.json of the run it resumes (its configuration already the recorded
+/// one), from its checkpoint; without, a new one, which reads its starting weights first, so
+/// that a bad file fails before any decoding. Nothing is removed from a directory that is
+/// refused; a forced run's old files go in `load_into`, once every input is checked.
 pub fn open(cfg: &TrainConfig, recorded: Option<Meta>) -> Result<Start> {
     let out = &cfg.session.out;
+    if recorded.is_none() {
+        check_free(out, cfg.session.force)?;
+    }
+    remove_temporaries(out, Leftovers::All);
     let Some(meta) = recorded else {
-        prepare(out, cfg.session.force)?;
         return Ok(Start::Fresh(read_weights(&cfg.origin.init, cfg)?));
     };
     if !out.join(CHECKPOINT_FILE).is_file() {
+        if out.join(MODEL_FILE).is_file() {
+            bail_input!(
+                "--resume: {} holds a model but no {CHECKPOINT_FILE}, the point a run resumes \
+                 from; start it over with --force instead of --resume",
+                out.display()
+            );
+        }
         bail_input!(
             "--resume: {} stopped before its first checkpoint, so there is nothing to resume; \
              run the same command without --resume to start it again",
@@ -155,6 +168,8 @@ impl Start {
                 if let Some(w) = weights {
                     learner.model.load_weights(w.named, w.part, &w.source)?;
                 }
+                // Every input is checked and read by now: an old run's files may go.
+                clear_old_run(&cfg.session.out)?;
                 // meta.json (the recipe) goes to disk before the first checkpoint, so that a
                 // run killed between the two can still be resumed.
                 saver.save_meta()?;
@@ -174,6 +189,7 @@ impl Start {
                 learner.restore(tensors, state.adam_steps, &source)?;
                 let epochs = resumed_epochs(&cfg.session.out.join(METRICS_FILE), &state, meta)?;
                 saver.restore_epochs(epochs, state.best);
+                saver.check_best(&mut state, &learner.model)?;
                 eprintln!(
                     "resuming {source} at epoch {}, batch {} (step {})",
                     state.epoch, state.batch, state.step
@@ -185,15 +201,16 @@ impl Start {
 }
 
 /// The epochs a resumed run has completed: from its log, cut back to what the checkpoint
-/// counted; from meta.json when the log lost lines (they stay lost, and the log goes on from
-/// its last complete line).
+/// counted; from meta.json when the log lost lines or holds a damaged one (the rest stays
+/// lost, and the log goes on from its last readable line).
 fn resumed_epochs(metrics: &Path, state: &TrainState, meta: Meta) -> Result<Vec<EpochRecord>> {
     match rewind(metrics, state.metrics_len)? {
         Rewound::Intact => read_epochs(metrics),
         Rewound::Lost { kept } => {
             eprintln!(
-                "warning: {} holds {kept} of the {} bytes its checkpoint counted; the lost \
-                 lines stay lost, and the epochs so far are taken from meta.json",
+                "warning: {}: {kept} of the {} bytes its checkpoint counted are complete, \
+                 readable lines; the lost lines stay lost, the log goes on after the last good \
+                 one, and the epochs so far are taken from meta.json",
                 metrics.display(),
                 state.metrics_len
             );

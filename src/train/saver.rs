@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use super::log::RunLog;
 use super::step::Learner;
-use crate::io::safetensors::save_tensors;
+use crate::io::safetensors::{read_safetensors, save_tensors};
 use crate::model::Vgg16;
 use crate::run_dir::checkpoint::{save_checkpoint, TrainState};
 use crate::run_dir::meta::{save_meta, Best, Meta};
@@ -61,6 +61,40 @@ impl CheckpointSaver {
     pub fn restore_epochs(&mut self, epochs: Vec<EpochRecord>, best: Option<Best>) {
         self.meta.epochs = epochs;
         self.meta.best = best;
+    }
+
+    /// A resumed run's best model file, checked against what its checkpoint `state` counts
+    /// on. A missing or damaged one is rebuilt when the checkpoint sits right after the best
+    /// epoch (its `model` is that epoch's); otherwise the loss is said and the best is chosen
+    /// again from the epochs still to come (early stopping counts from them too).
+    pub fn check_best(&mut self, state: &mut TrainState, model: &Vgg16) -> Result<()> {
+        let Some(best) = state.best else {
+            return Ok(());
+        };
+        let path = self.dir.join(BEST_FILE);
+        let Err(damage) = read_safetensors(&path) else {
+            return Ok(());
+        };
+        if state.batch == 0 && state.epoch == best.epoch + 1 {
+            save_tensors(&path, &model.state())?;
+            eprintln!(
+                "warning: {damage}; rebuilt it from the checkpoint, which holds epoch {}'s model",
+                best.epoch
+            );
+            return Ok(());
+        }
+        eprintln!(
+            "warning: {damage}; the best model (epoch {}, holdout top-1 {:.2} %) cannot be \
+             rebuilt from the checkpoint (epoch {}, batch {}), so the best is chosen again from \
+             the epochs still to come",
+            best.epoch,
+            100.0 * best.top1,
+            state.epoch,
+            state.batch
+        );
+        state.best = None;
+        self.meta.best = None;
+        Ok(())
     }
 
     /// Records a scored epoch in `meta.json` (written by the next save).

@@ -12,6 +12,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::flag;
 
 use crate::error::Interrupted;
+use crate::io::shell_quoted;
 
 pub struct StopSignals {
     interrupt: Arc<AtomicBool>,
@@ -114,28 +115,4 @@ fn resume_command() -> String {
         .map(|a| shell_quoted(a))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// `arg` as a POSIX shell reads it back: as it is when that is safe, else in single quotes.
-fn shell_quoted(arg: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
-    if !arg.is_empty() && arg.chars().all(plain) {
-        arg.to_string()
-    } else {
-        format!("'{}'", arg.replace('\'', r"'\''"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arguments_are_quoted_only_where_the_shell_needs_it() {
-        assert_eq!(shell_quoted("--out"), "--out");
-        assert_eq!(shell_quoted("runs/base-1"), "runs/base-1");
-        assert_eq!(shell_quoted("my runs/a"), "'my runs/a'");
-        assert_eq!(shell_quoted("it's"), r"'it'\''s'");
-        assert_eq!(shell_quoted(""), "''");
-    }
 }

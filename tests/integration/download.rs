@@ -1,11 +1,13 @@
 //! `vggtiny download` against a real HTTP server on 127.0.0.1, started here, serving zip files
-//! built here: a plain download, one cut off and resumed with a Range request, a wrong MD5, and
-//! an archive whose entry tries to escape the target folder.
+//! built here: a plain download, one cut off and resumed with a Range request, a wrong MD5, an
+//! archive whose entry tries to escape the target folder, unpacking that meets what an earlier
+//! attempt left, and a redirect loop.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -89,6 +91,11 @@ fn respond(
 
 /// A zip of a small Tiny ImageNet tree (under `tiny-imagenet-200/`).
 fn dataset_zip(dir: &Path) -> Vec<u8> {
+    zip_of_dataset(dir, "tiny-imagenet-200/")
+}
+
+/// A zip of a small Tiny ImageNet tree made in `dir`, each name after `prefix`.
+fn zip_of_dataset(dir: &Path, prefix: &str) -> Vec<u8> {
     let data = dataset(dir, 2, 3);
     let mut bytes = Vec::new();
     {
@@ -96,7 +103,7 @@ fn dataset_zip(dir: &Path) -> Vec<u8> {
         let options = zip::write::SimpleFileOptions::default();
         for entry in walk(&data) {
             let rel = entry.strip_prefix(&data).unwrap();
-            let name = format!("tiny-imagenet-200/{}", rel.display());
+            let name = format!("{prefix}{}", rel.display());
             zip.start_file(name, options).unwrap();
             let mut content = Vec::new();
             std::fs::File::open(&entry)
@@ -199,22 +206,132 @@ fn an_interrupted_download_resumes_with_a_range_request() {
     assert!(!to.join(".tiny.zip.part").exists());
 }
 
+/// A wrong MD5 unpacks nothing and keeps what came down: run again with the right one, and
+/// nothing is fetched again. A damaged archive already in place is named with the way out.
 #[test]
 fn a_wrong_checksum_is_refused_and_nothing_unpacked() {
     let dir = tempfile::tempdir().unwrap();
     let zip = dataset_zip(&dir.path().join("src"));
+    let md5 = md5_hex(&zip);
+    let half = zip[..zip.len() / 2].to_vec();
     let server = serve(HashMap::from([("/tiny.zip".to_string(), zip)]), None);
     let to = dir.path().join("data");
-    let out = download(
-        &format!("{}/tiny.zip", server.url),
-        &to,
-        "00000000000000000000000000000000",
-    );
+    let url = format!("{}/tiny.zip", server.url);
+    let out = download(&url, &to, "00000000000000000000000000000000");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("MD5"), "{stderr}");
-    let left: Vec<_> = std::fs::read_dir(&to).unwrap().collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(
+        stderr.contains("MD5") && stderr.contains("if --md5 is mistyped"),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&to)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [".tiny.zip.part"], "unpacked or not kept");
+
+    let again = download(&url, &to, &md5);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert_eq!(server.ranged.load(Ordering::SeqCst), 1, "fetched again");
+    assert!(to.join("tiny-imagenet-200/train").is_dir());
+
+    std::fs::write(to.join("tiny.zip"), half).unwrap();
+    let out = download(&url, &to, &md5);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("damaged or incomplete: delete it"),
+        "{stderr}"
+    );
+}
+
+/// Unpacking: an empty dataset folder in the way is unpacked into, a partly unpacked one is
+/// refused with what it holds, the temporary folder of a killed unpacking goes, and an archive
+/// without one top-level folder unpacks into `--to`, which is then the dataset.
+#[test]
+fn unpacking_completes_or_names_what_is_in_the_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dataset_zip(&dir.path().join("src"));
+    let flat = zip_of_dataset(&dir.path().join("flat-src"), "");
+    let (md5, flat_md5) = (md5_hex(&zip), md5_hex(&flat));
+    let files = HashMap::from([
+        ("/tiny.zip".to_string(), zip),
+        ("/flat.zip".to_string(), flat),
+    ]);
+    let server = serve(files, None);
+    let to = dir.path().join("data");
+    let root = to.join("tiny-imagenet-200");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut ended = Command::new("true").spawn().unwrap();
+    ended.wait().unwrap();
+    let abandoned = to.join(format!(".unpacking-{}", ended.id()));
+    std::fs::create_dir_all(abandoned.join("tiny-imagenet-200")).unwrap();
+
+    let url = format!("{}/tiny.zip", server.url);
+    let out = download(&url, &to, &md5);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        root.join("train").is_dir() && !abandoned.exists(),
+        "{stderr}"
+    );
+
+    std::fs::remove_file(root.join("wnids.txt")).unwrap();
+    let out = download(&url, &to, &md5);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let files = walk(&root).len();
+    let said = format!("holds {files} of the archive's {} files", files + 1);
+    assert!(stderr.contains(&said), "no '{said}' in {stderr}");
+
+    let flat_to = dir.path().join("flat");
+    let out = download(&format!("{}/flat.zip", server.url), &flat_to, &flat_md5);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        format!("dataset ready in {}", flat_to.display())
+    );
+    assert!(flat_to.join("wnids.txt").is_file());
+}
+
+/// A redirect loop is an error of its own, not an offer to resume; a timeout past a day is
+/// refused as a flag.
+#[test]
+fn a_redirect_loop_is_not_resumable_and_the_timeout_has_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/loop.zip", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let moved = "HTTP/1.1 302 Found\r\nLocation: /loop.zip\r\nContent-Length: 0\r\n\r\n";
+            let _ = stream.write_all(moved.as_bytes());
+        }
+    });
+    let to = dir.path().join("data");
+    let out = download(&url, &to, &"0".repeat(32));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("redirect") && !stderr.contains("resume"),
+        "{stderr}"
+    );
+    let huge = [
+        "download",
+        "--to",
+        s(&to),
+        "--timeout",
+        "10000000000000000000",
+    ];
+    let err = fails(&huge, 2);
+    assert!(err.contains("--timeout"), "{err}");
 }
 
 #[test]

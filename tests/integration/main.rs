@@ -17,3 +17,4 @@ mod first_day;
 mod levers;
 mod readme;
 mod reliability;
+mod safeguards;

@@ -691,7 +691,8 @@ fn a_run_with_nan_metrics_can_be_reported_evaluated_and_resumed() {
 /// A learning rate that explodes after step 0 (1e-4 + 1e30 * step / 8) makes step 2's loss
 /// NaN: the run stops (exit 1) naming the step, its learning rate and the last finite loss, the
 /// checkpoint taken before that step kept. With `--max-nan-skips 1` one such batch is skipped
-/// and the next ends the run.
+/// and the next ends the run (an epoch that ends first ends it on its NaN holdout loss, which
+/// `safeguards` tests).
 #[test]
 fn a_non_finite_loss_stops_the_run_at_its_step() {
     let dir = tempfile::tempdir().unwrap();
@@ -715,9 +716,11 @@ fn a_non_finite_loss_stops_the_run_at_its_step() {
     let (_, state) = load_checkpoint(&run).unwrap();
     assert_eq!(state.step, 2, "the checkpoint after the last finite step");
 
+    // 24 training images: step 3 comes before the epoch's end (whose holdout would be NaN)
+    let larger = dataset(&dir.path().join("larger"), 2, 16);
     let skipping = dir.path().join("skipping");
     let err = fails(
-        &train_args(&data, &skipping, &format!("{flags} --max-nan-skips 1")),
+        &train_args(&larger, &skipping, &format!("{flags} --max-nan-skips 1")),
         1,
     );
     for needle in [
@@ -784,24 +787,30 @@ fn two_runs_into_one_directory_leave_one_readable_run() {
     }
 }
 
-/// A stopped run whose metrics.jsonl lost lines (removed, or cut short mid-line) still
-/// resumes: the log is never padded, what it kept stays, and the epochs so far come from
-/// meta.json.
+/// A stopped run whose metrics.jsonl lost lines (removed, cut short mid-line, or a byte
+/// flipped) still resumes: the log is never padded, what it kept readable stays, and the epochs
+/// so far come from meta.json.
 #[test]
 fn a_lost_or_short_metrics_log_does_not_break_resume() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 2, 8);
     // 3 steps an epoch: the stop falls in epoch 2
     let flags = "--batch-size 4 --holdout 0.25 --epochs 2 --log-interval 1";
-    for damage in ["removed", "short"] {
+    for damage in ["removed", "short", "flipped"] {
         let run = dir.path().join(damage);
         train_random(&data, &run, &format!("{flags} --max-steps 4"));
         let log = run.join("metrics.jsonl");
         if damage == "removed" {
             std::fs::remove_file(&log).unwrap();
-        } else {
+        } else if damage == "short" {
             let text = std::fs::read(&log).unwrap();
             std::fs::write(&log, &text[..text.len() / 2 + 3]).unwrap();
+        } else {
+            // the second line's opening brace: that line and all after it unreadable
+            let mut text = std::fs::read(&log).unwrap();
+            let second = text.iter().position(|&b| b == b'\n').unwrap() + 1;
+            text[second] = b'#';
+            std::fs::write(&log, &text).unwrap();
         }
         let args = resume_args(&data, &run, flags);
         let out = vggtiny(&args);
@@ -846,7 +855,14 @@ fn a_checkpoint_with_a_flipped_position_or_from_another_run_is_refused() {
     std::fs::write(&checkpoint, &flipped).unwrap();
     let log_before = std::fs::read(run.join("metrics.jsonl")).unwrap();
     let err = fails(&resume, 2);
-    assert!(err.contains("corrupt"), "{err}");
+    assert!(
+        err.contains("corrupt") && err.contains("start it over with --force"),
+        "{err}"
+    );
+    // cut short, as a full disk outside vggtiny's own writes would leave it
+    std::fs::write(&checkpoint, &bytes[..bytes.len() / 3]).unwrap();
+    let err = fails(&resume, 2);
+    assert!(err.contains("start it over with --force"), "{err}");
     assert_eq!(
         std::fs::read(run.join("metrics.jsonl")).unwrap(),
         log_before
@@ -994,11 +1010,20 @@ fn a_damaged_value_in_meta_json_is_named() {
     ] {
         let err = fails(&args, 2);
         assert!(
-            err.contains("meta.json: a damaged value") && err.contains("--image-size"),
+            err.contains("meta.json: a damaged value")
+                && err.contains("--image-size")
+                && err.contains("put back an intact copy"),
             "{args:?}: {err}"
         );
         assert!(!err.contains("frame #"), "{err}");
     }
+    let text = serde_json::to_string_pretty(&meta).unwrap();
+    std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+    let err = fails(&["eval", "--data", s(&data), "--checkpoint", s(&run)], 2);
+    assert!(
+        err.contains("not a vggtiny meta.json") && err.contains("put back an intact copy"),
+        "{err}"
+    );
 }
 
 /// An undecodable image whose file name is not UTF-8, left out with `--skip-bad-images`: the
@@ -1075,10 +1100,7 @@ fn messages_say_what_happened_and_what_to_do() {
         s(&base)
     );
     let err = fails(&words(&line), 2);
-    assert!(
-        err.contains("would overwrite the run it starts from"),
-        "{err}"
-    );
+    assert!(err.contains("which the new run replaces"), "{err}");
     assert!(base.join("model.safetensors").is_file());
 
     let err = fails(

@@ -1,7 +1,8 @@
 //! `vggtiny download`: fetch the Tiny ImageNet zip (resumable, MD5-checked) and unpack it
-//! safely. The download grows `.NAME.part` and becomes `NAME` only once its MD5 matches; the
-//! archive unpacks into a temporary folder that is renamed into place only when complete, and
-//! no entry may point outside it.
+//! safely. The download grows `.NAME.part` and becomes `NAME` only once its MD5 matches (one
+//! that does not is kept: the MD5 given may be the mistake); unpacking is `unpack`'s.
+
+mod unpack;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -14,6 +15,7 @@ use md5::{Digest, Md5};
 
 use crate::bail_input;
 use crate::io::hex;
+use unpack::extract;
 
 /// The official Tiny ImageNet archive and its MD5.
 pub const DEFAULT_URL: &str = "http://cs231n.stanford.edu/tiny-imagenet-200.zip";
@@ -38,16 +40,22 @@ pub fn fetch_dataset(url: &str, md5: &str, to: &Path, timeout: Duration) -> Resu
 
     if archive.is_file() {
         eprintln!("{} is already here; checking it", archive.display());
-        verify_md5(&archive, &expected)?;
+        verify_md5(&archive, &expected).map_err(|e| {
+            e.context(format!(
+                "if --md5 is right, {} is damaged or incomplete: delete it and run again",
+                archive.display()
+            ))
+        })?;
     } else {
         fetch(url, &part, timeout)?;
-        if let Err(e) = verify_md5(&part, &expected) {
-            fs::remove_file(&part).ok();
-            return Err(e.context(format!(
-                "{} removed; run again to download afresh",
+        verify_md5(&part, &expected).map_err(|e| {
+            e.context(format!(
+                "if --md5 is mistyped, run again with the right one (what came down is kept, \
+                 and nothing is fetched again); if it is right, the download is damaged: \
+                 delete {} and run again",
                 part.display()
-            )));
-        }
+            ))
+        })?;
         fs::rename(&part, &archive)?;
     }
     extract(&archive, to)
@@ -71,11 +79,12 @@ fn fetch(url: &str, part: &Path, timeout: Duration) -> Result<()> {
         // Asked for bytes past the end: the earlier attempt already had them all.
         Err(ureq::Error::StatusCode(416)) if have > 0 => return Ok(()),
         Err(ureq::Error::StatusCode(code)) => bail!("cannot download {url}: HTTP status {code}"),
-        Err(e) => {
+        Err(e) if is_transient(&e) => {
             return Err(e).with_context(|| {
                 format!("cannot download {url}; run the same command again to resume")
             })
         }
+        Err(e) => return Err(e).with_context(|| format!("cannot download {url}")),
     };
     let resumed = response.status() == 206;
     if have > 0 && resumed {
@@ -104,6 +113,16 @@ fn fetch(url: &str, part: &Path, timeout: Duration) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `error` may pass by itself (the network, the server's load), so that running again
+/// is the advice; a redirect loop or a bad URL stays as it is.
+fn is_transient(error: &ureq::Error) -> bool {
+    use ureq::Error::*;
+    matches!(
+        error,
+        Io(_) | Timeout(_) | HostNotFound | ConnectionFailed | BodyStalled
+    )
 }
 
 /// Appends the body `reader` gives to `file`, which holds `offset` bytes of `total`, with a
@@ -155,57 +174,4 @@ fn verify_md5(path: &Path, expected: &str) -> Result<()> {
         bail!("{}: MD5 {actual}, expected {expected}", path.display());
     }
     Ok(())
-}
-
-/// Unpacks `archive` into `to` through a temporary folder; returns the dataset folder.
-fn extract(archive: &Path, to: &Path) -> Result<PathBuf> {
-    let file = File::open(archive).with_context(|| format!("cannot read {}", archive.display()))?;
-    let mut zip = zip::ZipArchive::new(file)
-        .with_context(|| format!("{} is not a zip archive", archive.display()))?;
-    let mut tops = Vec::new();
-    for i in 0..zip.len() {
-        let entry = zip.by_index(i)?;
-        let Some(path) = entry.enclosed_name() else {
-            bail!(
-                "{}: entry {:?} would land outside the target folder; not unpacking it",
-                archive.display(),
-                entry.name()
-            );
-        };
-        if let Some(top) = path.components().next() {
-            let top = PathBuf::from(top.as_os_str());
-            if !tops.contains(&top) {
-                tops.push(top);
-            }
-        }
-    }
-    if let Some(existing) = tops.iter().find(|t| to.join(t).exists()) {
-        eprintln!("{} is already unpacked", to.join(existing).display());
-        return Ok(to.join(existing));
-    }
-    let staging = to.join(format!(".unpacking-{}", std::process::id()));
-    let unpacked = (|| -> Result<()> {
-        fs::create_dir_all(&staging)?;
-        for i in 0..zip.len() {
-            let mut entry = zip.by_index(i)?;
-            let target = staging.join(entry.enclosed_name().expect("checked above"));
-            if entry.is_dir() {
-                fs::create_dir_all(&target)?;
-            } else {
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent)?;
-                }
-                let mut out = File::create(&target)?;
-                io::copy(&mut entry, &mut out)?;
-            }
-        }
-        // Only complete folders get their final names.
-        for top in &tops {
-            fs::rename(staging.join(top), to.join(top))?;
-        }
-        Ok(())
-    })();
-    fs::remove_dir_all(&staging).ok();
-    unpacked.with_context(|| format!("cannot unpack {}", archive.display()))?;
-    Ok(to.join(tops.first().cloned().unwrap_or_default()))
 }
