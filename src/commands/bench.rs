@@ -25,8 +25,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = defaults::BATCH_SIZE, value_name = "N")]
     pub batch_size: usize,
     /// Timed optimizer steps per training stage (after two warm-up steps)
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    pub steps: usize,
+    #[arg(long, default_value_t = 10, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub steps: u32,
     /// Mixed precision of the training and eval workloads
     #[arg(long, value_enum, default_value_t = Amp::Off)]
     pub amp: Amp,
@@ -57,7 +58,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         data: args.data.as_deref(),
         images: args.images,
         batch_size: args.batch_size,
-        steps: args.steps,
+        steps: args.steps as usize,
         amp: args.amp,
         image_size: args.image_size,
         only: &args.only,

@@ -19,6 +19,11 @@ pub enum Layout {
     Folders,
 }
 
+/// Bounds that keep a mistyped size from filling the disk: ImageNet's 1000 classes, and 20
+/// times Tiny ImageNet's 500 training images per class.
+const MAX_CLASSES: i64 = 1000;
+const MAX_PER_CLASS: i64 = 10_000;
+
 #[derive(Debug, Clone, Args)]
 pub struct SynthArgs {
     /// Directory to create
@@ -27,15 +32,18 @@ pub struct SynthArgs {
     /// Layout and formats of the dataset
     #[arg(long, value_enum, default_value_t = Layout::TinyImagenet)]
     pub layout: Layout,
-    /// Number of classes
-    #[arg(long, default_value_t = 10)]
-    pub classes: usize,
-    /// Training images per class
-    #[arg(long, default_value_t = 60, value_name = "N")]
-    pub per_class: usize,
-    /// Validation images per class
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    pub val_per_class: usize,
+    /// Number of classes, at most 1000
+    #[arg(long, default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..=MAX_CLASSES))]
+    pub classes: u16,
+    /// Training images per class, at most 10 000
+    #[arg(long, default_value_t = 60, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=MAX_PER_CLASS))]
+    pub per_class: u16,
+    /// Validation images per class, at most 10 000
+    #[arg(long, default_value_t = 10, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(0..=MAX_PER_CLASS))]
+    pub val_per_class: u16,
     /// Seed of the generator
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -43,9 +51,9 @@ pub struct SynthArgs {
 
 pub fn run(args: &SynthArgs) -> Result<()> {
     let spec = SynthSpec {
-        classes: args.classes,
-        per_class: args.per_class,
-        val_per_class: args.val_per_class,
+        classes: args.classes.into(),
+        per_class: args.per_class.into(),
+        val_per_class: args.val_per_class.into(),
         seed: args.seed,
     };
     match args.layout {

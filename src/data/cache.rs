@@ -78,26 +78,29 @@ pub fn stored_side(image_size: u32, samples: &[Sample]) -> usize {
 }
 
 /// Digest of the image list stored at `side`: each path with its size and modification time.
-pub fn list_digest(samples: &[Sample], side: usize) -> Result<[u8; 32]> {
+pub fn list_digest(samples: &[Sample], side: usize) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(FORMAT_VERSION.to_le_bytes());
     hasher.update((side as u64).to_le_bytes());
     // the cache records which images failed, and a larger pixel cap lets some through
     hasher.update(max_pixels().to_le_bytes());
     for sample in samples {
-        let meta = fs::metadata(&sample.path)
-            .map_err(|e| input_error(format!("cannot read {}: {e}", sample.path.display())))?;
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
+        // A file that cannot be read (a dangling link, a link loop) hashes as such: decoding
+        // reports it with the undecodable images, which --skip-bad-images leaves out.
+        let (len, mtime) = fs::metadata(&sample.path).map_or((u64::MAX, 0), |meta| {
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            (meta.len(), mtime)
+        });
         hasher.update(sample.path.as_os_str().as_bytes());
         hasher.update([0]);
-        hasher.update(meta.len().to_le_bytes());
+        hasher.update(len.to_le_bytes());
         hasher.update(mtime.to_le_bytes());
     }
-    Ok(hasher.finalize().into())
+    hasher.finalize().into()
 }
 
 /// The cache file of an image list with digest `digest`.
@@ -183,7 +186,7 @@ pub fn decode_or_map(
     let mut origin = Origin::Decoded;
     let (set, outcome) = match cache_dir {
         Some(dir) => {
-            let digest = list_digest(samples, side)?;
+            let digest = list_digest(samples, side);
             let path = cache_path(dir, &digest);
             if path.exists() {
                 match open_valid(&path, samples.len(), side, &digest) {
@@ -297,7 +300,7 @@ fn decode_to_cache(
 ) -> Result<Outcome> {
     let dir = path.parent().context("cache path has no directory")?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    remove_temporaries(dir, Leftovers::OfEndedWriters);
+    remove_temporaries(dir, Leftovers::Abandoned);
     let mut outcome = None;
     write_atomic(path, |tmp| {
         let mut f = std::io::BufWriter::new(File::create(tmp)?);
@@ -546,12 +549,12 @@ mod tests {
         let (dir, samples) = fixture();
         let cache = dir.path().join("cache");
         decode_or_map(&samples, 64, Some(&cache), false).unwrap();
-        let before = list_digest(&samples, 64).unwrap();
+        let before = list_digest(&samples, 64);
         // Rewrite one image with other content: size or mtime moves, so does the digest.
         std::thread::sleep(std::time::Duration::from_millis(20));
         let other = fs::read(&samples[1].path).unwrap();
         fs::write(&samples[0].path, other).unwrap();
-        let after = list_digest(&samples, 64).unwrap();
+        let after = list_digest(&samples, 64);
         assert_ne!(before, after);
         let (set, report) = decode_or_map(&samples, 64, Some(&cache), false).unwrap();
         assert_eq!(report.origin, Origin::Decoded);
@@ -565,7 +568,7 @@ mod tests {
         let (good, _) = decode_or_map(&samples, 64, Some(&cache), false).unwrap();
         // a copy: the set maps the file this test then overwrites in place
         let good = good.images.copy();
-        let path = cache_path(&cache, &list_digest(&samples, 64).unwrap());
+        let path = cache_path(&cache, &list_digest(&samples, 64));
 
         let mut bytes = fs::read(&path).unwrap();
         bytes[HEADER_BYTES + 1000] ^= 0x40;

@@ -15,7 +15,6 @@ use tch::{Device, Kind, Tensor};
 
 use super::scan::Sample;
 use crate::bail_input;
-use crate::error::input_error;
 use crate::io::hex;
 
 /// The training tree's `samples` (in scan order) without those a run recorded as left out
@@ -60,23 +59,21 @@ pub struct SplitSpec {
 /// SHA-256 of the samples' paths relative to `tree` (in order) and their file sizes: the same
 /// for the same images wherever the dataset moved, different when one was renamed, added,
 /// removed or replaced by a file of another size.
-pub fn population_digest(samples: &[Sample], tree: &Path) -> Result<String> {
-    // The sizes in parallel: a stat per file, slow one by one on a network file system.
-    let sizes = samples
+pub fn population_digest(samples: &[Sample], tree: &Path) -> String {
+    // The sizes in parallel: a stat per file, slow one by one on a network file system. A
+    // file that cannot be read (a dangling link) counts as one of no possible size: the
+    // population differs from any it was part of.
+    let sizes: Vec<u64> = samples
         .par_iter()
-        .map(|s| {
-            fs::metadata(&s.path)
-                .map(|m| m.len())
-                .map_err(|e| input_error(format!("cannot read {}: {e}", s.path.display())))
-        })
-        .collect::<Result<Vec<u64>>>()?;
+        .map(|s| fs::metadata(&s.path).map_or(u64::MAX, |m| m.len()))
+        .collect();
     let mut hasher = Sha256::new();
     for (sample, size) in samples.iter().zip(sizes) {
         hasher.update(relative(&sample.path, tree).as_os_str().as_bytes());
         hasher.update([0]);
         hasher.update(size.to_le_bytes());
     }
-    Ok(hex(&hasher.finalize()))
+    hex(&hasher.finalize())
 }
 
 /// Sample indices of both subsets.

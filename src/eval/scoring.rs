@@ -66,7 +66,7 @@ fn holdout_samples(
         Some(meta) => {
             ensure_same_classes(&meta.classes, &list.classes, &source.name())?;
             let population = split_population(list.samples, &meta.skipped, &root.train);
-            let digest = population_digest(&population, &root.train)?;
+            let digest = population_digest(&population, &root.train);
             let (run, tree) = (source.name(), &root.train);
             let split = meta.split.recover(population.len(), &digest, &run, tree)?;
             (population, split)

@@ -5,6 +5,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -30,15 +31,23 @@ fn temporary_name(name: &str) -> String {
     format!(".{name}.{}-{n}.tmp", std::process::id())
 }
 
-/// Which temporary files `remove_temporaries` removes.
+/// Which temporary files `remove_temporaries` removes. Other files ending in `.tmp` are the
+/// user's and always stay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Leftovers {
-    /// Those of writers that no longer run (a directory others may write too).
+    /// Those of writers that ended, or of this process (a restarted container reuses pids),
+    /// in a directory this process holds the lock of: a writer still running there writes
+    /// without the lock, and its file stays for it to finish.
     OfEndedWriters,
-    /// Every one this program names so (a directory this process holds the lock of); other
-    /// files ending in `.tmp` are the user's.
-    All,
+    /// Those of ended writers untouched for `ABANDONED_AFTER`, in a directory others may
+    /// write too: a writer in another pid namespace reads as ended, but its file keeps
+    /// growing.
+    Abandoned,
 }
+
+/// How long a temporary file of a writer that reads as ended must be untouched to be removed
+/// from a shared directory.
+const ABANDONED_AFTER: Duration = Duration::from_secs(600);
 
 /// Removes temporary files in `dir` that no write will finish (a killed process leaves its
 /// temporary file; one of 200 MB is worth removing). Best effort.
@@ -48,21 +57,25 @@ pub fn remove_temporaries(dir: &Path, which: Leftovers) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(name) = name
-            .to_str()
-            .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
-        else {
+        let Some(pid) = name.to_str().and_then(temporary_owner) else {
             continue;
         };
-        let remove = match (which, temporary_owner(name)) {
-            (_, None) => false,
-            (Leftovers::All, Some(_)) => true,
-            (Leftovers::OfEndedWriters, Some(pid)) => process_ended(pid),
+        let ended = process_ended(pid);
+        let remove = match which {
+            Leftovers::OfEndedWriters => ended || pid == std::process::id() as i32,
+            Leftovers::Abandoned => ended && untouched_for(&entry.path(), ABANDONED_AFTER),
         };
         if remove {
             let _ = fs::remove_file(entry.path());
         }
     }
+}
+
+/// Whether `path` was last modified at least `age` ago.
+fn untouched_for(path: &Path, age: Duration) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|e| e >= age))
 }
 
 /// The pid in a temporary name `.NAME.PID-N.tmp`.
@@ -134,11 +147,12 @@ mod tests {
     #[test]
     fn temporaries_of_ended_writers_are_removed_and_live_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let name = temporary_name("model.safetensors");
-        assert_eq!(temporary_owner(&name), Some(std::process::id() as i32));
-        // pid 2^22 + 1 is beyond Linux's pid_max: no such process
-        let stale = ".model.safetensors.4194305-0.tmp";
-        for file in [name.as_str(), stale, "model.safetensors", ".lock"] {
+        let own = temporary_name("model.safetensors");
+        assert_eq!(temporary_owner(&own), Some(std::process::id() as i32));
+        // pid 2^22 + 1 is beyond Linux's pid_max: no such process; pid 1 always runs
+        let ended = ".model.safetensors.4194305-0.tmp";
+        let live = ".model.safetensors.1-0.tmp";
+        for file in [own.as_str(), ended, live, "model.safetensors", ".lock"] {
             fs::write(dir.path().join(file), b"x").unwrap();
         }
         // a user's own files that end in .tmp, whatever their names look like
@@ -146,15 +160,26 @@ mod tests {
         for file in users {
             fs::write(dir.path().join(file), b"x").unwrap();
         }
+        let exists = |name: &str| dir.path().join(name).exists();
+
+        // in a shared directory, only once untouched for a while
+        remove_temporaries(dir.path(), Leftovers::Abandoned);
+        assert!(exists(ended), "a fresh file may be another pid namespace's");
+        let long_ago = std::time::SystemTime::now() - 2 * ABANDONED_AFTER;
+        let file = File::options()
+            .write(true)
+            .open(dir.path().join(ended))
+            .unwrap();
+        file.set_modified(long_ago).unwrap();
+        remove_temporaries(dir.path(), Leftovers::Abandoned);
+        assert!(!exists(ended));
+        assert!(exists(&own) && exists(live));
+
         remove_temporaries(dir.path(), Leftovers::OfEndedWriters);
-        assert!(!dir.path().join(stale).exists());
-        for kept in [name.as_str(), "model.safetensors", ".lock"] {
-            assert!(dir.path().join(kept).exists(), "{kept}");
-        }
-        remove_temporaries(dir.path(), Leftovers::All);
-        assert!(!dir.path().join(&name).exists(), "{name}");
-        for kept in users.into_iter().chain(["model.safetensors"]) {
-            assert!(dir.path().join(kept).exists(), "{kept}");
+        assert!(!exists(&own), "this process's own (a reused pid)");
+        assert!(exists(live), "a live writer's");
+        for kept in users.into_iter().chain(["model.safetensors", ".lock"]) {
+            assert!(exists(kept), "{kept}");
         }
     }
 }

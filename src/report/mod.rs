@@ -161,7 +161,16 @@ pub fn draw_curves(runs: &[PathBuf], out: &Path) -> Result<()> {
         .map(|run| load_meta(&run.join(META_FILE)).ok())
         .collect();
     for ((i, run), at) in runs.iter().enumerate().zip(offsets(runs, &metas)) {
-        let events = read_events(&run.join(METRICS_FILE))?;
+        let metrics = run.join(METRICS_FILE);
+        if !metrics.exists() {
+            // the curves are the log's; the rest of the report needs only the model
+            eprintln!(
+                "warning: {} is missing: no curves for that run",
+                metrics.display()
+            );
+            continue;
+        }
+        let events = read_events(&metrics)?;
         let color = PALETTE[i % PALETTE.len()];
         add_run(&mut charts, &events, color, at);
         legend.push((label(run, runs), color));

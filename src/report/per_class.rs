@@ -14,8 +14,9 @@ pub struct ClassScore {
 }
 
 impl ClassScore {
-    pub fn accuracy(&self) -> f64 {
-        self.correct as f64 / self.total.max(1) as f64
+    /// The fraction right; none for a class without images among those scored.
+    pub fn accuracy(&self) -> Option<f64> {
+        (self.total > 0).then(|| self.correct as f64 / self.total as f64)
     }
 }
 
@@ -29,7 +30,7 @@ impl Confusion {
         Confusion { counts }
     }
 
-    /// Every class, best accuracy first (ties in class order).
+    /// Every class, best accuracy first (ties in class order), classes without images last.
     pub fn by_accuracy(&self) -> Vec<ClassScore> {
         let mut rows: Vec<ClassScore> = (0..self.counts.len())
             .map(|c| ClassScore {
@@ -38,11 +39,9 @@ impl Confusion {
                 total: self.counts[c].iter().sum(),
             })
             .collect();
-        rows.sort_by(|a, b| {
-            b.accuracy()
-                .total_cmp(&a.accuracy())
-                .then(a.class.cmp(&b.class))
-        });
+        // -1 ranks a class without images below any accuracy
+        let key = |r: &ClassScore| r.accuracy().unwrap_or(-1.0);
+        rows.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.class.cmp(&b.class)));
         rows
     }
 
@@ -72,17 +71,24 @@ pub fn print(confusion: &Confusion, classes: &[String], names: &[String]) {
         "{:>4}  {:<10} {:<32} {:>9}  {:>7}",
         "#", "class", "name", "correct", "top-1"
     );
-    for (rank, row) in confusion.by_accuracy().iter().enumerate() {
+    let rows = confusion.by_accuracy();
+    for (rank, row) in rows.iter().enumerate() {
         let name: String = names[row.class].chars().take(32).collect();
+        let top1 = row
+            .accuracy()
+            .map_or("n/a".to_string(), |a| format!("{:.1}%", 100.0 * a));
         println!(
-            "{:>4}  {:<10} {:<32} {:>4}/{:<4}  {:>6.1}%",
+            "{:>4}  {:<10} {:<32} {:>4}/{:<4}  {top1:>7}",
             rank + 1,
             classes[row.class],
             name,
             row.correct,
             row.total,
-            100.0 * row.accuracy()
         );
+    }
+    let unseen = rows.iter().filter(|r| r.total == 0).count();
+    if unseen > 0 {
+        println!("({unseen} classes have no images among those scored: n/a)");
     }
     println!("\nMost confused (true class -> predicted as):");
     let pairs = confusion.most_confused(10);
@@ -117,5 +123,16 @@ mod tests {
         assert_eq!(c.by_accuracy()[1].total, 3);
         assert_eq!(c.most_confused(10), vec![(1, 2, 2), (2, 0, 1)]);
         assert_eq!(c.most_confused(1).len(), 1);
+    }
+
+    #[test]
+    fn a_class_without_images_has_no_accuracy_and_ranks_last() {
+        // class 0 has no images; class 2 none right
+        let c = Confusion::new(3, [(1, 1), (2, 1)]);
+        let rows = c.by_accuracy();
+        let order: Vec<usize> = rows.iter().map(|r| r.class).collect();
+        assert_eq!(order, vec![1, 2, 0]);
+        assert_eq!(rows[1].accuracy(), Some(0.0));
+        assert_eq!(rows[2].accuracy(), None);
     }
 }

@@ -8,6 +8,7 @@ use tch::Device;
 
 use super::checkpoint::recorded_recipe;
 use super::config::defaults;
+use super::lock::running_in;
 use super::meta::{load_meta, Meta};
 use super::{ModelChoice, BEST_FILE, META_FILE, MODEL_FILE};
 use crate::bail_input;
@@ -50,7 +51,16 @@ impl Source {
             None
         };
         let source = Source { model, meta };
-        source.check_meta_is_the_runs(meta_path.parent().unwrap_or(Path::new(".")))?;
+        let dir = meta_path.parent().unwrap_or(Path::new("."));
+        source.check_meta_is_the_runs(dir)?;
+        if let Some(pid) = running_in(dir) {
+            let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            eprintln!(
+                "note: {} is still training{pid}: {} is its model as of now, not its last",
+                dir.display(),
+                source.model.display()
+            );
+        }
         Ok(source)
     }
 

@@ -88,7 +88,7 @@ impl TrainData {
             cfg.origin.skip_bad_images,
         )?;
         let size = decoded.samples.len();
-        let digest = population_digest(&decoded.samples, &root.train)?;
+        let digest = population_digest(&decoded.samples, &root.train);
         let spec = SplitSpec {
             digest: Some(digest.clone()),
             ..SplitSpec::new(cfg.recipe.seed, cfg.recipe.holdout, size)

@@ -55,15 +55,15 @@ pub fn run(
     device: Device,
     after_step: &mut dyn FnMut(u64),
 ) -> Result<Scores> {
-    // Held to the end: one run writes a run directory at a time.
-    let _lock = RunLock::acquire(&cfg.session.out)?;
+    // Held to the end, by the saver: one run writes a run directory at a time.
+    let lock = RunLock::acquire(&cfg.session.out)?;
     let start = open(cfg, recorded)?;
     let data = TrainData::read(cfg, start.expected(cfg))?;
     let mut meta = data.meta(cfg);
     meta.device = Some(device::describe(device));
     meta.libtorch = device::libtorch_version();
     let (recipe, session) = (&cfg.recipe, &cfg.session);
-    let mut saver = CheckpointSaver::new(&session.out, meta, session.min_delta);
+    let mut saver = CheckpointSaver::new(&session.out, lock, meta, session.min_delta);
     let set = data.set.for_training_on(device)?;
     let keys = Keys::new(recipe.seed, recipe.stage);
     tch::manual_seed(keys.init());

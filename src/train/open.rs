@@ -52,7 +52,7 @@ pub fn open(cfg: &TrainConfig, recorded: Option<Meta>) -> Result<Start> {
     if recorded.is_none() {
         check_free(out, cfg.session.force)?;
     }
-    remove_temporaries(out, Leftovers::All);
+    remove_temporaries(out, Leftovers::OfEndedWriters);
     let Some(meta) = recorded else {
         return Ok(Start::Fresh(read_weights(&cfg.origin.init, cfg)?));
     };

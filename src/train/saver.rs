@@ -11,23 +11,27 @@ use super::step::Learner;
 use crate::io::safetensors::{read_safetensors, save_tensors};
 use crate::model::Vgg16;
 use crate::run_dir::checkpoint::{save_checkpoint, TrainState};
+use crate::run_dir::lock::RunLock;
 use crate::run_dir::meta::{save_meta, Best, Meta};
 use crate::run_dir::metrics::EpochRecord;
 use crate::run_dir::{BEST_FILE, MODEL_FILE};
 
 pub struct CheckpointSaver {
     dir: PathBuf,
+    /// The directory's lock, checked before every write.
+    lock: RunLock,
     meta: Meta,
     /// Smallest holdout top-1 gain that makes a new best model.
     min_delta: f64,
 }
 
 impl CheckpointSaver {
-    /// A saver of the run in `dir`, whose `meta.json` is `meta` so far, that keeps a model as
-    /// the best when it beats the best so far by more than `min_delta`.
-    pub fn new(dir: &Path, meta: Meta, min_delta: f64) -> CheckpointSaver {
+    /// A saver of the run in `dir`, whose lock is `lock` and `meta.json` is `meta` so far,
+    /// that keeps a model as the best when it beats the best so far by more than `min_delta`.
+    pub fn new(dir: &Path, lock: RunLock, meta: Meta, min_delta: f64) -> CheckpointSaver {
         CheckpointSaver {
             dir: dir.to_path_buf(),
+            lock,
             meta,
             min_delta,
         }
@@ -40,6 +44,7 @@ impl CheckpointSaver {
     /// The resume point: the checkpoint of `learner` at `state` (which learns how much of the
     /// log belongs to it), then the model and `meta.json`.
     pub fn save(&self, learner: &Learner, state: &mut TrainState, log: &RunLog) -> Result<()> {
+        self.lock.ensure_held()?;
         state.adam_steps = learner.adam.steps();
         state.metrics_len = log.bytes_written()?;
         save_checkpoint(&self.dir, &learner.checkpoint_tensors(), state)?;
@@ -48,12 +53,14 @@ impl CheckpointSaver {
 
     /// The model and `meta.json` alone (an epoch scored after its checkpoint was written).
     pub fn save_model(&self, model: &Vgg16) -> Result<()> {
+        self.lock.ensure_held()?;
         save_tensors(&self.dir.join(MODEL_FILE), &model.state())?;
         self.save_meta()
     }
 
     /// `meta.json` alone (a fresh run's, before its first checkpoint).
     pub fn save_meta(&self) -> Result<()> {
+        self.lock.ensure_held()?;
         save_meta(&self.dir, &self.meta)
     }
 
@@ -107,6 +114,7 @@ impl CheckpointSaver {
     pub fn update_best(&mut self, epoch: u32, top1: f64, model: &Vgg16) -> Result<Best> {
         if improves(self.meta.best, top1, self.min_delta) {
             self.meta.best = Some(Best { epoch, top1 });
+            self.lock.ensure_held()?;
             save_tensors(&self.dir.join(BEST_FILE), &model.state())?;
         }
         Ok(self.meta.best.unwrap_or(Best { epoch, top1 }))
@@ -156,7 +164,8 @@ mod tests {
             SplitSpec::new(1, 0.5, 4),
             cfg.clone(),
         );
-        let mut saver = CheckpointSaver::new(dir.path(), meta, 0.1);
+        let lock = RunLock::acquire(dir.path()).unwrap();
+        let mut saver = CheckpointSaver::new(dir.path(), lock, meta, 0.1);
         let learner = Learner::new(2, &cfg.recipe, Device::Cpu);
         let log = RunLog::open(&cfg).unwrap();
         saver.push_epoch(EpochRecord::example(1.0));

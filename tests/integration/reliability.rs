@@ -739,6 +739,28 @@ fn a_non_finite_loss_stops_the_run_at_its_step() {
     assert!(err.contains("(lr 1.000e20;"), "{err}");
 }
 
+/// A model scored while its run still trains comes with a note saying so. A run whose lock
+/// file is removed by hand stops at its next write, saying why, rather than write beside a
+/// second run that then takes a lock of its own.
+#[test]
+fn a_run_in_progress_is_noted_and_stops_when_its_lock_file_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let run = dir.path().join("run");
+    let flags = "--batch-size 4 --holdout 0.25 --epochs 50 --checkpoint-every 1";
+    let mut child = spawn(&train_args(&data, &run, flags));
+    wait_for(&mut child, || run.join("model.safetensors").exists());
+    let eval = vggtiny(&["eval", "--data", s(&data), "--checkpoint", s(&run)]);
+    let stderr = String::from_utf8_lossy(&eval.stderr);
+    let said = format!("is still training (pid {})", child.id());
+    assert!(stderr.contains(&said), "no '{said}' in {stderr}");
+    std::fs::remove_file(run.join(".lock")).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(".lock was removed or replaced"), "{stderr}");
+}
+
 /// Two runs started together into one `--out`: one owns the directory, the other is refused
 /// (the holder's pid named, or a finished run found), and every file left there is readable
 /// and belongs to the winner.

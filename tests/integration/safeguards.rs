@@ -314,3 +314,80 @@ fn a_resumed_run_rebuilds_or_replaces_a_damaged_best_model() {
     assert!(err.contains("start it over with --force instead"), "{err}");
     train_random(&data, &run, &format!("{flags} --max-steps 1 --force"));
 }
+
+/// A link to nowhere, a link to itself and a val_annotations.txt line naming a missing file
+/// are images that cannot be read: named with the way on without `--skip-bad-images`, left
+/// out and recorded with it.
+#[test]
+fn unreadable_files_are_bad_images_that_can_be_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let class = data.join("train/n90000000/images");
+    std::os::unix::fs::symlink("/nonexistent.JPEG", class.join("dangling.JPEG")).unwrap();
+    std::os::unix::fs::symlink("looping.JPEG", class.join("looping.JPEG")).unwrap();
+    let run = dir.path().join("run");
+    let flags = "--batch-size 4 --holdout 0.25 --max-steps 1";
+    let err = fails(&train_args(&data, &run, flags), 2);
+    assert!(
+        err.contains("2 image(s) could not be decoded")
+            && err.contains("dangling.JPEG")
+            && err.contains("looping.JPEG")
+            && err.contains("--skip-bad-images"),
+        "{err}"
+    );
+    train_random(&data, &run, &format!("{flags} --skip-bad-images"));
+    let skipped = &meta_json(&run)["skipped"];
+    assert_eq!(skipped.as_array().map(Vec::len), Some(2), "{skipped}");
+
+    let annotations = data.join("val/val_annotations.txt");
+    let mut lines = std::fs::read_to_string(&annotations).unwrap();
+    lines.push_str("missing.JPEG\tn90000000\t0\t0\t63\t63\n");
+    std::fs::write(&annotations, lines).unwrap();
+    let val = [
+        "eval",
+        "--data",
+        s(&data),
+        "--checkpoint",
+        s(&run),
+        "--split",
+        "val",
+    ];
+    let err = fails(&val, 2);
+    assert!(err.contains("missing.JPEG"), "{err}");
+    let mut skipping = val.to_vec();
+    skipping.push("--skip-bad-images");
+    let out = ok(&skipping);
+    assert!(out.contains("val: 6 images"), "{out}");
+}
+
+/// Sizes at the edges: a class without holdout images has no accuracy in report (not 0.0 %),
+/// a run without its metrics.jsonl still gets its per-class table, and `bench --steps 0` and a
+/// synth of 10^10 images are refused as flags.
+#[test]
+fn edge_sizes_get_plain_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3, 4);
+    let run = dir.path().join("run");
+    // one holdout image: two of the three classes have none
+    train_random(&data, &run, "--batch-size 4 --holdout 0.1 --epochs 1");
+    std::fs::remove_file(run.join("metrics.jsonl")).unwrap();
+    let png = dir.path().join("report.png");
+    let out = vggtiny(&["report", s(&run), "--out", s(&png)]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("metrics.jsonl is missing"), "{stderr}");
+    let empty: Vec<&str> = stdout.lines().filter(|l| l.contains(" 0/0 ")).collect();
+    assert_eq!(empty.len(), 2, "{stdout}");
+    assert!(empty.iter().all(|l| l.ends_with("n/a")), "{stdout}");
+    assert!(stdout.contains("2 classes have no images"), "{stdout}");
+
+    let err = fails(&["bench", "--steps", "0"], 2);
+    assert!(err.contains("--steps"), "{err}");
+    let huge = dir.path().join("huge");
+    let err = fails(&["synth", "--out", s(&huge), "--per-class", "100000"], 2);
+    assert!(err.contains("--per-class"), "{err}");
+    assert!(!huge.exists());
+}
