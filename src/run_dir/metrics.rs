@@ -78,8 +78,9 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>> {
         .map(|(n, line)| {
             serde_json::from_str(line).map_err(|e| {
                 let file = shell_quoted(&path.display().to_string());
+                let before = if n == 1 { "line" } else { "lines" };
                 input_error(format!(
-                    "{} line {}: not a metrics event: {e}; to keep the {n} lines before it: \
+                    "{} line {}: not a metrics event: {e}; to keep the {n} {before} before it: \
                      head -n {n} {file} > {file}.good && mv {file}.good {file}",
                     path.display(),
                     n + 1,
