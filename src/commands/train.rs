@@ -341,7 +341,7 @@ fn finetune_image_size(flag: Option<u32>, inherited: Option<u32>, from: &str) ->
 /// device and trains the stage.
 fn train_stage(requested: TrainConfig) -> Result<()> {
     // The dataset's errors (a zip, val/, the folder above) before anything else is read.
-    DataRoot::locate(&requested.session.data)?;
+    let root = DataRoot::locate(&requested.session.data)?;
     let session = &requested.session;
     for (flag, dir) in [
         ("--out", Some(&session.out)),
@@ -354,12 +354,17 @@ fn train_stage(requested: TrainConfig) -> Result<()> {
             );
         }
     }
-    if resolved(&session.out).starts_with(resolved(&session.data)) {
+    let out = resolved(&session.out);
+    if let Some(tree) = [Some(&root.train), root.val.as_ref()]
+        .into_iter()
+        .flatten()
+        .find(|tree| out.starts_with(resolved(tree)))
+    {
         bail_input!(
-            "--out {} is inside --data {}: the run would become part of the dataset (a class \
-             folder of its own); choose an --out outside it",
+            "--out {} is inside {}, which the run reads: it would become part of the dataset \
+             (a class folder of its own); choose an --out outside it",
             session.out.display(),
-            session.data.display()
+            tree.display()
         );
     }
     requested.validate()?;

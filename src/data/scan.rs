@@ -108,11 +108,13 @@ fn check_not_a_wrong_turn(dir: &Path) -> Result<()> {
             root.display()
         );
     }
+    // by the real name: `--data .` from inside val/, or a link to it, is val/ too
     let parent = dir
         .canonicalize()
         .ok()
+        .filter(|d| d.ends_with("val"))
         .and_then(|d| d.parent().map(Path::to_path_buf));
-    if let Some(root) = parent.filter(|p| p.join("train").is_dir() && dir.ends_with("val")) {
+    if let Some(root) = parent.filter(|p| p.join("train").is_dir()) {
         bail_input!(
             "--data {shown} is the val/ folder of a dataset with train/ and val/; pass the \
              root: --data {}",

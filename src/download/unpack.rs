@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use zip::ZipArchive;
 
-use crate::io::process_ended;
+use crate::io::atomic_file::ABANDONED_AFTER;
+use crate::io::{process_ended, untouched_for};
 
 /// The prefix of the temporary folder an archive unpacks into, followed by the pid.
 const STAGING: &str = ".unpacking-";
@@ -99,7 +100,8 @@ impl Entries {
 }
 
 /// Removes the temporary folders of unpackings whose process ended (a kill leaves one, as
-/// large as the dataset). Best effort.
+/// large as the dataset) and that have been untouched a while (a process in another pid
+/// namespace, sharing the folder, reads as ended). Best effort.
 fn remove_abandoned_staging(to: &Path) {
     let Ok(listing) = fs::read_dir(to) else {
         return;
@@ -109,7 +111,7 @@ fn remove_abandoned_staging(to: &Path) {
         let pid = name
             .to_str()
             .and_then(|n| n.strip_prefix(STAGING)?.parse().ok());
-        if pid.is_some_and(process_ended) {
+        if pid.is_some_and(process_ended) && untouched_for(&entry.path(), ABANDONED_AFTER) {
             eprintln!(
                 "removing {}, left by an unpacking that was stopped",
                 entry.path().display()

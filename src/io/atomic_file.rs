@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::process_ended;
+use super::{process_ended, untouched_for};
 
 /// Test hook for file systems that cannot be made full for real: with
 /// `VGGTINY_FAULT_DISK_FULL_AFTER=N` set, every atomic write after the first N fails as a full
@@ -24,11 +24,16 @@ fn injected_disk_full() -> Option<std::io::Error> {
         .then(|| std::io::Error::from_raw_os_error(libc::ENOSPC))
 }
 
-/// A temporary name beside `name` that no other process or write uses: `.NAME.PID-N.tmp`.
+/// Marks a temporary name as this program's, so that a user's `.notes.2024-05.tmp` is never
+/// taken for one.
+const TEMPORARY_TAG: &str = ".vggtiny-";
+
+/// A temporary name beside `name` that no other process or write uses:
+/// `.NAME.vggtiny-PID-N.tmp`.
 fn temporary_name(name: &str) -> String {
     static WRITES: AtomicU64 = AtomicU64::new(0);
     let n = WRITES.fetch_add(1, Ordering::Relaxed);
-    format!(".{name}.{}-{n}.tmp", std::process::id())
+    format!(".{name}{TEMPORARY_TAG}{}-{n}.tmp", std::process::id())
 }
 
 /// Which temporary files `remove_temporaries` removes. Other files ending in `.tmp` are the
@@ -47,7 +52,7 @@ pub enum Leftovers {
 
 /// How long a temporary file of a writer that reads as ended must be untouched to be removed
 /// from a shared directory.
-const ABANDONED_AFTER: Duration = Duration::from_secs(600);
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(600);
 
 /// Removes temporary files in `dir` that no write will finish (a killed process leaves its
 /// temporary file; one of 200 MB is worth removing). Best effort.
@@ -71,17 +76,10 @@ pub fn remove_temporaries(dir: &Path, which: Leftovers) {
     }
 }
 
-/// Whether `path` was last modified at least `age` ago.
-fn untouched_for(path: &Path, age: Duration) -> bool {
-    fs::metadata(path)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t.elapsed().is_ok_and(|e| e >= age))
-}
-
-/// The pid in a temporary name `.NAME.PID-N.tmp`.
+/// The pid in a temporary name `.NAME.vggtiny-PID-N.tmp`.
 fn temporary_owner(name: &str) -> Option<i32> {
     let stem = name.strip_prefix('.')?.strip_suffix(".tmp")?;
-    let (_, tag) = stem.rsplit_once('.')?;
+    let (_, tag) = stem.rsplit_once(TEMPORARY_TAG)?;
     let (pid, n) = tag.split_once('-')?;
     n.parse::<u64>().ok()?;
     pid.parse().ok()
@@ -150,13 +148,13 @@ mod tests {
         let own = temporary_name("model.safetensors");
         assert_eq!(temporary_owner(&own), Some(std::process::id() as i32));
         // pid 2^22 + 1 is beyond Linux's pid_max: no such process; pid 1 always runs
-        let ended = ".model.safetensors.4194305-0.tmp";
-        let live = ".model.safetensors.1-0.tmp";
+        let ended = ".model.safetensors.vggtiny-4194305-0.tmp";
+        let live = ".model.safetensors.vggtiny-1-0.tmp";
         for file in [own.as_str(), ended, live, "model.safetensors", ".lock"] {
             fs::write(dir.path().join(file), b"x").unwrap();
         }
         // a user's own files that end in .tmp, whatever their names look like
-        let users = [".userdata.tmp", ".meta.json.tmp", ".notes.x-1.tmp"];
+        let users = [".userdata.tmp", ".meta.json.tmp", ".notes.2024-05.tmp"];
         for file in users {
             fs::write(dir.path().join(file), b"x").unwrap();
         }

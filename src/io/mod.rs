@@ -23,6 +23,13 @@ pub fn process_ended(pid: i32) -> bool {
     signalled != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
+/// Whether `path` was last modified at least `age` ago.
+pub fn untouched_for(path: &std::path::Path, age: std::time::Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|e| e >= age))
+}
+
 /// `arg` as a POSIX shell reads it back: as it is when that is safe, else in single quotes.
 pub fn shell_quoted(arg: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);

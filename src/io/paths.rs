@@ -1,7 +1,7 @@
 //! Where vggtiny keeps files of its own outside run directories, and paths resolved to be
 //! compared.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// `$XDG_CACHE_HOME/vggtiny`, else `~/.cache/vggtiny`.
 pub fn cache_dir() -> PathBuf {
@@ -24,14 +24,47 @@ pub fn default_weights_path() -> PathBuf {
     cache_dir().join("vgg16-imagenet.safetensors")
 }
 
-/// `path` with links and `..` resolved, as far as it exists: a file not there yet keeps its
-/// name under its resolved folder.
+/// `path`, absolute, with links resolved as far as it exists and `.`/`..` taken as a new
+/// directory's `create_dir_all` takes them (a `..` after a part not there yet removes that
+/// part), so that two names of one place compare equal.
 pub fn resolved(path: &Path) -> PathBuf {
-    if let Ok(found) = path.canonicalize() {
-        return found;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => {
+                out.push(other);
+                if let Ok(found) = out.canonicalize() {
+                    out = found;
+                }
+            }
+        }
     }
-    match (path.parent(), path.file_name()) {
-        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => resolved(parent).join(name),
-        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_place_resolves_to_one_name_whether_it_exists_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let data = base.join("data");
+        std::fs::create_dir_all(data.join("train")).unwrap();
+        std::os::unix::fs::symlink(&data, base.join("link")).unwrap();
+        let train = data.join("train");
+        assert_eq!(resolved(&base.join("link/train")), train);
+        assert_eq!(resolved(&base.join("link/./train/")), train);
+        assert_eq!(resolved(&base.join("link/train/run")), train.join("run"));
+        // a part not there yet, undone by the `..` after it
+        let around = base.join("nope/x/../../data/train/run");
+        assert_eq!(resolved(&around), train.join("run"));
+        assert!(resolved(&around).starts_with(resolved(&data)));
     }
 }

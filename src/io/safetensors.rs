@@ -174,7 +174,9 @@ pub fn read_header_metadata(path: &Path) -> Result<HashMap<String, String>> {
     // safetensors' own limit on a header's size
     let len = u64::from_le_bytes(len).min(100_000_000);
     let mut header = Vec::new();
-    file.take(len).read_to_end(&mut header)?;
+    file.take(len)
+        .read_to_end(&mut header)
+        .map_err(|e| input_error(format!("cannot read {}: {e}", path.display())))?;
     let header: serde_json::Value =
         serde_json::from_slice(&header).map_err(|_| bad("a damaged header"))?;
     Ok(header

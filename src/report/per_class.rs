@@ -88,7 +88,12 @@ pub fn print(confusion: &Confusion, classes: &[String], names: &[String]) {
     }
     let unseen = rows.iter().filter(|r| r.total == 0).count();
     if unseen > 0 {
-        println!("({unseen} classes have no images among those scored: n/a)");
+        let classes = if unseen == 1 {
+            "class has"
+        } else {
+            "classes have"
+        };
+        println!("({unseen} {classes} no images among those scored: n/a)");
     }
     println!("\nMost confused (true class -> predicted as):");
     let pairs = confusion.most_confused(10);

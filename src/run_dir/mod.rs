@@ -40,7 +40,9 @@ pub enum ModelChoice {
 /// Refuses a fresh run into `dir` when it holds a run, unless `force`. Writes nothing: a
 /// forced run's old files go only once every input is checked (`clear_old_run`).
 pub fn check_free(dir: &Path, force: bool) -> Result<()> {
-    let used = dir.join(MODEL_FILE).exists() || dir.join(CHECKPOINT_FILE).exists();
+    let used = [MODEL_FILE, BEST_FILE, CHECKPOINT_FILE]
+        .iter()
+        .any(|f| dir.join(f).exists());
     let lacking = [META_FILE, CHECKPOINT_FILE]
         .into_iter()
         .find(|f| !dir.join(f).is_file());

@@ -53,6 +53,15 @@ impl Source {
         let source = Source { model, meta };
         let dir = meta_path.parent().unwrap_or(Path::new("."));
         source.check_meta_is_the_runs(dir)?;
+        if path.is_dir() && source.meta.is_none() {
+            // a run directory's model is scored on the run's split, which meta.json holds
+            bail_input!(
+                "{}: no {META_FILE} in this directory, which records the run's split, classes \
+                 and image size; put it back, or pass {} itself to use it as a bare model file",
+                path.display(),
+                source.model.display()
+            );
+        }
         if let Some(pid) = running_in(dir) {
             let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
             eprintln!(
@@ -71,26 +80,50 @@ impl Source {
         let Some(recipe) = recorded_recipe(dir) else {
             return Ok(());
         };
-        let split = |seed, holdout| format!("seed {seed}, holdout {holdout}");
-        let recorded = split(recipe.seed, recipe.holdout);
         let Some(meta) = &self.meta else {
             bail_input!(
                 "{} holds a run's checkpoint but no {META_FILE}, which records the run's \
-                 split ({recorded}, says the checkpoint), classes and image size; without it \
-                 the holdout would be drawn anew and hold images the model trained on. Put \
-                 the run's {META_FILE} back, or copy {} elsewhere to use it as a bare model file",
+                 split (seed {}, holdout {}, says the checkpoint), classes and image size; \
+                 without it the holdout would be drawn anew and hold images the model trained \
+                 on. Put the run's {META_FILE} back, or copy {} elsewhere to use it as a bare \
+                 model file",
                 dir.display(),
+                recipe.seed,
+                recipe.holdout,
                 self.model.display()
             );
         };
-        let said = split(meta.split.seed, meta.split.fractions[1]);
-        if said != recorded || meta.stage != recipe.stage {
-            bail_input!(
-                "{}: not the {META_FILE} of the run whose checkpoint is beside it (it says {} \
-                 {said}, the checkpoint {} {recorded}); put back the run's own {META_FILE}",
-                dir.join(META_FILE).display(),
+        let mut differing: Vec<String> = recipe
+            .differences(&meta.config.recipe)
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {} in {META_FILE}, {} {} in the checkpoint",
+                    d.flag, d.then, d.flag, d.now
+                )
+            })
+            .collect();
+        let split = (meta.split.seed, meta.split.fractions[1]);
+        if split != (recipe.seed, recipe.holdout) {
+            differing.push(format!(
+                "a split of seed {}, holdout {} in {META_FILE}, of seed {}, holdout {} in the \
+                 checkpoint",
+                split.0, split.1, recipe.seed, recipe.holdout
+            ));
+        }
+        if meta.stage != recipe.stage {
+            differing.push(format!(
+                "a {} run in {META_FILE}, a {} run in the checkpoint",
                 meta.stage.name(),
                 recipe.stage.name()
+            ));
+        }
+        if !differing.is_empty() {
+            bail_input!(
+                "{}: not the {META_FILE} of the run whose checkpoint is beside it ({}); put \
+                 back the run's own {META_FILE}",
+                dir.join(META_FILE).display(),
+                differing.join("; ")
             );
         }
         Ok(())

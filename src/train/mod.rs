@@ -136,7 +136,8 @@ impl Trainer<'_> {
         if !complete {
             // --max-steps ended the stage inside the epoch: the checkpoint keeps this position
             // (and leaves out the scores below, so that a resumed run logs the epoch once).
-            self.saver.save(&self.learner, &mut self.state, &self.log)?;
+            self.saver
+                .save_resume_point(&self.learner, &mut self.state, &self.log)?;
         }
         self.precise_batch_norm(&order);
         let scores = self.validate();

@@ -44,11 +44,22 @@ impl CheckpointSaver {
     /// The resume point: the checkpoint of `learner` at `state` (which learns how much of the
     /// log belongs to it), then the model and `meta.json`.
     pub fn save(&self, learner: &Learner, state: &mut TrainState, log: &RunLog) -> Result<()> {
+        self.save_resume_point(learner, state, log)?;
+        self.save_model(&learner.model)
+    }
+
+    /// The checkpoint alone (a model not yet scored: it becomes the run's model only once its
+    /// holdout scores are finite).
+    pub fn save_resume_point(
+        &self,
+        learner: &Learner,
+        state: &mut TrainState,
+        log: &RunLog,
+    ) -> Result<()> {
         self.lock.ensure_held()?;
         state.adam_steps = learner.adam.steps();
         state.metrics_len = log.bytes_written()?;
-        save_checkpoint(&self.dir, &learner.checkpoint_tensors(), state)?;
-        self.save_model(&learner.model)
+        save_checkpoint(&self.dir, &learner.checkpoint_tensors(), state)
     }
 
     /// The model and `meta.json` alone (an epoch scored after its checkpoint was written).
@@ -83,6 +94,7 @@ impl CheckpointSaver {
             return Ok(());
         };
         if state.batch == 0 && state.epoch == best.epoch + 1 {
+            self.lock.ensure_held()?;
             save_tensors(&path, &model.state())?;
             eprintln!(
                 "warning: {damage}; rebuilt it from the checkpoint, which holds epoch {}'s model",

@@ -267,6 +267,14 @@ fn unpacking_completes_or_names_what_is_in_the_way() {
     ended.wait().unwrap();
     let abandoned = to.join(format!(".unpacking-{}", ended.id()));
     std::fs::create_dir_all(abandoned.join("tiny-imagenet-200")).unwrap();
+    // untouched for an hour; a fresh one may be a live unpacking in another pid namespace
+    let touched = Command::new("touch")
+        .args(["-d", "1 hour ago"])
+        .arg(&abandoned)
+        .status();
+    assert!(touched.is_ok_and(|s| s.success()));
+    let fresh = to.join(format!(".unpacking-{}", ended.id() + 4_194_304));
+    std::fs::create_dir(&fresh).unwrap();
 
     let url = format!("{}/tiny.zip", server.url);
     let out = download(&url, &to, &md5);
@@ -276,6 +284,7 @@ fn unpacking_completes_or_names_what_is_in_the_way() {
         root.join("train").is_dir() && !abandoned.exists(),
         "{stderr}"
     );
+    assert!(fresh.exists(), "a fresh folder removed");
 
     std::fs::remove_file(root.join("wnids.txt")).unwrap();
     let out = download(&url, &to, &md5);

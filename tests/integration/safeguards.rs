@@ -55,7 +55,7 @@ fn finetune_args<'a>(
 /// `--force` removes the old run only once every input of the new one is checked, and a
 /// refused run removes nothing, not even a user's file that ends in `.tmp`.
 #[test]
-fn a_refused_or_failing_forced_run_leaves_the_old_run_as_it_was() {
+fn a_forced_run_that_fails_its_checks_leaves_the_old_run_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 2, 8);
     let run = dir.path().join("run");
@@ -71,6 +71,15 @@ fn a_refused_or_failing_forced_run_leaves_the_old_run_as_it_was() {
     let err = fails(&train_args(&data, &run, FLAGS), 2);
     assert!(err.contains("already holds a run"), "{err}");
     assert_eq!(files(&run), before, "a refused run changed the directory");
+    // a run kept as its best model alone (the checkpoint deleted for room) is a run too
+    let kept = dir.path().join("kept");
+    copy_dir(&run, &kept);
+    for file in ["model.safetensors", "checkpoint.safetensors"] {
+        std::fs::remove_file(kept.join(file)).unwrap();
+    }
+    let err = fails(&train_args(&data, &kept, FLAGS), 2);
+    assert!(err.contains("--force"), "{err}");
+    assert!(kept.join("best.safetensors").is_file());
 
     let bad = dataset(&dir.path().join("bad"), 2, 8);
     std::fs::write(
@@ -112,10 +121,16 @@ fn a_refused_or_failing_forced_run_leaves_the_old_run_as_it_was() {
     }
     assert_eq!(files(&copy), copied, "a class mismatch changed the old run");
 
-    // a forced run that starts replaces the run's files and leaves the user's
+    // a forced run that starts replaces the run's files (its log too: one epoch, not two)
+    // and leaves the user's
     train_random(&data, &run, &format!("{forced} --seed 3"));
     let after = files(&run);
     assert_eq!(after[".userdata.tmp"], b"keep");
+    let epochs = json_lines(&run.join("metrics.jsonl"))
+        .iter()
+        .filter(|e| e["event"] == "epoch")
+        .count();
+    assert_eq!(epochs, 1, "the old run's log kept");
     assert_eq!(meta_json(&run)["split"]["seed"], 3);
     assert!(
         after["model.safetensors"] != before["model.safetensors"],
@@ -151,7 +166,7 @@ fn a_model_is_scored_and_continued_only_on_its_own_split() {
     let other = dir.path().join("other");
     copy_dir(&base, &other);
     let mut meta = meta_json(&other);
-    meta["config"]["recipe"]["seed"] = 42.into();
+    meta["config"]["seed"] = 42.into();
     meta["split"]["seed"] = 42.into();
     std::fs::write(other.join("meta.json"), meta.to_string()).unwrap();
     for (run, said) in [
@@ -164,6 +179,13 @@ fn a_model_is_scored_and_continued_only_on_its_own_split() {
         let err = fails(&finetune_args(&data, run, &ft, "--max-steps 1"), 2);
         assert!(err.contains(said), "{err}");
     }
+    // a run directory holds its meta.json, checkpoint or not
+    let models_only = dir.path().join("models-only");
+    copy_dir(&bare, &models_only);
+    std::fs::remove_file(models_only.join("checkpoint.safetensors")).unwrap();
+    let eval = ["eval", "--data", s(&data), "--checkpoint", s(&models_only)];
+    let err = fails(&eval, 2);
+    assert!(err.contains("no meta.json in this directory"), "{err}");
     // the model alone, copied out of its run, is a bare model file again
     let alone = dir.path().join("alone.safetensors");
     std::fs::copy(bare.join("model.safetensors"), &alone).unwrap();
@@ -187,6 +209,14 @@ fn a_model_of_non_finite_outputs_is_an_error_wherever_it_is_scored() {
     for file in ["model.safetensors", "best.safetensors"] {
         assert!(!broken.join(file).exists(), "{file} saved");
     }
+    // ended by --max-steps inside the epoch: checkpointed, but not saved as the model
+    let stopped = dir.path().join("stopped");
+    let err = fails(
+        &train_args(&data, &stopped, &format!("{flags} --max-steps 2")),
+        1,
+    );
+    assert!(err.contains("the checkpoint in"), "{err}");
+    assert!(!stopped.join("model.safetensors").exists(), "model saved");
 
     let run = dir.path().join("run");
     train_random(&data, &run, FLAGS);
@@ -223,8 +253,14 @@ fn the_dataset_stays_as_it_is_and_its_classes_their_own() {
     let data = dataset(dir.path(), 2, 8);
     let inside = data.join("train/myrun");
     let err = fails(&train_args(&data, &inside, FLAGS), 2);
-    assert!(err.contains("is inside --data"), "{err}");
+    assert!(err.contains("which the run reads"), "{err}");
     assert!(!inside.exists());
+    // beside train/ and val/ is outside what the run reads
+    train_random(
+        &data,
+        &data.join("runs/beside"),
+        "--batch-size 4 --holdout 0.25 --max-steps 1",
+    );
 
     let photos = dir.path().join("photos");
     let synth = [
@@ -241,15 +277,19 @@ fn the_dataset_stays_as_it_is_and_its_classes_their_own() {
         "2",
     ];
     ok(&synth);
-    let val = photos.join("val");
-    let err = fails(&train_args(&val, &dir.path().join("v"), FLAGS), 2);
-    assert!(
-        err.contains(&format!(
-            "--data {}",
-            photos.canonicalize().unwrap().display()
-        )),
-        "{err}"
-    );
+    // named as it is, or through a link of another name
+    let link = dir.path().join("images");
+    std::os::unix::fs::symlink(photos.join("val"), &link).unwrap();
+    for val in [photos.join("val"), link] {
+        let err = fails(&train_args(&val, &dir.path().join("v"), FLAGS), 2);
+        assert!(
+            err.contains(&format!(
+                "--data {}",
+                photos.canonicalize().unwrap().display()
+            )),
+            "{err}"
+        );
+    }
 
     let class = data.join("train/n90000000");
     std::os::unix::fs::symlink("..", class.join("loop")).unwrap();
@@ -267,6 +307,26 @@ fn the_dataset_stays_as_it_is_and_its_classes_their_own() {
         16,
         "images counted twice"
     );
+}
+
+/// A resumed run remembers its best epoch: at a learning rate of 1e-12 and `--min-delta 0.99`
+/// no later epoch beats the first (that needs a gain of more than 99 points), so the first
+/// stays the best across a resume.
+#[test]
+fn a_resumed_run_keeps_its_best_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let run = dir.path().join("run");
+    // 12 training images in batches of 4: 3 steps an epoch
+    let flags = "--batch-size 4 --holdout 0.25 --epochs 3 --min-delta 0.99 --lr 1e-12 \
+                 --max-lr 1e-12";
+    train_random(&data, &run, &format!("{flags} --max-steps 3"));
+    let first = std::fs::read(run.join("best.safetensors")).unwrap();
+    ok(&resume_args(&data, &run, flags));
+    let meta = meta_json(&run);
+    assert_eq!(meta["epochs"].as_array().map(Vec::len), Some(3));
+    assert_eq!(meta["best"]["epoch"], 1, "{}", meta["best"]);
+    assert!(std::fs::read(run.join("best.safetensors")).unwrap() == first);
 }
 
 /// `--resume` checks the best model file: a damaged one is rebuilt when the checkpoint holds
