@@ -143,6 +143,21 @@ mod tests {
     }
 
     #[test]
+    fn the_temporary_file_sits_beside_its_target() {
+        // beside it: a rename within one directory, never across file systems, and the
+        // directory synced after it is the target's
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("model.safetensors");
+        write_atomic(&target, |tmp| {
+            assert_eq!(tmp.parent(), Some(dir.path()), "{}", tmp.display());
+            fs::write(tmp, b"x")?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"x");
+    }
+
+    #[test]
     fn temporaries_of_ended_writers_are_removed_and_live_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
         let own = temporary_name("model.safetensors");
