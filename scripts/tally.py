@@ -29,6 +29,7 @@ class Group:
         self.ran = set()  # cargo: the tests that ran here
         self.listed = set()  # a skipped group: the tests it holds
         self.ignored = {}  # cargo: test name -> ignore reason
+        self.seconds = None  # a group that ran: its wall time
 
 
 def cargo(group, log):
@@ -96,6 +97,9 @@ def read_group(results, stem):
             group.skipped[skip.read_text().strip()] += count
         return group
     COUNTERS[kind](group, (results / f"{stem}.log").read_text(errors="replace"))
+    seconds = results / f"{stem}.seconds"
+    if seconds.exists():
+        group.seconds = int(seconds.read_text().strip() or 0)
     rc = int((results / f"{stem}.rc").read_text().strip() or 1)
     if kind == "check" or (rc != 0 and group.failed == 0):
         # a group that is one check, or one that failed with no failing test (a build error)
@@ -116,14 +120,15 @@ def main():
                 group.skipped[f"{reason}; no group ran it"] += 1
 
     width = max(len(g.name) for g in groups)
-    print(f"== tally\n{'group':<{width}}  passed  failed  skipped")
+    print(f"== tally\n{'group':<{width}}  passed  failed  skipped  seconds")
     totals = Counter()
     for g in groups:
         skipped = sum(g.skipped.values())
-        print(f"{g.name:<{width}}  {g.passed:>6}  {g.failed:>6}  {skipped:>7}")
+        seconds = "-" if g.seconds is None else g.seconds
+        print(f"{g.name:<{width}}  {g.passed:>6}  {g.failed:>6}  {skipped:>7}  {seconds:>7}")
         totals.update(passed=g.passed, failed=g.failed, skipped=skipped)
     print(f"{'total':<{width}}  {totals['passed']:>6}  {totals['failed']:>6}  "
-          f"{totals['skipped']:>7}")
+          f"{totals['skipped']:>7}  {sum(g.seconds or 0 for g in groups):>7}")
     for g in groups:
         for reason, count in sorted(g.skipped.items()):
             print(f"skipped in {g.name}: {count}, {reason}")
