@@ -4,25 +4,12 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
 use super::{process_ended, untouched_for};
-
-/// Test hook for file systems that cannot be made full for real: with
-/// `VGGTINY_FAULT_DISK_FULL_AFTER=N` set, every atomic write after the first N fails as a full
-/// disk would at the sync, once its temporary file is written.
-fn injected_disk_full() -> Option<std::io::Error> {
-    static WRITES: AtomicUsize = AtomicUsize::new(0);
-    let limit: usize = std::env::var("VGGTINY_FAULT_DISK_FULL_AFTER")
-        .ok()?
-        .parse()
-        .ok()?;
-    (WRITES.fetch_add(1, Ordering::SeqCst) >= limit)
-        .then(|| std::io::Error::from_raw_os_error(libc::ENOSPC))
-}
 
 /// Marks a temporary name as this program's, so that a user's `.notes.2024-05.tmp` is never
 /// taken for one.
@@ -97,10 +84,7 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     let tmp = dir.join(temporary_name(&name.to_string_lossy()));
     let result = write(&tmp).and_then(|()| {
         File::open(&tmp)
-            .and_then(|f| match injected_disk_full() {
-                Some(err) => Err(err),
-                None => f.sync_all(),
-            })
+            .and_then(|f| f.sync_all())
             .with_context(|| format!("cannot sync {}", tmp.display()))?;
         fs::rename(&tmp, path)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;

@@ -424,20 +424,20 @@ fn binary_links_libtorch_cuda_when_libtorch_has_it() {
     }
 }
 
-/// A second run maps the decoded images from the cache and trains on exactly the same batches.
+/// A run on images decoded into memory (`--no-cache`), one that decodes them into a new cache
+/// file, and one that maps that file train on exactly the same batches.
 #[test]
 fn cached_and_decoded_runs_train_identically() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 2, 8);
     let cache = dir.path().join("cache");
-    let run = |name: &str| {
+    let run = |name: &str, cache_flag: &str| {
         let out = dir.path().join(name);
         let args = format!(
-            "train-base --random-init --data {} --out {} --cache-dir {} --batch-size 4 \
+            "train-base --random-init --data {} --out {} {cache_flag} --batch-size 4 \
              --holdout 0.25 --max-steps 3 --log-interval 1",
             s(&data),
             s(&out),
-            s(&cache)
         );
         let output = vggtiny(&words(&args));
         assert!(output.status.success());
@@ -448,11 +448,16 @@ fn cached_and_decoded_runs_train_identically() {
             .collect();
         (String::from_utf8_lossy(&output.stderr).into_owned(), losses)
     };
-    let (first_log, first) = run("a");
-    let (second_log, second) = run("b");
+    let cached = format!("--cache-dir {}", s(&cache));
+    let (_, in_memory) = run("a", "--no-cache");
+    assert!(!cache.exists(), "--no-cache wrote a cache");
+    let (first_log, first) = run("b", &cached);
+    let (second_log, second) = run("c", &cached);
     assert!(first_log.contains("decoded"), "{first_log}");
     assert!(second_log.contains("mapped from the cache"), "{second_log}");
-    assert_eq!(first, second);
+    assert_eq!(in_memory.len(), 3);
+    assert_eq!(first, in_memory);
+    assert_eq!(second, in_memory);
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
 }
 

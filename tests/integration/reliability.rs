@@ -143,18 +143,25 @@ fn resume(data: &Path, out: &Path, flags: &str, total: u64) -> TrainState {
     state
 }
 
+/// SIGKILL right after the first periodic checkpoint (step 2 of the first epoch's 5, with
+/// `--checkpoint-every 2`): the process ends without saving anything more, the run resumes
+/// from inside the epoch, and ends as the uninterrupted run.
 #[test]
 fn kill_9_mid_epoch_then_resume_equals_an_uninterrupted_run() {
+    use std::os::unix::process::ExitStatusExt;
     let reference = shared_reference();
     let dir = tempfile::tempdir().unwrap();
     let data = run_dataset(dir.path());
     let run = dir.path().join("killed");
-    let flags = format!("{RUN} {CHECKPOINTED}");
+    let flags = format!("{RUN} --checkpoint-every 2");
     let mut child = spawn(&train_args(&data, &run, &flags));
     wait_for_checkpoint(&run, &mut child);
     child.kill().unwrap(); // SIGKILL: no chance to save anything
-    child.wait().unwrap();
-    resume(&data, &run, &flags, RUN_STEPS);
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let state = resume(&data, &run, &flags, RUN_STEPS);
+    assert_eq!(state.epoch, 1, "killed in the first epoch: {state:?}");
+    assert!(state.batch > 0, "killed mid-epoch: {state:?}");
     assert_same_run(reference, &run);
 }
 
@@ -289,6 +296,51 @@ fn resume_at_an_epoch_boundary_without_augmentation_is_exact() {
     let state = resume(&data, &run, flags, RUN_STEPS);
     assert_eq!((state.epoch, state.batch), (2, 0));
     assert_same_run(&reference, &run);
+}
+
+/// Stage 2 under early stopping, stopped inside its third epoch and resumed, ends as the
+/// uninterrupted run: the same weights, log, best epoch and best.safetensors. With
+/// `--min-delta 0.99` no epoch after the first improves on it, so `--early-stop 2` ends the run
+/// after epoch 3 of 5; a resumed run stops there too only if it kept both the best epoch and
+/// the count of epochs since.
+#[test]
+fn finetune_under_early_stopping_resumes_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 5);
+    let base = dir.path().join("base");
+    // 10 images, 2 held out: 8 to train in batches of 4, 2 steps an epoch
+    train_random(&data, &base, "--batch-size 4 --holdout 0.2 --max-steps 1");
+    let finetune = |out: &Path, extra: &str| {
+        ok(&words(&format!(
+            "finetune --data {} --from {} --out {} --batch-size 4 --epochs 5 --early-stop 2 \
+             --min-delta 0.99 --log-interval 1 --device cpu {extra}",
+            s(&data),
+            s(&base),
+            s(out)
+        )))
+    };
+    let reference = dir.path().join("reference");
+    finetune(&reference, "");
+    assert_eq!(
+        meta_json(&reference)["epochs"].as_array().map(Vec::len),
+        Some(3)
+    );
+    let stopped = dir.path().join("stopped");
+    finetune(&stopped, "--max-steps 5");
+    let (_, state) = load_checkpoint(&stopped).unwrap();
+    assert_eq!((state.epoch, state.batch), (3, 1), "{state:?}");
+    finetune(&stopped, "--resume");
+    assert_same_run(&reference, &stopped);
+    assert_eq!(meta_json(&stopped)["best"], meta_json(&reference)["best"]);
+    let best = |run: &Path| tensors(&run.join("best.safetensors"));
+    let (a, b) = (best(&reference), best(&stopped));
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        assert!(
+            t.equal(&b[name]),
+            "best.safetensors: {name} differs after resume"
+        );
+    }
 }
 
 #[test]
@@ -541,20 +593,68 @@ fn corrupt_model_files_and_foreign_checkpoints_are_clear_errors() {
     );
 }
 
-/// Runs two epochs into `run` on a disk that fills during the second epoch's save (`cmd`
-/// brings the fault): the run must fail with the OS's message, leave no temporary file, and
-/// keep the first epoch's checkpoint, model and meta.json.
-fn assert_a_full_disk_keeps_the_previous_checkpoint(data: &Path, run: &Path, mut cmd: Command) {
+/// A write torn part way by the kernel: a file-size limit (RLIMIT_FSIZE, as `ulimit -f` sets
+/// it) above the model's size and below the checkpoint's lets the second epoch's checkpoint be
+/// written only in part before the write fails ("File too large"). The first epoch's
+/// checkpoint must stay as it was byte for byte, load, and resume the run to its end; no
+/// temporary file may stay.
+#[test]
+fn a_write_torn_part_way_keeps_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, 8);
+    let run = dir.path().join("run");
+    // 12 training images in batches of 4: 3 steps an epoch
     let flags = "--batch-size 4 --holdout 0.25 --epochs 2 --no-cache";
-    let out = cmd.args(train_args(data, run, flags)).output().unwrap();
+    train_random(&data, &run, &format!("{flags} --max-steps 3"));
+    let checkpoint = run.join("checkpoint.safetensors");
+    let before = std::fs::read(&checkpoint).unwrap();
+    let model = std::fs::metadata(run.join("model.safetensors"))
+        .unwrap()
+        .len();
+    let limit = (model + before.len() as u64) / 2;
+    let mut cmd = command();
+    cmd.args(resume_args(&data, &run, flags));
+    limit_file_size(&mut cmd, limit);
+    let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("No space left on device"), "{stderr}");
     assert!(
-        !stderr.contains("Os {"),
-        "the OS's words, not a debug form: {stderr}"
+        stderr.contains("checkpoint.safetensors") && stderr.contains("File too large"),
+        "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_no_temporary_files(&run);
+    assert!(
+        std::fs::read(&checkpoint).unwrap() == before,
+        "the previous checkpoint changed"
+    );
+    let (_, state) = load_checkpoint(&run).expect("the first epoch's checkpoint loads");
+    assert_eq!((state.epoch, state.batch), (2, 0));
+    ok(&resume_args(&data, &run, flags));
+    assert_eq!(meta_json(&run)["epochs"].as_array().unwrap().len(), 2);
+}
+
+/// Starts `cmd` with files limited to `bytes`: a write beyond it fails with EFBIG, after what
+/// fits is written (SIGXFSZ, which would kill the process instead, is ignored).
+fn limit_file_size(cmd: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec, only async-signal-safe calls (signal, setrlimit).
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+fn assert_no_temporary_files(run: &Path) {
     let listing: Vec<String> = std::fs::read_dir(run)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -563,31 +663,12 @@ fn assert_a_full_disk_keeps_the_previous_checkpoint(data: &Path, run: &Path, mut
         listing.iter().all(|name| !name.ends_with(".tmp")),
         "temporary files left: {listing:?}"
     );
-    let (_, state) = load_checkpoint(run).expect("the first epoch's checkpoint is intact");
-    assert_eq!(
-        (state.epoch, state.batch),
-        (2, 0),
-        "resumes at the start of epoch 2"
-    );
-    // every file of the first epoch was written: the disk filled in the second
-    assert_eq!(meta_json(run)["epochs"].as_array().unwrap().len(), 1);
-    assert!(run.join("model.safetensors").is_file(), "{listing:?}");
-}
-
-/// The full disk injected at the file layer: the first five files are written (meta.json at
-/// the start; the best model, checkpoint, model and meta.json of the first epoch), the next
-/// write fails at its sync, its temporary file complete on disk.
-#[test]
-fn a_full_disk_fails_the_save_and_keeps_the_previous_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dataset(dir.path(), 2, 8);
-    let mut cmd = command();
-    cmd.env("VGGTINY_FAULT_DISK_FULL_AFTER", "5");
-    assert_a_full_disk_keeps_the_previous_checkpoint(&data, &dir.path().join("run"), cmd);
 }
 
 /// A real full file system: a tmpfs of 600 MB holds one epoch's files (best model 111 MB,
 /// checkpoint 216 MB, model 111 MB) but not a second checkpoint written beside the first.
+/// The run must fail with the OS's message, leave no temporary file, and keep the first
+/// epoch's checkpoint, model and meta.json.
 #[test]
 #[ignore = "needs permission to mount a tmpfs (root): scripts/test runs it where mount works"]
 fn tmpfs_full_disk_fails_the_save_and_keeps_the_previous_checkpoint() {
@@ -607,7 +688,27 @@ fn tmpfs_full_disk_fails_the_save_and_keeps_the_previous_checkpoint() {
         }
     }
     let _unmount = Unmount(&mount);
-    assert_a_full_disk_keeps_the_previous_checkpoint(&data, &mount.join("run"), command());
+    let run = mount.join("run");
+    let flags = "--batch-size 4 --holdout 0.25 --epochs 2 --no-cache";
+    let out = vggtiny(&train_args(&data, &run, flags));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        !stderr.contains("Os {"),
+        "the OS's words, not a debug form: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_no_temporary_files(&run);
+    let (_, state) = load_checkpoint(&run).expect("the first epoch's checkpoint is intact");
+    assert_eq!(
+        (state.epoch, state.batch),
+        (2, 0),
+        "resumes at the start of epoch 2"
+    );
+    // every file of the first epoch was written: the disk filled in the second
+    assert_eq!(meta_json(&run)["epochs"].as_array().unwrap().len(), 1);
+    assert!(run.join("model.safetensors").is_file());
 }
 
 #[test]

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from safetensors.numpy import load_file
+from torchvision.datasets import ImageFolder
 
 
 def decode(vggtiny, tmp_path, files):
@@ -58,3 +59,23 @@ def test_cmyk_jpeg_close_to_pil(tmp_path, vggtiny):
     ours = decode(vggtiny, tmp_path, [str(path)])[0].astype(int)
     ref = pil([str(path)])[0].astype(int)
     assert np.abs(ours - ref).max() <= 1
+
+
+def test_the_image_cache_holds_what_pil_decodes(tmp_path, vggtiny):
+    """The pixels a run trains on, read from the cache file it wrote: PIL's decode of each
+    training image, in torchvision's ImageFolder order (vggtiny's decoder not asked)."""
+    data = tmp_path / "data"
+    vggtiny("synth", "--out", data, "--classes", 3, "--per-class", 6, "--val-per-class", 0)
+    cache = tmp_path / "cache"
+    vggtiny("train-base", "--data", data, "--random-init", "--out", tmp_path / "run",
+            "--cache-dir", cache, "--max-steps", 1, "--batch-size", 4, "--holdout", 0.2,
+            "--device", "cpu")
+    files = [path for path, _ in ImageFolder(str(data / "train")).samples]
+    (cache_file,) = cache.glob("images-*.u8")
+    raw = cache_file.read_bytes()
+    # the header: magic, format version, side, count (little-endian), then the pixels, NHWC
+    side = int.from_bytes(raw[12:16], "little")
+    count = int.from_bytes(raw[16:24], "little")
+    assert raw[:8] == b"VGGTINYC" and (side, count) == (64, len(files))
+    pixels = np.frombuffer(raw, np.uint8, count * side * side * 3, offset=64)
+    assert np.array_equal(pixels.reshape(count, side, side, 3), pil(files))
