@@ -88,4 +88,24 @@ mod tests {
         assert!(crops.iter().all(|v| v.size() == vec![2, 3, 64, 64]));
         assert!(crops[5].flip([3]).allclose(&crops[0], 1e-6, 1e-6, false));
     }
+
+    #[test]
+    fn ten_crop_takes_the_corners_and_centre_of_seven_eighths_and_their_mirrors() {
+        let x = Tensor::randn([1, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let crops = views(&x, Tta::TenCrop);
+        // torchvision's TenCrop(56) of a 64x64 image: corners at 0 and 8, centre at 4
+        for (i, (top, left)) in [(0, 0), (0, 8), (8, 0), (8, 8), (4, 4)]
+            .into_iter()
+            .enumerate()
+        {
+            let crop = x.narrow(2, top, 56).narrow(3, left, 56);
+            let want = crop.upsample_bilinear2d([64, 64], false, None, None);
+            assert!(crops[i].allclose(&want, 1e-6, 1e-6, false), "crop {i}");
+            let mirror = want.flip([3]);
+            assert!(
+                crops[i + 5].allclose(&mirror, 1e-6, 1e-6, false),
+                "mirror {i}"
+            );
+        }
+    }
 }

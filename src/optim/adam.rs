@@ -353,4 +353,53 @@ mod tests {
         let err = adam.load_state(&mut HashMap::new(), 1, "ckpt").unwrap_err();
         assert!(err.to_string().contains("adam.exp_avg.w"), "{err}");
     }
+
+    #[test]
+    fn dense_layouts_keep_their_strides_and_others_become_contiguous() {
+        let t = Tensor::zeros([2, 3, 4, 5], FLOAT);
+        assert_eq!(dense_strides(&t), vec![60, 20, 5, 1]);
+        let channels_last = crate::model::vgg16::channels_last(&t);
+        assert_eq!(dense_strides(&channels_last), vec![60, 1, 15, 3]);
+        // a transposed matrix is dense too; a size-1 dimension's stride does not matter
+        assert_eq!(
+            dense_strides(&Tensor::zeros([3, 4], FLOAT).tr()),
+            vec![1, 4]
+        );
+        let column = Tensor::zeros([4, 1], FLOAT).as_strided([4, 1], [1, 7], None);
+        assert_eq!(dense_strides(&column), vec![1, 7]);
+        // a view with gaps (every other element) is laid out afresh
+        let gappy = t.narrow(3, 0, 2);
+        assert_eq!(dense_strides(&gappy), vec![24, 8, 2, 1]);
+    }
+
+    #[test]
+    fn the_flat_gradients_are_the_parameters_gradients() {
+        let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
+        let q = Tensor::from_slice(&[3.0f32]).set_requires_grad(true);
+        let adam = Adam::new(vec![
+            ("p".into(), p.shallow_clone()),
+            ("q".into(), q.shallow_clone()),
+        ]);
+        ((&p * 2.0).sum(Kind::Float) + (&q * &q).sum(Kind::Float)).backward();
+        let flat = Vec::<f32>::try_from(adam.gradients()).unwrap();
+        assert_eq!(flat, [2.0, 2.0, 6.0]);
+    }
+
+    #[test]
+    fn a_moment_of_another_shape_is_refused_by_name() {
+        let mut adam = Adam::new(vec![("w".into(), Tensor::zeros([2], FLOAT))]);
+        let mut saved: HashMap<String, Tensor> = adam
+            .state()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+        saved.insert("adam.exp_avg_sq.w".into(), Tensor::zeros([3], FLOAT));
+        let err = adam.load_state(&mut saved, 1, "ckpt").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("adam.exp_avg_sq.w") && text.contains("[3]"),
+            "{text}"
+        );
+        assert_eq!(adam.steps(), 0, "nothing restored");
+    }
 }

@@ -98,4 +98,26 @@ mod tests {
         assert!(!scaler.unscale(&Tensor::from_slice(&[f32::INFINITY, 1.0])));
         assert_eq!(scaler.scale(), 1024.0, "halved on overflow");
     }
+
+    #[test]
+    fn the_scale_multiplies_the_loss_and_both_counters_survive_a_save() {
+        let mut scaler = LossScaler::new(Device::Cpu, 1024.0, 2);
+        let loss = scaler.scaled(&Tensor::from(3.0f32));
+        assert_eq!(loss.double_value(&[]), 3072.0);
+        // one clean step: the scale stays, the growth tracker counts 1
+        assert!(scaler.unscale(&Tensor::from_slice(&[1.0f32])));
+        let mut saved: HashMap<String, Tensor> = scaler
+            .state()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+        let mut restored = LossScaler::standard(Device::Cpu);
+        restored.growth_interval = 2;
+        restored.load_state(&mut saved);
+        assert!(saved.is_empty(), "both taken: {:?}", saved.keys());
+        assert_eq!(restored.scale(), 1024.0);
+        // the restored tracker makes the next clean step the second: the scale doubles
+        assert!(restored.unscale(&Tensor::from_slice(&[1.0f32])));
+        assert_eq!(restored.scale(), 2048.0);
+    }
 }

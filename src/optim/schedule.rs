@@ -143,6 +143,8 @@ mod tests {
         assert!(close(lr, 6e-4) && close(b1, 0.8));
         let (lr, _) = s.at(2);
         assert!(close(lr, 3.5e-4));
+        let (lr, b1) = s.at(5); // on the way down: three quarters of the amplitude
+        assert!(close(lr, 4.75e-4) && close(b1, 0.825), "{lr} {b1}");
         let (lr, b1) = s.at(8); // back to base, cycle 2 starts
         assert!(close(lr, 1e-4) && close(b1, 0.9));
         let (lr, b1) = s.at(12); // second peak: half the amplitude
@@ -171,5 +173,35 @@ mod tests {
             "0.0002".parse::<LearningRate>().unwrap(),
             LearningRate(2e-4)
         );
+    }
+
+    #[test]
+    fn validation_names_the_flag_at_fault() {
+        let of = |base_lr: f64, max_lr: f64, step_size_up: u64| {
+            let cyclic = CyclicLr::triangular2(base_lr, max_lr, step_size_up);
+            let step = SchedStep::Batch;
+            Schedule { cyclic, step }.validate()
+        };
+        assert!(of(1e-4, 6e-4, 1).is_ok());
+        assert!(
+            of(1e-4, 1e-4, 1).is_ok(),
+            "--max-lr equal to --lr: a constant rate"
+        );
+        let faults = [
+            (0.0, 1.0, 1, "--lr"),
+            (-1e-4, 1.0, 1, "--lr"),
+            (f64::NAN, 1.0, 1, "--lr"),
+            (f64::INFINITY, f64::INFINITY, 1, "--lr"),
+            (1e-4, 1e-5, 1, "--max-lr"),
+            (1e-4, f64::INFINITY, 1, "--max-lr"),
+            (1e-4, 6e-4, 0, "--step-size-up"),
+        ];
+        for (base_lr, max_lr, step_size_up, flag) in faults {
+            let err = of(base_lr, max_lr, step_size_up).unwrap_err().to_string();
+            assert!(
+                err.starts_with(flag),
+                "{base_lr} {max_lr} {step_size_up}: {err}"
+            );
+        }
     }
 }

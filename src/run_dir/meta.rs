@@ -173,4 +173,24 @@ mod tests {
         let back = load_meta(&dir.path().join(META_FILE)).unwrap();
         assert!(back.epochs[0].holdout_loss.is_nan());
     }
+
+    /// A run written before the stored side was recorded decoded its images at the recipe's 64.
+    #[test]
+    fn a_meta_json_without_the_stored_side_reads_as_64() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = Meta::new(
+            Stage::Base,
+            vec!["a".into(), "b".into()],
+            SplitSpec::new(42, 0.05, 10),
+            config(),
+        );
+        meta.stored_side = 96;
+        let mut json = serde_json::to_value(&meta).unwrap();
+        json.as_object_mut().unwrap().remove("stored_side").unwrap();
+        fs::write(dir.path().join(META_FILE), json.to_string()).unwrap();
+        assert_eq!(
+            load_meta(&dir.path().join(META_FILE)).unwrap().stored_side,
+            64
+        );
+    }
 }
