@@ -173,4 +173,15 @@ mod tests {
         // held by this process: no other run (the integration tests see another's)
         assert_eq!(running_in(dir.path()), None);
     }
+
+    /// `running_in` reads errno after its flock; a stale EWOULDBLOCK left by an earlier call
+    /// must not make a free lock read as held.
+    #[test]
+    fn a_free_lock_reads_as_free_whatever_errno_held_before() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(LOCK_FILE), "4242").unwrap();
+        // SAFETY: errno is this thread's own variable.
+        unsafe { *libc::__errno_location() = libc::EWOULDBLOCK };
+        assert_eq!(running_in(dir.path()), None);
+    }
 }

@@ -193,4 +193,16 @@ mod tests {
             64
         );
     }
+
+    #[test]
+    fn a_meta_json_of_fewer_than_two_classes_is_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        for (classes, readable) in [(1, false), (2, true), (3, true)] {
+            let names = (0..classes).map(|c| format!("n{c}")).collect();
+            let meta = Meta::new(Stage::Base, names, SplitSpec::new(42, 0.05, 10), config());
+            save_meta(dir.path(), &meta).unwrap();
+            let read = load_meta(&dir.path().join(META_FILE));
+            assert_eq!(read.is_ok(), readable, "{classes} classes");
+        }
+    }
 }

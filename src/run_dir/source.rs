@@ -166,3 +166,63 @@ impl Source {
         Ok(model)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use tch::{Kind, Tensor};
+
+    use super::*;
+    use crate::data::split::SplitSpec;
+    use crate::io::safetensors::save_tensors;
+    use crate::model::Stage;
+    use crate::run_dir::checkpoint::CHECKPOINT_FILE;
+    use crate::run_dir::config::{Init, TrainConfig};
+    use crate::run_dir::meta::save_meta;
+
+    #[test]
+    fn a_run_gives_its_recorded_sides_and_a_bare_model_file_the_recipes() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join(MODEL_FILE);
+        fs::write(&model, b"weights").unwrap();
+        let mut config = TrainConfig::example(Stage::Base, Init::RandomInit);
+        config.recipe.image_size = 96;
+        let split = SplitSpec::new(42, 0.05, 10);
+        let mut meta = Meta::new(Stage::Base, vec!["a".into(), "b".into()], split, config);
+        meta.stored_side = 96;
+        save_meta(dir.path(), &meta).unwrap();
+        let run = Source::resolve(dir.path(), ModelChoice::Last).unwrap();
+        assert_eq!(run.name(), model.display().to_string());
+        assert_eq!((run.image_size(), run.stored_side()), (96, 96));
+        let elsewhere = tempfile::tempdir().unwrap();
+        let bare = elsewhere.path().join("weights.safetensors");
+        fs::copy(&model, &bare).unwrap();
+        let bare = Source::resolve(&bare, ModelChoice::Last).unwrap();
+        assert_eq!((bare.image_size(), bare.stored_side()), (64, 64));
+    }
+
+    #[test]
+    fn a_checkpoint_file_gives_its_model_tensors_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let zeros = || Tensor::zeros([2], (Kind::Float, Device::Cpu));
+        let names = [
+            "vgg16.features.0.bias",
+            "adam.exp_avg.vgg16.features.0.bias",
+            "amp.scale",
+        ];
+        let named: Vec<(String, Tensor)> = names.iter().map(|n| (n.to_string(), zeros())).collect();
+        let checkpoint = dir.path().join(CHECKPOINT_FILE);
+        save_tensors(&checkpoint, &named).unwrap();
+        let model = dir.path().join("model-only.safetensors");
+        save_tensors(&model, &named[..1]).unwrap();
+        for path in [checkpoint, model] {
+            let tensors = Source::resolve(&path, ModelChoice::Last)
+                .unwrap()
+                .model_tensors()
+                .unwrap();
+            let kept: Vec<String> = tensors.into_iter().map(|(n, _)| n).collect();
+            assert_eq!(kept, ["vgg16.features.0.bias"], "{}", path.display());
+        }
+    }
+}

@@ -2,6 +2,7 @@
 and in the PyTorch oracle, whichever side saved them, on a synthetic dataset everywhere and on
 the real subset where it is present."""
 
+import math
 from collections import namedtuple
 
 import pytest
@@ -126,6 +127,7 @@ def test_tta_scores_as_torchvision_views_do(small_val, vggtiny_json, tmp_path, t
     ours = vggtiny_json("eval", "--data", small_val, "--checkpoint", path, "--split", "val",
                         "--tta", tta, "--json", "--device", "cpu")
     ref = tta_oracle_scores(model, small_val, tta)
+    assert math.isfinite(ref["loss"]), ref
     assert_same_scores(ours, ref)
     # the views matter: the plain score is another
     plain = oracle_scores(model, small_val, "val", 0.5)
