@@ -88,12 +88,7 @@ fn signal(child: &Child, sig: i32) {
 /// An uninterrupted reference run and an interrupted one resumed to the end must agree bit for
 /// bit: weights, BatchNorm statistics, and the log (every step and epoch exactly once).
 fn assert_same_run(reference: &Path, resumed: &Path) {
-    let a = tensors(&reference.join("model.safetensors"));
-    let b = tensors(&resumed.join("model.safetensors"));
-    assert_eq!(a.len(), b.len());
-    for (name, t) in &a {
-        assert!(t.equal(&b[name]), "{name} differs after resume");
-    }
+    assert_same_tensors(reference, resumed, "model.safetensors");
     let steps = |run: &Path| -> Vec<(String, u64)> {
         json_lines(&run.join("metrics.jsonl"))
             .iter()
@@ -111,6 +106,16 @@ fn assert_same_run(reference: &Path, resumed: &Path) {
             .collect()
     };
     assert_eq!(losses(reference), losses(resumed));
+}
+
+/// The model file `file` of both runs holds the same tensors, bit for bit.
+fn assert_same_tensors(reference: &Path, resumed: &Path, file: &str) {
+    let a = tensors(&reference.join(file));
+    let b = tensors(&resumed.join(file));
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "{file}: {name} differs after resume");
+    }
 }
 
 /// Resumes `out` and checks that it continued from its checkpoint rather than from step 0:
@@ -277,12 +282,7 @@ fn a_second_sigint_exits_at_once_and_leaves_a_resumable_run() {
     );
     resume(&data, &run, &flags, RUN_STEPS);
     assert_same_run(reference, &run);
-    let left: Vec<_> = std::fs::read_dir(&run)
-        .unwrap()
-        .filter_map(|e| e.unwrap().file_name().into_string().ok())
-        .filter(|name| name.ends_with(".tmp"))
-        .collect();
-    assert!(left.is_empty(), "temporary files left: {left:?}");
+    assert_no_temporary_files(&run);
 }
 
 #[test]
@@ -332,15 +332,7 @@ fn finetune_under_early_stopping_resumes_bit_for_bit() {
     finetune(&stopped, "--resume");
     assert_same_run(&reference, &stopped);
     assert_eq!(meta_json(&stopped)["best"], meta_json(&reference)["best"]);
-    let best = |run: &Path| tensors(&run.join("best.safetensors"));
-    let (a, b) = (best(&reference), best(&stopped));
-    assert_eq!(a.len(), b.len());
-    for (name, t) in &a {
-        assert!(
-            t.equal(&b[name]),
-            "best.safetensors: {name} differs after resume"
-        );
-    }
+    assert_same_tensors(&reference, &stopped, "best.safetensors");
 }
 
 #[test]
