@@ -469,6 +469,49 @@ mod tests {
     }
 
     #[test]
+    fn what_is_not_a_wrong_turn_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        // a plain file is not a directory, and not the archive
+        let notes = dir.path().join("notes.txt");
+        fs::write(&notes, b"x").unwrap();
+        let err = DataRoot::locate(&notes).unwrap_err().to_string();
+        assert!(err.ends_with("notes.txt: not a directory"), "{err}");
+        // a root that also holds a val_annotations.txt is still a root
+        let root = dir.path().join("root");
+        touch(&root.join("train/n01/a.JPEG"));
+        touch(&root.join("val_annotations.txt"));
+        assert_eq!(DataRoot::locate(&root).unwrap().train, root.join("train"));
+        // a class folder that holds a train/ folder, without val/, is a class folder
+        let photos = dir.path().join("photos");
+        touch(&photos.join("ants/train/0.jpg"));
+        assert_eq!(DataRoot::locate(&photos).unwrap().train, photos);
+    }
+
+    #[test]
+    fn class_names_are_the_first_words_or_the_folder_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let words = dir.path().join("words.txt");
+        fs::write(
+            &words,
+            "n01\tgoldfish, Carassius auratus\nn02 \t great white shark\n",
+        )
+        .unwrap();
+        let root = DataRoot {
+            train: dir.path().join("train"),
+            val: None,
+            words: Some(words),
+        };
+        let classes = ["n01", "n02", "ants"].map(String::from);
+        let names = root.class_names(&classes).unwrap();
+        assert_eq!(names, ["goldfish", "great white shark", "ants"]);
+        let bare = DataRoot {
+            words: None,
+            ..root
+        };
+        assert_eq!(bare.class_names(&classes).unwrap(), classes);
+    }
+
+    #[test]
     fn class_folder_val_is_labelled_by_the_training_classes() {
         let dir = tempfile::tempdir().unwrap();
         let val = dir.path().join("val");
@@ -539,6 +582,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(":1"), "{err}");
+    }
+
+    #[test]
+    fn val_annotations_need_a_plain_file_name_and_a_wnid() {
+        let classes = vec!["n1".to_string()];
+        let parse = |text: &str| {
+            parse_val_annotations(text, Path::new("v.txt"), Path::new("img"), &classes)
+                .unwrap_err()
+                .to_string()
+        };
+        for line in ["\tn1\t0", "v_0.JPEG\t\t0"] {
+            assert!(
+                parse(line).contains("expected `file<TAB>wnid<TAB>...`"),
+                "{line:?}"
+            );
+        }
+        for file in ["../v_0.JPEG", "sub/v_0.JPEG", ".", ".."] {
+            let err = parse(&format!("{file}\tn1\t0"));
+            assert!(err.contains("is not a plain file name"), "{file}: {err}");
+        }
     }
 
     mod properties {

@@ -136,6 +136,118 @@ pub fn predicted_classes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::image_set::ImageSet;
+
+    /// Seven random images labelled from a fresh 10-class model's own ranking of them: three
+    /// with its first choice, two with its third, two with its last; and that ranking.
+    fn ranked_set(model: &Vgg16) -> (ImageSet, Tensor) {
+        tch::manual_seed(3);
+        let images = Tensor::randint(256, [7, 64, 64, 3], (Kind::Uint8, Device::Cpu));
+        let unlabelled = ImageSet::from_tensors(
+            images.shallow_clone(),
+            Tensor::zeros([7], (Kind::Int64, Device::Cpu)),
+        );
+        let all: Vec<usize> = (0..7).collect();
+        let batch = Loader::new(&unlabelled, Device::Cpu).eval_batch(&all);
+        let log_probs = log_probs(model, &batch.images, Tta::None);
+        let ranking = log_probs.argsort(1, true);
+        let rank = Tensor::from_slice(&[0i64, 0, 0, 2, 2, 9, 9]);
+        let labels = ranking.gather(1, &rank.unsqueeze(1), false).squeeze_dim(1);
+        (ImageSet::from_tensors(images, labels), log_probs)
+    }
+
+    #[test]
+    fn evaluation_in_uneven_batches_counts_every_image_once() {
+        let model = Vgg16::new(10, Device::Cpu);
+        let (set, log_probs) = ranked_set(&model);
+        let loader = Loader::new(&set, Device::Cpu);
+        let all: Vec<usize> = (0..7).collect();
+        let scores = evaluate(&model, &loader, &all, 3, Tta::None);
+        let nll = -log_probs
+            .gather(1, &set.labels.unsqueeze(1), false)
+            .mean(Kind::Double);
+        assert_eq!(scores.samples, 7);
+        assert!(
+            (scores.loss - nll.double_value(&[])).abs() < 1e-5,
+            "{scores:?}"
+        );
+        assert_eq!(scores.top1, 3.0 / 7.0);
+        assert_eq!(scores.top5, Some(5.0 / 7.0));
+        let first_choices = Vec::<i64>::try_from(log_probs.argmax(1, false)).unwrap();
+        let predicted = predicted_classes(&model, &loader, &all, 3, "model").unwrap();
+        assert_eq!(predicted, first_choices);
+    }
+
+    /// Every label counts in the loss: class 100 of Tiny ImageNet's 200 too.
+    #[test]
+    fn every_class_counts_in_the_loss() {
+        let model = Vgg16::new(200, Device::Cpu);
+        let images = Tensor::zeros([1, 64, 64, 3], (Kind::Uint8, Device::Cpu));
+        let set = ImageSet::from_tensors(images, Tensor::from_slice(&[100i64]));
+        let loader = Loader::new(&set, Device::Cpu);
+        let scores = evaluate(&model, &loader, &[0], 1, Tta::None);
+        let batch = loader.eval_batch(&[0]);
+        let want = -log_probs(&model, &batch.images, Tta::None).double_value(&[0, 100]);
+        assert!(
+            (scores.loss - want).abs() < 1e-5,
+            "{} != {want}",
+            scores.loss
+        );
+    }
+
+    #[test]
+    fn fewer_than_five_classes_have_no_top5() {
+        let model = Vgg16::new(4, Device::Cpu);
+        let images = Tensor::zeros([2, 64, 64, 3], (Kind::Uint8, Device::Cpu));
+        let set = ImageSet::from_tensors(images, Tensor::from_slice(&[0i64, 3]));
+        let scores = evaluate(
+            &model,
+            &Loader::new(&set, Device::Cpu),
+            &[0, 1],
+            2,
+            Tta::None,
+        );
+        assert_eq!(scores.top5, None);
+        assert_eq!(top5_text(scores.top5), "n/a (fewer than 5 classes)");
+        assert_eq!(top5_text(Some(0.76843)), "76.84%");
+    }
+
+    #[test]
+    fn non_finite_outputs_and_losses_are_refused_by_name() {
+        let fine = Tensor::from_slice(&[f32::NEG_INFINITY, -0.5, -1.0]).view([1, 3]);
+        assert!(ensure_finite_outputs(&fine, "m").is_ok());
+        for bad in [f32::NAN, f32::INFINITY] {
+            let outputs = Tensor::from_slice(&[bad, -0.5, -1.0]).view([1, 3]);
+            let err = ensure_finite_outputs(&outputs, "runs/x/model.safetensors").unwrap_err();
+            assert!(
+                err.to_string().starts_with("runs/x/model.safetensors: "),
+                "{err}"
+            );
+        }
+        let scores = |loss| Scores {
+            samples: 1,
+            loss,
+            top1: 0.0,
+            top5: None,
+        };
+        assert!(scores(2.5).ensure_finite("m").is_ok());
+        let err = scores(f64::NAN)
+            .ensure_finite("best.safetensors")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "best.safetensors: the model's outputs are not finite numbers (mean loss NaN)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_gpu_evaluates_eight_training_batches_at_a_time_up_to_512() {
+        assert_eq!(eval_batch_size(Device::Cpu, 64), 64);
+        assert_eq!(eval_batch_size(Device::Cuda(0), 32), 256);
+        assert_eq!(eval_batch_size(Device::Cuda(0), 100), 512);
+    }
 
     #[test]
     fn topk_counts_hits() {

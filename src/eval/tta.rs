@@ -90,6 +90,30 @@ mod tests {
     }
 
     #[test]
+    fn each_mode_is_named_as_the_flag_takes_it() {
+        for tta in [Tta::None, Tta::Flip, Tta::TenCrop] {
+            assert_eq!(
+                <Tta as clap::ValueEnum>::from_str(tta.name(), false),
+                Ok(tta)
+            );
+        }
+    }
+
+    #[test]
+    fn views_are_scored_by_their_mean_probability() {
+        tch::manual_seed(5);
+        let model = Vgg16::new(10, Device::Cpu);
+        let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let probs = |x: &Tensor| model.forward_eval(x).softmax(1, Kind::Float);
+        let plain = log_probs(&model, &x, Tta::None);
+        assert!(plain.allclose(&probs(&x).log(), 1e-5, 1e-5, false));
+        let mean = (probs(&x) + probs(&x.flip([3]))) / 2.0;
+        let flip = log_probs(&model, &x, Tta::Flip);
+        assert!(flip.allclose(&mean.log(), 1e-5, 1e-5, false));
+        assert!(!flip.allclose(&plain, 1e-5, 1e-5, false));
+    }
+
+    #[test]
     fn ten_crop_takes_the_corners_and_centre_of_seven_eighths_and_their_mirrors() {
         let x = Tensor::randn([1, 3, 64, 64], (Kind::Float, Device::Cpu));
         let crops = views(&x, Tta::TenCrop);

@@ -228,6 +228,17 @@ mod tests {
     }
 
     #[test]
+    fn an_ot_file_is_read_as_libtorch_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ot");
+        let t = Tensor::from_slice(&[1.0f32, 2.0]);
+        Tensor::save_multi(&[("a", &t)], &path).unwrap();
+        let back = read_tensors(&path).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!((back[0].0.as_str(), &back[0].1), ("a", &t));
+    }
+
+    #[test]
     fn a_pytorch_file_is_named_as_such_with_the_conversion_command() {
         let dir = tempfile::tempdir().unwrap();
         for (name, bytes) in [

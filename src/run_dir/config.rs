@@ -521,6 +521,70 @@ mod tests {
         assert_eq!(back.recipe, config.recipe);
     }
 
+    /// Each setting is accepted at its bound and refused, by its flag, past it.
+    #[test]
+    fn validation_takes_each_bound_and_names_the_flag_past_it() {
+        type Edit = fn(&mut TrainConfig);
+        let fine: [Edit; 11] = [
+            |c| c.recipe.batch_size = 2,
+            |c| c.recipe.image_size = 32,
+            |c| c.recipe.image_size = 1024,
+            |c| c.session.epochs = 1,
+            |c| c.session.max_steps = Some(1),
+            |c| c.session.checkpoint_every = Some(1),
+            |c| c.session.early_stop = Some(1),
+            |c| c.session.min_delta = 0.999,
+            |c| c.session.log_interval = 1,
+            |c| c.session.pred_interval = 1,
+            |c| c.recipe.label_smoothing = 0.999,
+        ];
+        let refused: [(Edit, &str); 14] = [
+            (|c| c.recipe.batch_size = 1, "--batch-size"),
+            (|c| c.recipe.image_size = 31, "--image-size"),
+            (|c| c.recipe.image_size = 1025, "--image-size"),
+            (|c| c.session.epochs = 0, "--epochs"),
+            (|c| c.session.max_steps = Some(0), "--max-steps"),
+            (
+                |c| c.session.checkpoint_every = Some(0),
+                "--checkpoint-every",
+            ),
+            (|c| c.session.early_stop = Some(0), "--early-stop"),
+            (|c| c.session.min_delta = -0.1, "--min-delta"),
+            (|c| c.session.min_delta = 1.0, "--min-delta"),
+            (|c| c.session.min_delta = f64::NAN, "--min-delta"),
+            (|c| c.session.log_interval = 0, "--log-interval"),
+            (|c| c.session.pred_interval = 0, "--pred-interval"),
+            (|c| c.recipe.label_smoothing = 1.0, "--label-smoothing"),
+            (|c| c.recipe.holdout = 1.0, "--holdout"),
+        ];
+        let with = |edit: Edit| {
+            let mut config = TrainConfig::example(Stage::Base, Init::RandomInit);
+            edit(&mut config);
+            config.validate()
+        };
+        for (i, edit) in fine.into_iter().enumerate() {
+            assert!(with(edit).is_ok(), "case {i}: {:?}", with(edit));
+        }
+        for (edit, flag) in refused {
+            let err = with(edit).unwrap_err().to_string();
+            assert!(err.contains(flag), "{flag}: {err}");
+        }
+    }
+
+    /// A meta.json from before --no-augment, --no-dropout, --no-shuffle and --image-size reads
+    /// as the recipe: each on, and 64.
+    #[test]
+    fn settings_an_old_run_did_not_record_read_as_the_recipe() {
+        let config = TrainConfig::example(Stage::Base, Init::RandomInit);
+        let mut json = serde_json::to_value(&config).unwrap();
+        for key in ["augment", "dropout", "shuffle", "image_size"] {
+            json.as_object_mut().unwrap().remove(key).unwrap();
+        }
+        let old: TrainConfig = serde_json::from_value(json).unwrap();
+        assert!(old.recipe.augment && old.recipe.dropout && old.recipe.shuffle);
+        assert_eq!(old.recipe.image_size, 64);
+    }
+
     #[test]
     fn holdout_bounds() {
         assert!(validate_holdout(0.05).is_ok());

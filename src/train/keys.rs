@@ -60,6 +60,7 @@ mod tests {
             Keys::new(43, Stage::Base).epoch(1, Stream::Augment, 3),
             Keys::new(42, Stage::Finetune).epoch(1, Stream::Augment, 3),
             keys.init() as u64,
+            Keys::new(43, Stage::Base).init() as u64,
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {

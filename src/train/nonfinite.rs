@@ -209,6 +209,45 @@ mod tests {
         assert!(policy.check(1).is_ok(), "skipped losses are never recorded");
     }
 
+    /// A holdout loss that is not finite ends the run, saying which model holds what: the
+    /// checkpoint just written, the last good one, or none.
+    #[test]
+    fn a_non_finite_holdout_says_what_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = TrainConfig::example(Stage::Base, Init::RandomInit);
+        cfg.session.out = dir.path().to_path_buf();
+        let policy = NonFinitePolicy::new(&cfg, Device::Cpu);
+        let scores = |loss| Scores {
+            samples: 4,
+            loss,
+            top1: 0.0,
+            top5: None,
+        };
+        assert!(policy.check_holdout(2, &scores(1.25), false).is_ok());
+        let err = |checkpointed| {
+            let err = policy
+                .check_holdout(2, &scores(f64::NAN), checkpointed)
+                .unwrap_err();
+            err.to_string()
+        };
+        assert!(
+            err(false).starts_with("epoch 2: the holdout loss is NaN"),
+            "{}",
+            err(false)
+        );
+        assert!(
+            err(false).contains("no checkpoint was written yet"),
+            "{}",
+            err(false)
+        );
+        std::fs::write(dir.path().join(CHECKPOINT_FILE), b"x").unwrap();
+        let shown = dir.path().display();
+        let untouched = format!("the last good checkpoint in {shown} is untouched");
+        assert!(err(false).contains(&untouched), "{}", err(false));
+        let again = format!("the checkpoint in {shown} holds this model, so train the stage again");
+        assert!(err(true).contains(&again), "{}", err(true));
+    }
+
     /// With the schedule stepping per epoch, the report names the epoch's learning rate.
     #[test]
     fn the_reported_learning_rate_is_the_one_the_step_used() {

@@ -3,6 +3,7 @@
 //! second signal exits at once; every file is written atomically, so that leaves the last
 //! complete checkpoint in place.
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -106,7 +107,14 @@ pub fn interrupted(signal: i32, epoch: u32, step: u64, out: &Path) -> anyhow::Er
 /// The command that resumes this run: the current one, with --resume.
 fn resume_command() -> String {
     // args_os: an argument that is not UTF-8 must not cost the message.
-    let mut args: Vec<String> = std::env::args_os()
+    resume_command_of(std::env::args_os())
+}
+
+/// `args` with --resume in place of --force (which would start the run afresh) and of any
+/// --resume already there, quoted for a shell.
+fn resume_command_of(args: impl IntoIterator<Item = OsString>) -> String {
+    let mut args: Vec<String> = args
+        .into_iter()
         .map(|a| a.to_string_lossy().into_owned())
         .filter(|a| a != "--force" && a != "--resume")
         .collect();
@@ -115,4 +123,25 @@ fn resume_command() -> String {
         .map(|a| shell_quoted(a))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resume_command_drops_force_and_resumes_once() {
+        let args = [
+            "vggtiny",
+            "train-base",
+            "--force",
+            "--out",
+            "my runs/a",
+            "--resume",
+        ];
+        assert_eq!(
+            resume_command_of(args.map(OsString::from)),
+            "vggtiny train-base --out 'my runs/a' --resume"
+        );
+    }
 }

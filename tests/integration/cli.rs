@@ -196,6 +196,19 @@ fn max_steps_stops_the_stage() {
     let meta: Value = meta_json(&run);
     assert_eq!(meta["config"]["precise_bn"], 2);
     assert_eq!(meta["config"]["max_steps"], 3);
+    // a resume that --max-steps leaves no step is refused; a higher one takes the steps left
+    let flags = "--epochs 5 --batch-size 4 --log-interval 1 --precise-bn 2 --resume";
+    let err = fails(
+        &train_args(&data, &run, &format!("{flags} --max-steps 3")),
+        2,
+    );
+    assert!(
+        err.contains("already took 3 steps, and --max-steps 3 allows no more"),
+        "{err}"
+    );
+    train_random(&data, &run, &format!("{flags} --max-steps 4"));
+    let events = json_lines(&run.join("metrics.jsonl"));
+    assert_eq!(events.iter().filter(|e| e["event"] == "batch").count(), 4);
 }
 
 #[test]

@@ -945,7 +945,13 @@ fn a_lost_or_short_metrics_log_does_not_break_resume() {
         assert!(events
             .iter()
             .any(|e| e["event"] == "epoch" && e["epoch"] == 2));
-        assert_eq!(meta_json(&run)["epochs"].as_array().unwrap().len(), 2);
+        let epochs: Vec<u64> = meta_json(&run)["epochs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["epoch"].as_u64().unwrap())
+            .collect();
+        assert_eq!(epochs, [1, 2], "{damage}: each epoch once, in order");
     }
 }
 
