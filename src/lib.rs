@@ -26,4 +26,6 @@ pub mod optim;
 pub mod report;
 pub mod run_dir;
 pub mod soak;
+#[cfg(test)]
+mod test_generator;
 pub mod train;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::flags::{DeviceFlag, ModelFlags, ScoreBatch};
 use super::print_json;
 use crate::bail_input;
-use crate::data::scan::{find_classes, DataRoot};
+use crate::data::scan::{find_classes, shown_class, DataRoot};
 use crate::eval::predict::{Classifier, Prediction};
 use crate::eval::tta::Tta;
 
@@ -79,7 +79,12 @@ fn print(predictions: &[Prediction], json: bool) -> Result<()> {
     for p in predictions {
         println!("{}", p.image.display());
         for (rank, g) in p.top5.iter().enumerate() {
-            println!("  {}. {:.4}  {}  {}", rank + 1, g.prob, g.wnid, g.name);
+            println!(
+                "  {}. {:.4}  {}",
+                rank + 1,
+                g.prob,
+                shown_class(&g.wnid, &g.name)
+            );
         }
     }
     Ok(())

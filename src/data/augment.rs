@@ -368,6 +368,7 @@ mod tests {
     /// are the recipe's bit for bit); any other size is resampled, enlarged or shrunk.
     #[test]
     fn only_another_size_than_the_images_goes_through_a_resize() {
+        let _generator = crate::test_generator::lock();
         let x = Tensor::rand([2, 3, 64, 64], (Kind::Float, Device::Cpu));
         let same = resize(&x, 64);
         assert_eq!(same.data_ptr(), x.data_ptr(), "64 pixels were resampled");
@@ -420,6 +421,7 @@ mod tests {
 
     #[test]
     fn neutral_colour_params_change_nothing() {
+        let _generator = crate::test_generator::lock();
         let x = to_float(&images(3));
         let c = Constants::on(Device::Cpu);
         let d = (adjust_saturation(&x, &full(3, 1.0)) - &x)
@@ -436,6 +438,7 @@ mod tests {
 
     #[test]
     fn hue_half_turn_twice_is_identity_and_gray_is_fixed() {
+        let _generator = crate::test_generator::lock();
         let x = to_float(&images(2));
         let c = Constants::on(Device::Cpu);
         let half = full(2, 0.5);
@@ -450,6 +453,7 @@ mod tests {
 
     #[test]
     fn crop_offsets_and_flip_select_the_right_pixels() {
+        let _generator = crate::test_generator::lock();
         let x = images(2);
         let mut p = identity(2);
         p.top = vec![0, 4];
@@ -469,6 +473,7 @@ mod tests {
     /// that does not are augmented alike, sample for sample.
     #[test]
     fn grouped_and_interleaved_batches_agree() {
+        let _generator = crate::test_generator::lock();
         let x = images(6);
         let p = AugmentParams::sample(6, 64, &mut ChaCha8Rng::seed_from_u64(3));
         let order = p.grouped_order();

@@ -84,6 +84,16 @@ impl DataRoot {
     }
 }
 
+/// A class as printed: its folder name (a wnid) and its human name, or the folder name once
+/// where that is its name (class folders without a `words.txt`).
+pub fn shown_class(class: &str, name: &str) -> String {
+    if name == class || name.is_empty() {
+        class.to_string()
+    } else {
+        format!("{class}  {name}")
+    }
+}
+
 /// Errors naming the right `--data` for paths people pass by mistake.
 fn check_not_a_wrong_turn(dir: &Path) -> Result<()> {
     let shown = dir.display();
@@ -469,7 +479,7 @@ mod tests {
     }
 
     #[test]
-    fn what_is_not_a_wrong_turn_passes() {
+    fn paths_near_the_wrong_turns_get_their_own_answer() {
         let dir = tempfile::tempdir().unwrap();
         // a plain file is not a directory, and not the archive
         let notes = dir.path().join("notes.txt");
@@ -509,6 +519,13 @@ mod tests {
             ..root
         };
         assert_eq!(bare.class_names(&classes).unwrap(), classes);
+    }
+
+    #[test]
+    fn a_class_named_by_its_folder_is_shown_once() {
+        assert_eq!(shown_class("n01443537", "goldfish"), "n01443537  goldfish");
+        assert_eq!(shown_class("ants", "ants"), "ants");
+        assert_eq!(shown_class("ants", ""), "ants");
     }
 
     #[test]

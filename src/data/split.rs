@@ -186,6 +186,7 @@ mod tests {
 
     #[test]
     fn holdout_matches_pytorch_for_seed_42() {
+        let _generator = crate::test_generator::lock();
         // First holdout indices of random_split(range(1000), [0.95, 0.05], seed 42) in PyTorch.
         let split = SplitSpec::new(42, 0.05, 1000).split();
         assert_eq!(&split.holdout[..5], &[898, 806, 712, 254, 97]);

@@ -79,6 +79,7 @@ mod tests {
 
     #[test]
     fn views_per_mode() {
+        let _generator = crate::test_generator::lock();
         let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
         assert_eq!(views(&x, Tta::None).len(), 1);
         let flip = views(&x, Tta::Flip);
@@ -101,6 +102,7 @@ mod tests {
 
     #[test]
     fn views_are_scored_by_their_mean_probability() {
+        let _generator = crate::test_generator::lock();
         tch::manual_seed(5);
         let model = Vgg16::new(10, Device::Cpu);
         let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
@@ -115,6 +117,7 @@ mod tests {
 
     #[test]
     fn ten_crop_takes_the_corners_and_centre_of_seven_eighths_and_their_mirrors() {
+        let _generator = crate::test_generator::lock();
         let x = Tensor::randn([1, 3, 64, 64], (Kind::Float, Device::Cpu));
         let crops = views(&x, Tta::TenCrop);
         // torchvision's TenCrop(56) of a 64x64 image: corners at 0 and 8, centre at 4

@@ -489,6 +489,7 @@ mod tests {
 
     #[test]
     fn names_and_shapes_are_the_original_programs() {
+        let _generator = crate::test_generator::lock();
         let model = Vgg16::new(200, Device::Cpu);
         let state = model.state();
         let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
@@ -509,6 +510,7 @@ mod tests {
 
     #[test]
     fn forward_shapes_and_stage_freezing() {
+        let _generator = crate::test_generator::lock();
         let mut model = Vgg16::new(7, Device::Cpu);
         let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
         assert_eq!(model.features(&x).size(), vec![2, 512, 2, 2]);
@@ -546,6 +548,7 @@ mod tests {
 
     #[test]
     fn recalibration_averages_batch_statistics_without_dropout() {
+        let _generator = crate::test_generator::lock();
         let mut model = Vgg16::new(4, Device::Cpu);
         let a = Tensor::randn([6, 3, 64, 64], (Kind::Float, Device::Cpu));
         let b = Tensor::randn([6, 3, 64, 64], (Kind::Float, Device::Cpu)) * 2.0 + 1.0;
@@ -572,6 +575,7 @@ mod tests {
 
     #[test]
     fn batch_norm_statistics_are_put_back() {
+        let _generator = crate::test_generator::lock();
         let mut model = Vgg16::new(4, Device::Cpu);
         let saved = model.batch_norm_statistics();
         assert_eq!(saved.len(), 6);
@@ -594,6 +598,7 @@ mod tests {
 
     #[test]
     fn bf16_compute_stays_close_to_fp32_and_trains_fp32_weights() {
+        let _generator = crate::test_generator::lock();
         let mut model = Vgg16::new(5, Device::Cpu);
         let x = Tensor::randn([3, 3, 64, 64], (Kind::Float, Device::Cpu));
         let fp32 = model.forward_eval(&x);
@@ -614,6 +619,7 @@ mod tests {
     /// The compute-type copies of frozen weights follow what is loaded and what trains.
     #[test]
     fn mixed_precision_computes_with_the_weights_loaded_last() {
+        let _generator = crate::test_generator::lock();
         let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
         let bf16_model = |stage| {
             let mut m = Vgg16::new(5, Device::Cpu);
@@ -642,6 +648,7 @@ mod tests {
 
     #[test]
     fn load_checks_everything_before_copying() {
+        let _generator = crate::test_generator::lock();
         let mut a = Vgg16::new(5, Device::Cpu);
         let b = Vgg16::new(5, Device::Cpu);
         let mut named = b.state();

@@ -258,6 +258,7 @@ mod tests {
     /// Adam, op for op), over parameters of several shapes and layouts: bit for bit.
     #[test]
     fn flat_steps_equal_per_tensor_steps_bit_for_bit() {
+        let _generator = crate::test_generator::lock();
         fn per_tensor_step(p: &mut Tensor, m: &mut Tensor, v: &mut Tensor, t: f64, lr: f64) {
             let (beta1, beta2) = (0.9, 0.999);
             let grad = p.grad();

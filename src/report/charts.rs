@@ -48,7 +48,22 @@ pub struct Chart {
     pub title: String,
     pub x: XAxis,
     pub y_label: String,
+    /// A logarithmic y axis: for values over decades (stage 2's learning rates are a tenth of
+    /// stage 1's and would lie flat on a linear axis beside them).
+    pub log_y: bool,
     pub series: Vec<Series>,
+}
+
+impl Chart {
+    /// Where `y` sits on the chart's y axis: itself, or its log10 (not finite for y <= 0, so
+    /// left out like any other value that is not finite).
+    fn y_at(&self, y: f64) -> f64 {
+        if self.log_y {
+            y.log10()
+        } else {
+            y
+        }
+    }
 }
 
 /// A whole report page: a title with a legend of the runs, four charts in a 2x2 grid, and a
@@ -111,14 +126,10 @@ fn draw_header(area: &Area, page: &Page) -> Result<()> {
     Ok(())
 }
 
-/// The range of the finite values of `get` over every point, padded by 5 %.
+/// The range of `get` over the points the chart draws (x and y on its axes finite), padded
+/// by 5 %.
 fn bounds(chart: &Chart, get: fn(&(f64, f64)) -> f64) -> Option<(f64, f64)> {
-    let values = chart
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter())
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
-        .map(get);
+    let values = drawn(chart, chart.series.iter().flat_map(|s| s.points.iter())).map(|p| get(&p));
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });
@@ -160,6 +171,16 @@ fn y_label(v: &f64) -> String {
         let text = format!("{v:.3}");
         text.trim_end_matches('0').trim_end_matches('.').to_string()
     }
+}
+
+/// The points of `points` the chart draws, with y on its axis: x and y finite there.
+fn drawn<'p>(
+    chart: &'p Chart,
+    points: impl Iterator<Item = &'p (f64, f64)> + 'p,
+) -> impl Iterator<Item = (f64, f64)> + 'p {
+    points
+        .map(|&(x, y)| (x, chart.y_at(y)))
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
 }
 
 fn draw_chart(area: &Area, chart: &Chart) -> Result<()> {
@@ -208,22 +229,21 @@ where
         XAxis::Step => "step",
         XAxis::Epoch => "epoch",
     };
+    // a log axis is drawn as log10 of the values, its ticks labelled with the values
+    let tick = |v: &f64| y_label(&if chart.log_y { 10f64.powf(*v) } else { *v });
     drawing(
         ctx.configure_mesh()
             .x_desc(x_label)
             .y_desc(chart.y_label.as_str())
             .axis_desc_style((FONT, 18))
             .label_style((FONT, 16))
-            .y_label_formatter(&y_label)
+            .y_label_formatter(&tick)
             .light_line_style(TRANSPARENT)
             .draw(),
     )?;
     for series in &chart.series {
-        let points: Vec<(XT, f64)> = series
-            .points
-            .iter()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .map(|&(x, y)| (to_x(x), y))
+        let points: Vec<(XT, f64)> = drawn(chart, series.points.iter())
+            .map(|(x, y)| (to_x(x), y))
             .collect();
         let style = series.color.stroke_width(2);
         if series.dashed {
@@ -254,6 +274,29 @@ mod tests {
         assert_eq!(y_label(&-3.4e-21), "0");
     }
 
+    /// Learning rates a decade apart take the same room on a log axis; a rate of 0 has no
+    /// place on it and is left out.
+    #[test]
+    fn a_log_axis_spaces_decades_evenly() {
+        let chart = Chart {
+            title: "lr".into(),
+            x: XAxis::Step,
+            y_label: "lr".into(),
+            log_y: true,
+            series: vec![Series {
+                color: PALETTE[0],
+                points: vec![(1.0, 1e-4), (2.0, 1e-5), (3.0, 1e-6), (4.0, 0.0)],
+                dashed: false,
+            }],
+        };
+        let (lo, hi) = bounds(&chart, |p| p.1).unwrap();
+        assert!(
+            (lo + 6.1).abs() < 1e-9 && (hi + 3.9).abs() < 1e-9,
+            "{lo} {hi}"
+        );
+        assert_eq!(bounds(&chart, |p| p.0), Some((0.9, 3.1)));
+    }
+
     #[test]
     fn the_epoch_axis_spans_whole_epochs() {
         assert_eq!(epoch_range(0.9, 3.1), (0, 4));
@@ -274,6 +317,7 @@ mod tests {
             title: "t".into(),
             x,
             y_label: "y".into(),
+            log_y: false,
             series: vec![line(PALETTE[0], false), line(PALETTE[1], true)],
         };
         let charts = [
@@ -283,9 +327,13 @@ mod tests {
                 title: "empty".into(),
                 x: XAxis::Epoch,
                 y_label: "y".into(),
+                log_y: false,
                 series: vec![],
             },
-            chart(XAxis::Step),
+            Chart {
+                log_y: true,
+                ..chart(XAxis::Step)
+            },
         ];
         let legend = [("a".to_string(), PALETTE[0]), ("b".to_string(), PALETTE[1])];
         let page = Page {

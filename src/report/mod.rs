@@ -36,12 +36,13 @@ fn chart(title: &str, x: XAxis, y_label: &str) -> Chart {
         title: title.into(),
         x,
         y_label: y_label.into(),
+        log_y: false,
         series: Vec::new(),
     }
 }
 
-/// The four charts: training loss and learning rate per logged step, holdout loss and
-/// holdout top-1 (solid) / top-5 (dashed) per epoch.
+/// The four charts: training loss and learning rate (log axis) per logged step, holdout loss
+/// and holdout top-1 (solid) / top-5 (dashed) in percent per epoch.
 fn empty_charts() -> [Chart; 4] {
     [
         chart("Training loss (logged steps)", XAxis::Step, "loss"),
@@ -49,9 +50,12 @@ fn empty_charts() -> [Chart; 4] {
         chart(
             "Holdout accuracy (solid top-1, dashed top-5)",
             XAxis::Epoch,
-            "accuracy",
+            "accuracy (%)",
         ),
-        chart("Learning rate", XAxis::Step, "lr"),
+        Chart {
+            log_y: true,
+            ..chart("Learning rate (log scale)", XAxis::Step, "lr")
+        },
     ]
 }
 
@@ -143,9 +147,9 @@ fn add_run(charts: &mut [Chart; 4], events: &[Event], color: RGBColor, at: Offse
         .push(line(per_epoch(|r| r.holdout_loss), false));
     accuracy
         .series
-        .push(line(per_epoch(|r| r.holdout_top1), false));
+        .push(line(per_epoch(|r| 100.0 * r.holdout_top1), false));
     let top5: Vec<(f64, f64)> = epochs()
-        .filter_map(|r| Some((first_epoch + f64::from(r.epoch), r.holdout_top5?)))
+        .filter_map(|r| Some((first_epoch + f64::from(r.epoch), 100.0 * r.holdout_top5?)))
         .collect();
     if !top5.is_empty() {
         accuracy.series.push(line(top5, true));
@@ -241,6 +245,19 @@ mod tests {
                 (40.0, 4.0)
             ]
         );
+    }
+
+    /// Accuracy is charted in percent, as everything else prints it, and learning rates on a
+    /// log axis.
+    #[test]
+    fn accuracy_is_in_percent_and_the_learning_rate_on_a_log_axis() {
+        let mut charts = empty_charts();
+        let epoch = Event::Epoch(EpochRecord::example(1.0));
+        add_run(&mut charts, &[epoch], PALETTE[0], (0.0, 0.0));
+        let [_, _, accuracy, lr] = &charts;
+        assert_eq!(accuracy.series[0].points, [(1.0, 50.0)]);
+        assert_eq!(accuracy.series[1].points, [(1.0, 100.0)]);
+        assert!(accuracy.y_label.contains('%') && lr.log_y);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Accuracy per class and the class pairs a model confuses most, from its predictions.
 
+use crate::data::scan::shown_class;
+
 /// Counts of (true class, predicted class).
 pub struct Confusion {
     counts: Vec<Vec<usize>>,
@@ -73,7 +75,16 @@ pub fn print(confusion: &Confusion, classes: &[String], names: &[String]) {
     );
     let rows = confusion.by_accuracy();
     for (rank, row) in rows.iter().enumerate() {
-        let name: String = names[row.class].chars().take(32).collect();
+        // a class folder's own name is in the class column already
+        let name = &names[row.class];
+        let name: String = if *name == classes[row.class] {
+            ""
+        } else {
+            name
+        }
+        .chars()
+        .take(32)
+        .collect();
         let top1 = row
             .accuracy()
             .map_or("n/a".to_string(), |a| format!("{:.1}%", 100.0 * a));
@@ -99,13 +110,11 @@ pub fn print(confusion: &Confusion, classes: &[String], names: &[String]) {
     let pairs = confusion.most_confused(10);
     for &(t, p, count) in &pairs {
         println!(
-            "  {:>4} ({:>5.1}% of its images)  {} {}  ->  {} {}",
+            "  {:>4} ({:>5.1}% of its images)  {}  ->  {}",
             count,
             100.0 * count as f64 / confusion.total(t).max(1) as f64,
-            classes[t],
-            names[t],
-            classes[p],
-            names[p]
+            shown_class(&classes[t], &names[t]),
+            shown_class(&classes[p], &names[p])
         );
     }
     if pairs.is_empty() {

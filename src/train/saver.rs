@@ -167,6 +167,7 @@ mod tests {
 
     #[test]
     fn saves_the_resume_point_model_meta_and_the_best_model() {
+        let _generator = crate::test_generator::lock();
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = TrainConfig::example(Stage::Base, Init::RandomInit);
         cfg.session.out = dir.path().to_path_buf();

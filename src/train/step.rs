@@ -190,6 +190,7 @@ mod tests {
 
     #[test]
     fn a_stage_1_step_moves_the_head_only() {
+        let _generator = crate::test_generator::lock();
         tch::manual_seed(0);
         let mut learner = Learner::new(3, &Recipe::of(Stage::Base), Device::Cpu);
         let before: Named = learner
@@ -213,6 +214,7 @@ mod tests {
 
     #[test]
     fn a_refused_step_leaves_no_trace() {
+        let _generator = crate::test_generator::lock();
         tch::manual_seed(0);
         let mut learner =
             Learner::new(3, &Recipe::of(Stage::Base), Device::Cpu).with_skippable_batches(true);
@@ -231,6 +233,7 @@ mod tests {
 
     #[test]
     fn restore_takes_back_what_a_checkpoint_holds() {
+        let _generator = crate::test_generator::lock();
         tch::manual_seed(0);
         let mut trained = Learner::new(3, &Recipe::of(Stage::Finetune), Device::Cpu);
         trained.step(&batch(4), (1e-3, 0.9), take).unwrap();

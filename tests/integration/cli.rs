@@ -185,11 +185,8 @@ fn max_steps_stops_the_stage() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 3, 12);
     let run = dir.path().join("run");
-    train_random(
-        &data,
-        &run,
-        "--epochs 5 --batch-size 4 --max-steps 3 --log-interval 1 --precise-bn 2",
-    );
+    let flags = "--epochs 5 --batch-size 4 --log-interval 1 --precise-bn 2";
+    train_random(&data, &run, &format!("{flags} --max-steps 3"));
     let events = json_lines(&run.join("metrics.jsonl"));
     assert_eq!(events.iter().filter(|e| e["event"] == "batch").count(), 3);
     assert_eq!(events.iter().filter(|e| e["event"] == "epoch").count(), 1);
@@ -197,18 +194,25 @@ fn max_steps_stops_the_stage() {
     assert_eq!(meta["config"]["precise_bn"], 2);
     assert_eq!(meta["config"]["max_steps"], 3);
     // a resume that --max-steps leaves no step is refused; a higher one takes the steps left
-    let flags = "--epochs 5 --batch-size 4 --log-interval 1 --precise-bn 2 --resume";
-    let err = fails(
-        &train_args(&data, &run, &format!("{flags} --max-steps 3")),
-        2,
-    );
+    let at_limit = format!("{flags} --max-steps 3");
+    let err = fails(&resume_args(&data, &run, &at_limit), 2);
     assert!(
         err.contains("already took 3 steps, and --max-steps 3 allows no more"),
         "{err}"
     );
-    train_random(&data, &run, &format!("{flags} --max-steps 4"));
-    let events = json_lines(&run.join("metrics.jsonl"));
-    assert_eq!(events.iter().filter(|e| e["event"] == "batch").count(), 4);
+    let past_it = format!("{flags} --max-steps 4");
+    let out = vggtiny(&resume_args(&data, &run, &past_it));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.contains("(step 3)"),
+        "{stderr}"
+    );
+    let steps: Vec<Value> = json_lines(&run.join("metrics.jsonl"))
+        .into_iter()
+        .filter(|e| e["event"] == "batch")
+        .map(|e| e["step"].clone())
+        .collect();
+    assert_eq!(steps, [0, 1, 2, 3]);
 }
 
 #[test]

@@ -114,6 +114,17 @@ fn own_class_folders_of_mixed_photos_train_evaluate_predict_and_report() {
     .unwrap();
     let guess = &one["predictions"][0]["top5"][0];
     assert_eq!(guess["name"], guess["wnid"], "{one}");
+    // and printed once: "1. 0.4123  class01"
+    let plain = ok(&["predict", "--checkpoint", s(&run), &labelled[0].0]);
+    let guesses: Vec<&str> = plain.lines().filter(|l| l.contains(". 0.")).collect();
+    assert_eq!(guesses.len(), 3, "{plain}");
+    for line in guesses {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            fields.len() == 3 && fields[2].starts_with("class0"),
+            "{plain}"
+        );
+    }
     let png = dir.path().join("report.png");
     let table = ok(&[
         "report",
@@ -128,6 +139,10 @@ fn own_class_folders_of_mixed_photos_train_evaluate_predict_and_report() {
     let samples = 12.0;
     let correct = (val["top1"].as_f64().unwrap() * samples).round() as usize;
     assert_eq!(per_class_totals(&table), (correct, 12), "{table}");
+    for class in ["class00", "class01", "class02"] {
+        assert!(!table.contains(&format!("{class}  {class}")), "{table}");
+        assert!(!table.contains(&format!("{class} {class}")), "{table}");
+    }
 }
 
 /// The val images of a Tiny ImageNet tree with their classes, from val_annotations.txt.

@@ -1,6 +1,7 @@
 //! Long runs survive what ends them: a killed process, Ctrl-C, SIGTERM, bad images, corrupt
 //! model files, a full disk. Real child processes, real files; the fixtures are made here.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -42,9 +43,20 @@ fn shared_reference() -> &'static Path {
     })
 }
 
+/// A run as started from a terminal: SIGINT and SIGHUP at their defaults even where the test
+/// harness was started with them ignored (a background job, `nohup`), which vggtiny would
+/// keep ignoring.
 fn spawn(args: &[&str]) -> Child {
-    command()
-        .args(args)
+    let mut cmd = command();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    cmd.args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
