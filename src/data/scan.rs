@@ -84,13 +84,21 @@ impl DataRoot {
     }
 }
 
-/// A class as printed: its folder name (a wnid) and its human name, or the folder name once
-/// where that is its name (class folders without a `words.txt`).
-pub fn shown_class(class: &str, name: &str) -> String {
-    if name == class || name.is_empty() {
-        class.to_string()
+/// The human name of `class` where it has one besides its folder name, else "" (class
+/// folders without a `words.txt` are named by the folder).
+pub fn own_name<'a>(class: &str, name: &'a str) -> &'a str {
+    if name == class {
+        ""
     } else {
-        format!("{class}  {name}")
+        name
+    }
+}
+
+/// A class as printed: its folder name (a wnid) and its human name, or the folder name once.
+pub fn shown_class(class: &str, name: &str) -> String {
+    match own_name(class, name) {
+        "" => class.to_string(),
+        name => format!("{class}  {name}"),
     }
 }
 

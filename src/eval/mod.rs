@@ -46,6 +46,19 @@ impl Scores {
     }
 }
 
+#[cfg(test)]
+impl Scores {
+    /// Scores of one image with the mean loss `loss`.
+    pub fn example(loss: f64) -> Scores {
+        Scores {
+            samples: 1,
+            loss,
+            top1: 0.0,
+            top5: None,
+        }
+    }
+}
+
 /// The error of a model whose outputs are not finite numbers; `seen` says where it showed.
 pub fn not_finite(model: &str, seen: &str) -> anyhow::Error {
     anyhow::anyhow!(
@@ -150,15 +163,15 @@ mod tests {
         );
         let all: Vec<usize> = (0..7).collect();
         let batch = Loader::new(&unlabelled, Device::Cpu).eval_batch(&all);
-        let state: std::collections::HashMap<String, Tensor> = model.state().into_iter().collect();
+        let (_, bias) = model
+            .state()
+            .into_iter()
+            .find(|(name, _)| name == "vgg16.classifier.8.bias")
+            .expect("the last layer's bias");
         let mean_logits = model
             .forward_eval(&batch.images)
             .mean_dim(0, false, Kind::Float);
-        tch::no_grad(|| {
-            state["vgg16.classifier.8.bias"]
-                .shallow_clone()
-                .copy_(&-mean_logits)
-        });
+        tch::no_grad(|| bias.shallow_clone().copy_(&-mean_logits));
         let log_probs = log_probs(model, &batch.images, Tta::None);
         let ranking = log_probs.argsort(1, true);
         let rank = Tensor::from_slice(&[0i64, 0, 0, 2, 2, 9, 9]);
@@ -247,14 +260,8 @@ mod tests {
                 "{err}"
             );
         }
-        let scores = |loss| Scores {
-            samples: 1,
-            loss,
-            top1: 0.0,
-            top5: None,
-        };
-        assert!(scores(2.5).ensure_finite("m").is_ok());
-        let err = scores(f64::NAN)
+        assert!(Scores::example(2.5).ensure_finite("m").is_ok());
+        let err = Scores::example(f64::NAN)
             .ensure_finite("best.safetensors")
             .unwrap_err();
         assert!(

@@ -1,6 +1,6 @@
 //! Accuracy per class and the class pairs a model confuses most, from its predictions.
 
-use crate::data::scan::shown_class;
+use crate::data::scan::{own_name, shown_class};
 
 /// Counts of (true class, predicted class).
 pub struct Confusion {
@@ -75,16 +75,10 @@ pub fn print(confusion: &Confusion, classes: &[String], names: &[String]) {
     );
     let rows = confusion.by_accuracy();
     for (rank, row) in rows.iter().enumerate() {
-        // a class folder's own name is in the class column already
-        let name = &names[row.class];
-        let name: String = if *name == classes[row.class] {
-            ""
-        } else {
-            name
-        }
-        .chars()
-        .take(32)
-        .collect();
+        let name: String = own_name(&classes[row.class], &names[row.class])
+            .chars()
+            .take(32)
+            .collect();
         let top1 = row
             .accuracy()
             .map_or("n/a".to_string(), |a| format!("{:.1}%", 100.0 * a));

@@ -170,7 +170,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.recipe.validate()?;
         let s = &self.session;
-        // counts, where given
+        // counts must be at least 1 where given
         let counts = [
             ("--epochs", Some(u64::from(s.epochs))),
             ("--max-steps", s.max_steps),

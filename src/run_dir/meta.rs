@@ -145,25 +145,24 @@ impl Meta {
 }
 
 #[cfg(test)]
+impl Meta {
+    /// A stage-1 run's meta.json over 10 images of `classes`, with the recipe's settings.
+    pub fn example(classes: &[&str]) -> Meta {
+        let classes = classes.iter().map(|c| c.to_string()).collect();
+        let config = TrainConfig::example(Stage::Base, super::config::Init::RandomInit);
+        Meta::new(Stage::Base, classes, SplitSpec::new(42, 0.05, 10), config)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run_dir::config::{Init, TrainConfig};
-
-    pub fn config() -> TrainConfig {
-        TrainConfig::example(Stage::Base, Init::RandomInit)
-    }
-
-    /// A stage-1 run's meta.json over 10 images of the given classes.
-    fn meta_of(classes: &[&str]) -> Meta {
-        let classes = classes.iter().map(|c| c.to_string()).collect();
-        Meta::new(Stage::Base, classes, SplitSpec::new(42, 0.05, 10), config())
-    }
 
     /// A run whose holdout loss went NaN stays readable (it used to be written as null).
     #[test]
     fn a_nan_metric_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let mut meta = meta_of(&["a", "b"]);
+        let mut meta = Meta::example(&["a", "b"]);
         meta.epochs.push(EpochRecord::example(f64::NAN));
         save_meta(dir.path(), &meta).unwrap();
         let back = load_meta(&dir.path().join(META_FILE)).unwrap();
@@ -179,7 +178,7 @@ mod tests {
     #[test]
     fn a_meta_json_without_the_stored_side_reads_as_64() {
         let dir = tempfile::tempdir().unwrap();
-        let mut meta = meta_of(&["a", "b"]);
+        let mut meta = Meta::example(&["a", "b"]);
         meta.stored_side = 96;
         let mut json = serde_json::to_value(&meta).unwrap();
         json.as_object_mut().unwrap().remove("stored_side").unwrap();
@@ -198,7 +197,7 @@ mod tests {
             (&["a", "b"], true),
             (&["a", "b", "c"], true),
         ] {
-            save_meta(dir.path(), &meta_of(classes)).unwrap();
+            save_meta(dir.path(), &Meta::example(classes)).unwrap();
             let read = load_meta(&dir.path().join(META_FILE));
             assert_eq!(read.is_ok(), readable, "{classes:?}");
         }

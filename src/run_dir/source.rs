@@ -174,11 +174,8 @@ mod tests {
     use tch::{Kind, Tensor};
 
     use super::*;
-    use crate::data::split::SplitSpec;
     use crate::io::safetensors::save_tensors;
-    use crate::model::Stage;
     use crate::run_dir::checkpoint::CHECKPOINT_FILE;
-    use crate::run_dir::config::{Init, TrainConfig};
     use crate::run_dir::meta::save_meta;
 
     #[test]
@@ -186,10 +183,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let model = dir.path().join(MODEL_FILE);
         fs::write(&model, b"weights").unwrap();
-        let mut config = TrainConfig::example(Stage::Base, Init::RandomInit);
-        config.recipe.image_size = 96;
-        let split = SplitSpec::new(42, 0.05, 10);
-        let mut meta = Meta::new(Stage::Base, vec!["a".into(), "b".into()], split, config);
+        let mut meta = Meta::example(&["a", "b"]);
+        meta.config.recipe.image_size = 96;
         meta.stored_side = 96;
         save_meta(dir.path(), &meta).unwrap();
         let run = Source::resolve(dir.path(), ModelChoice::Last).unwrap();

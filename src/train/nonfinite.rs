@@ -217,16 +217,12 @@ mod tests {
         let mut cfg = TrainConfig::example(Stage::Base, Init::RandomInit);
         cfg.session.out = dir.path().to_path_buf();
         let policy = NonFinitePolicy::new(&cfg, Device::Cpu);
-        let scores = |loss| Scores {
-            samples: 4,
-            loss,
-            top1: 0.0,
-            top5: None,
-        };
-        assert!(policy.check_holdout(2, &scores(1.25), false).is_ok());
+        assert!(policy
+            .check_holdout(2, &Scores::example(1.25), false)
+            .is_ok());
         let err = |checkpointed| {
             let err = policy
-                .check_holdout(2, &scores(f64::NAN), checkpointed)
+                .check_holdout(2, &Scores::example(f64::NAN), checkpointed)
                 .unwrap_err();
             err.to_string()
         };
