@@ -2,8 +2,11 @@
 //! how much of its memory this process holds.
 
 use std::ffi::c_void;
+use std::fmt;
+use std::str::FromStr;
 
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::bail_input;
@@ -17,35 +20,98 @@ fn cuda_count() -> i64 {
     }
 }
 
-/// `auto` picks the first CUDA device when one is usable; an explicit CUDA request without a
-/// usable GPU is an error, never a silent CPU run.
-pub fn resolve(spec: &str) -> Result<Device> {
-    let device = match spec {
-        "auto" => {
-            if cuda_count() > 0 {
-                Device::Cuda(0)
-            } else {
-                Device::Cpu
-            }
+/// What `--device` asks for, parsed where the command line is read and opened once, by
+/// `open`. `meta.json` records it as it was written (`auto`, `cpu`, `cuda`, `cuda:N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum DeviceChoice {
+    /// The first CUDA device when one is usable, else the CPU.
+    Auto,
+    Cpu,
+    /// A CUDA device: `cuda` (`None`, the first) or `cuda:N`.
+    Cuda(Option<usize>),
+}
+
+impl DeviceChoice {
+    /// The choice that names `device`.
+    pub fn of(device: Device) -> DeviceChoice {
+        match device {
+            Device::Cuda(n) => DeviceChoice::Cuda(Some(n)),
+            _ => DeviceChoice::Cpu,
         }
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        _ => match spec.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => Device::Cuda(n),
-            _ => bail_input!("--device {spec:?}: expected auto, cpu, cuda or cuda:N"),
-        },
-    };
-    if let Device::Cuda(n) = device {
-        let count = cuda_count();
-        if count == 0 {
-            let why = why_no_gpu().unwrap_or_else(|| "this machine has no NVIDIA GPU".into());
-            bail_input!("--device {spec}: no usable CUDA device: {why}");
+    }
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<DeviceChoice, String> {
+        match text {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(None)),
+            _ => match text.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(DeviceChoice::Cuda(Some(n))),
+                _ => Err(format!("{text:?}: expected auto, cpu, cuda or cuda:N")),
+            },
         }
-        if n as i64 >= count {
-            bail_input!("--device {spec}: only {count} CUDA device(s) present");
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            DeviceChoice::Auto => write!(f, "auto"),
+            DeviceChoice::Cpu => write!(f, "cpu"),
+            DeviceChoice::Cuda(None) => write!(f, "cuda"),
+            DeviceChoice::Cuda(Some(n)) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl From<DeviceChoice> for String {
+    fn from(choice: DeviceChoice) -> String {
+        choice.to_string()
+    }
+}
+
+impl TryFrom<String> for DeviceChoice {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<DeviceChoice, String> {
+        text.parse()
+    }
+}
+
+/// The device `choice` names, said on stderr (with why there is no GPU when `auto` finds
+/// none). An explicit CUDA request without a usable GPU is an error, never a silent CPU run.
+pub fn open(choice: DeviceChoice) -> anyhow::Result<Device> {
+    let device = resolve(choice)?;
+    eprintln!("device: {}", describe(device));
+    if device == Device::Cpu && choice == DeviceChoice::Auto {
+        if let Some(why) = why_no_gpu() {
+            eprintln!("note: {why}");
         }
     }
     Ok(device)
+}
+
+fn resolve(choice: DeviceChoice) -> anyhow::Result<Device> {
+    let n = match choice {
+        DeviceChoice::Cpu => return Ok(Device::Cpu),
+        DeviceChoice::Auto if cuda_count() > 0 => return Ok(Device::Cuda(0)),
+        DeviceChoice::Auto => return Ok(Device::Cpu),
+        DeviceChoice::Cuda(n) => n.unwrap_or(0),
+    };
+    let count = cuda_count();
+    if count == 0 {
+        let why = why_no_gpu().unwrap_or_else(|| "this machine has no NVIDIA GPU".into());
+        bail_input!("--device {choice}: no usable CUDA device: {why}");
+    }
+    if n as i64 >= count {
+        bail_input!("--device {choice}: only {count} CUDA device(s) present");
+    }
+    Ok(Device::Cuda(n))
 }
 
 /// What the NVIDIA driver says of the machine: its version (from the loaded kernel module)
@@ -321,16 +387,24 @@ mod tests {
 
     #[test]
     fn device_specs() {
-        assert_eq!(resolve("cpu").unwrap(), Device::Cpu);
-        assert!(resolve("gpu").is_err());
-        assert!(resolve("cuda:x").is_err());
+        let choice = |text: &str| text.parse::<DeviceChoice>();
+        for text in ["auto", "cpu", "cuda", "cuda:1"] {
+            assert_eq!(choice(text).unwrap().to_string(), text);
+            let json = serde_json::to_string(&choice(text).unwrap()).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+        }
+        for bad in ["gpu", "cuda:x", "cuda:"] {
+            let err = choice(bad).unwrap_err();
+            assert!(err.contains("expected auto, cpu, cuda or cuda:N"), "{err}");
+        }
+        assert_eq!(resolve(DeviceChoice::Cpu).unwrap(), Device::Cpu);
         if tch::Cuda::is_available() {
-            assert_eq!(resolve("auto").unwrap(), Device::Cuda(0));
-            assert!(resolve("cuda:999").is_err());
+            assert_eq!(resolve(DeviceChoice::Auto).unwrap(), Device::Cuda(0));
+            assert!(resolve(DeviceChoice::Cuda(Some(999))).is_err());
         } else {
-            assert_eq!(resolve("auto").unwrap(), Device::Cpu);
-            let err = resolve("cuda").unwrap_err().to_string();
-            assert!(err.contains("no usable CUDA"), "{err}");
+            assert_eq!(resolve(DeviceChoice::Auto).unwrap(), Device::Cpu);
+            let err = resolve(DeviceChoice::Cuda(None)).unwrap_err().to_string();
+            assert!(err.contains("--device cuda: no usable CUDA"), "{err}");
         }
     }
 

@@ -1,7 +1,6 @@
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 
-use clap::Parser;
 use vggtiny::error::OutOfMemory;
 
 fn main() {
@@ -19,8 +18,8 @@ fn main() {
     }
     // Before any other thread starts, so that libtorch's worker threads inherit it.
     vggtiny::device::flush_denormals();
-    let cli = vggtiny::cli::Cli::parse();
-    let smaller_batch = cli.command.batch_size().map(|n| (n / 2).max(1));
+    let cli = vggtiny::cli::parse();
+    let smaller_batch = cli.batch_size().map(|n| (n / 2).max(1));
     // libtorch reports failures (CUDA out of memory, bad shapes) as panics carrying a C++
     // backtrace; they become one error message here instead of reaching the user raw.
     panic::set_hook(Box::new(|_| {}));

@@ -9,9 +9,9 @@ use tch::Device;
 use super::flags::DeviceFlag;
 use super::print_json;
 use crate::bail_input;
-use crate::bench::{self, Plan, Report, Workload};
 use crate::model::Amp;
-use crate::run_dir::config::{defaults, validate_image_size};
+use crate::recipe::{self, validate_image_size};
+use crate::throughput::{self, Plan, Report, Workload};
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -22,7 +22,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub images: usize,
     /// Images per training batch
-    #[arg(long, default_value_t = defaults::BATCH_SIZE, value_name = "N")]
+    #[arg(long, default_value_t = recipe::BATCH_SIZE, value_name = "N")]
     pub batch_size: usize,
     /// Timed optimizer steps per training stage (after two warm-up steps)
     #[arg(long, default_value_t = 10, value_name = "N",
@@ -31,8 +31,8 @@ pub struct BenchArgs {
     /// Mixed precision of the training and eval workloads
     #[arg(long, value_enum, default_value_t = Amp::Off)]
     pub amp: Amp,
-    /// Side of the images the network sees (the recipe: 64)
-    #[arg(long, default_value_t = defaults::IMAGE_SIZE, value_name = "N")]
+    /// Side of the images the network sees; the default is the recipe's
+    #[arg(long, default_value_t = recipe::IMAGE_SIZE, value_name = "N")]
     pub image_size: u32,
     /// Measure only these workloads (comma separated) [default: all]
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -54,7 +54,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if device != Device::Cpu {
         tch::Cuda::cudnn_set_benchmark(true);
     }
-    let report = bench::run(&Plan {
+    let report = throughput::run(&Plan {
         data: args.data.as_deref(),
         images: args.images,
         batch_size: args.batch_size,

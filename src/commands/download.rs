@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
-use crate::download::{fetch_dataset, DEFAULT_MD5, DEFAULT_URL};
+use crate::fetch::{fetch_dataset, DEFAULT_MD5, DEFAULT_URL};
 
 /// A day: longer deadlines overflow the HTTP client's clock arithmetic, and no read is worth
 /// waiting for that long.

@@ -7,13 +7,13 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use super::flags::{DeviceFlag, ModelFlags, ScoreBatch, ScoredImages};
+use super::flags::{DeviceFlag, ImageFlags, ModelFlags, ScoreBatch};
 use super::print_json;
 use crate::data::scan::DataRoot;
 use crate::eval::scoring::{prepare, EvalSplit, ScoringData};
 use crate::eval::tta::Tta;
 use crate::eval::{evaluate, top5_text, Scores};
-use crate::run_dir::config::{defaults, validate_holdout};
+use crate::recipe::{self, validate_holdout};
 
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
@@ -32,17 +32,17 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = Tta::None)]
     pub tta: Tta,
     /// Split seed for a checkpoint without meta.json
-    #[arg(long, default_value_t = defaults::SEED, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = recipe::SEED, allow_negative_numbers = true)]
     pub seed: i64,
     /// Holdout fraction for a checkpoint without meta.json
-    #[arg(long, default_value_t = defaults::HOLDOUT, value_name = "FRACTION")]
+    #[arg(long, default_value_t = recipe::HOLDOUT, value_name = "FRACTION")]
     pub holdout: f64,
     #[command(flatten)]
     pub batch: ScoreBatch,
     #[command(flatten)]
     pub device: DeviceFlag,
     #[command(flatten)]
-    pub images: ScoredImages,
+    pub images: ImageFlags,
 }
 
 /// What `--json` prints (after `version`).
@@ -57,7 +57,7 @@ struct Report<'a> {
 pub fn run(args: &EvalArgs) -> Result<()> {
     validate_holdout(args.holdout)?;
     let device = args.device.open()?;
-    let source = args.model.open()?;
+    let saved = args.model.open()?;
     let root = DataRoot::locate(&args.data)?;
     let cache_dir = args.images.cache.dir();
     let data = ScoringData {
@@ -67,11 +67,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         cache_dir: cache_dir.as_deref(),
         skip_bad_images: args.images.skip_bad_images,
     };
-    let scoring = prepare(&source, &data, device)?;
+    let scoring = prepare(&saved, &data, device)?;
     let loader = scoring.loader(device);
     let indices: Vec<usize> = (0..scoring.samples.len()).collect();
     let scores = evaluate(&scoring.model, &loader, &indices, args.batch.size, args.tta);
-    scores.ensure_finite(&source.name())?;
+    scores.ensure_finite(&saved.name())?;
     print(args, scores)
 }
 

@@ -7,30 +7,23 @@ use clap::Args;
 use tch::Device;
 
 use crate::bail_input;
-use crate::device;
+use crate::device::{self, DeviceChoice};
 use crate::io::paths::image_cache_dir;
-use crate::run_dir::source::Source;
-use crate::run_dir::ModelChoice;
+use crate::model::ModelChoice;
+use crate::run_dir::saved_model::SavedModel;
 
 /// `--device`, and opening it.
 #[derive(Debug, Clone, Args)]
 pub struct DeviceFlag {
     /// auto (CUDA when present), cpu, cuda or cuda:N
     #[arg(long, env = "VGGTINY_DEVICE", default_value = "auto")]
-    pub device: String,
+    pub device: DeviceChoice,
 }
 
 impl DeviceFlag {
     /// The device to run on, said on stderr.
     pub fn open(&self) -> Result<Device> {
-        let device = device::resolve(&self.device)?;
-        eprintln!("device: {}", device::describe(device));
-        if device == Device::Cpu && self.device == "auto" {
-            if let Some(why) = device::why_no_gpu() {
-                eprintln!("note: {why}");
-            }
-        }
-        Ok(device)
+        device::open(self.device)
     }
 }
 
@@ -55,7 +48,7 @@ impl CacheFlags {
 /// How the commands that score images read them: the cache, and what to do with images that
 /// cannot be decoded.
 #[derive(Debug, Clone, Args)]
-pub struct ScoredImages {
+pub struct ImageFlags {
     #[command(flatten)]
     pub cache: CacheFlags,
     /// Score without the images that cannot be decoded instead of stopping
@@ -92,7 +85,7 @@ pub struct ModelFlags {
 
 impl ModelFlags {
     /// The model `--checkpoint` and `--which` name.
-    pub fn open(&self) -> Result<Source> {
+    pub fn open(&self) -> Result<SavedModel> {
         let made_by = "vggtiny finetune --data DIR";
         open_run(&self.checkpoint, self.which, "--checkpoint", made_by)
     }
@@ -101,7 +94,7 @@ impl ModelFlags {
 /// The run (or model file) at `path`, named by `flag`, with its `which` model. Where there is
 /// none, the error says which command writes one there (`made_by`) and which flag points
 /// elsewhere.
-pub fn open_run(path: &Path, which: ModelChoice, flag: &str, made_by: &str) -> Result<Source> {
+pub fn open_run(path: &Path, which: ModelChoice, flag: &str, made_by: &str) -> Result<SavedModel> {
     if !path.exists() {
         bail_input!(
             "{}: no run here; `{made_by} --out {}` writes one, or point {flag} at another run \
@@ -110,5 +103,5 @@ pub fn open_run(path: &Path, which: ModelChoice, flag: &str, made_by: &str) -> R
             path.display()
         );
     }
-    Source::resolve(path, which)
+    SavedModel::resolve(path, which)
 }

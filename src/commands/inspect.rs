@@ -13,13 +13,14 @@ use serde_json::json;
 use tch::{Device, Tensor};
 
 use crate::bail_input;
-use crate::data::augment::{augment, resize, to_float, AugmentParams, Constants, ParamTensors};
-use crate::data::cache::decode_files;
+use crate::data::augment::{augment, resize, to_float, Constants};
+use crate::data::augment_params::{AugmentParams, ParamTensors};
+use crate::data::decode_list::decode_files;
 use crate::data::scan::{scan_image_folder, scan_val, DataRoot, Sample};
 use crate::data::split::SplitSpec;
 use crate::io::safetensors::{read_tensors, save_tensors};
 use crate::model::Vgg16;
-use crate::run_dir::config::{defaults, validate_holdout};
+use crate::recipe::{self, validate_holdout};
 
 #[derive(Debug, Subcommand)]
 pub enum InspectCommand {
@@ -27,9 +28,9 @@ pub enum InspectCommand {
     Dataset {
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
-        #[arg(long, default_value_t = defaults::SEED)]
+        #[arg(long, default_value_t = recipe::SEED)]
         seed: i64,
-        #[arg(long, default_value_t = defaults::HOLDOUT)]
+        #[arg(long, default_value_t = recipe::HOLDOUT)]
         holdout: f64,
     },
     /// JSON: for each `N:SEED:HOLDOUT` case, the holdout indices of the split of N samples
@@ -57,7 +58,7 @@ pub enum InspectCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// Side the crops are resized to (`--image-size`)
-        #[arg(long, default_value_t = defaults::IMAGE_SIZE)]
+        #[arg(long, default_value_t = recipe::IMAGE_SIZE)]
         image_size: u32,
     },
     /// Resize `images` of a safetensors file as eval does at `--image-size`; writes `resized`

@@ -15,6 +15,8 @@ pub mod train;
 use anyhow::Result;
 use clap::Subcommand;
 
+use crate::model::Stage;
+
 /// The version of the `--json` outputs' shape (eval, predict, bench): raised when a field
 /// changes meaning or goes away, so that scripts reading them can tell.
 pub const JSON_VERSION: u32 = 1;
@@ -56,19 +58,12 @@ pub enum Command {
     /// Both stages as long as the recipe on a small synthetic set, watching memory, files and
     /// time per step; fails when they grow
     Soak(soak::SoakArgs),
-    /// Print a shell completion script (bash, zsh, fish, ...)
-    Completions {
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
     /// Diagnostics for the parity suite: vggtiny's view of a dataset, its decoded pixels
     #[command(hide = true, subcommand)]
     Inspect(inspect::InspectCommand),
 }
 
 impl Command {
-    /// Runs every command but `completions`, which needs the whole command line's definition
-    /// and is answered where that lives.
     pub fn run(self) -> Result<()> {
         match self {
             Command::TrainBase(args) => train::run_base(args),
@@ -81,7 +76,6 @@ impl Command {
             Command::Bench(args) => bench::run(&args),
             Command::Soak(args) => soak::run(&args),
             Command::Inspect(command) => inspect::run(&command),
-            Command::Completions { .. } => unreachable!("answered by cli::run"),
         }
     }
 
@@ -89,8 +83,12 @@ impl Command {
     /// resumed run, which keeps its own.
     pub fn batch_size(&self) -> Option<usize> {
         match self {
-            Command::TrainBase(args) if !args.session.resume => Some(args.recipe.batch_size),
-            Command::Finetune(args) if !args.session.resume => Some(args.recipe.batch_size),
+            Command::TrainBase(args) if !args.session.resume => {
+                Some(args.recipe.batch_size(Stage::Base))
+            }
+            Command::Finetune(args) if !args.session.resume => {
+                Some(args.recipe.batch_size(Stage::Finetune))
+            }
             Command::Eval(args) => Some(args.batch.size),
             Command::Report(args) => Some(args.batch.size),
             Command::Predict(args) => Some(args.batch.size),

@@ -38,8 +38,8 @@ pub struct PredictArgs {
 
 pub fn run(args: &PredictArgs) -> Result<()> {
     let device = args.device.open()?;
-    let source = args.model.open()?;
-    let (classes, names) = match (&source.meta, &args.data) {
+    let saved = args.model.open()?;
+    let (classes, names) = match (&saved.meta, &args.data) {
         (Some(meta), _) => (meta.classes.clone(), meta.class_names.clone()),
         (None, Some(data)) => {
             let root = DataRoot::locate(data)?;
@@ -49,16 +49,16 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         }
         (None, None) => bail_input!(
             "{} has no meta.json beside it: pass --data DIR so that its classes are known",
-            source.name()
+            saved.name()
         ),
     };
-    let model = source.load_model(classes.len(), device)?;
-    let name = source.name();
+    let model = saved.load_model(classes.len(), device)?;
+    let name = saved.name();
     let classifier = Classifier {
         source: &name,
         model: &model,
-        image_size: source.image_size(),
-        stored_side: source.stored_side(),
+        image_size: saved.image_size(),
+        stored_side: saved.stored_side(),
         classes: &classes,
         names: &names,
     };

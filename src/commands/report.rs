@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::flags::{open_run, DeviceFlag, ScoreBatch, ScoredImages};
+use super::flags::{open_run, DeviceFlag, ImageFlags, ScoreBatch};
 use crate::bail_input;
 use crate::data::scan::DataRoot;
 use crate::eval::predicted_classes;
 use crate::eval::scoring::{prepare, EvalSplit, ScoringData};
+use crate::recipe;
 use crate::report::draw_curves;
 use crate::report::per_class::{self, Confusion};
-use crate::run_dir::config::defaults;
 
-use crate::run_dir::ModelChoice;
+use crate::model::ModelChoice;
 
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
@@ -39,7 +39,7 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub device: DeviceFlag,
     #[command(flatten)]
-    pub images: ScoredImages,
+    pub images: ImageFlags,
 }
 
 pub fn run(args: &ReportArgs) -> Result<()> {
@@ -52,8 +52,8 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     }
     let last = args.runs.last().context("no run given")?;
     // Checked before drawing: a run without the model to score writes nothing.
-    let source = open_run(last, args.which, "RUN", "vggtiny train-base --data DIR")?;
-    let Some(meta) = &source.meta else {
+    let saved = open_run(last, args.which, "RUN", "vggtiny train-base --data DIR")?;
+    let Some(meta) = &saved.meta else {
         bail_input!(
             "{}: no meta.json; is it a vggtiny run directory?",
             last.display()
@@ -72,11 +72,11 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let data = ScoringData {
         root: &root,
         split: args.split,
-        fallback_split: (defaults::SEED, defaults::HOLDOUT),
+        fallback_split: (recipe::SEED, recipe::HOLDOUT),
         cache_dir: cache_dir.as_deref(),
         skip_bad_images: args.images.skip_bad_images,
     };
-    let scoring = prepare(&source, &data, device)?;
+    let scoring = prepare(&saved, &data, device)?;
     let loader = scoring.loader(device);
     let indices: Vec<usize> = (0..scoring.samples.len()).collect();
     let guesses = predicted_classes(
@@ -84,7 +84,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         &loader,
         &indices,
         args.batch.size,
-        &source.name(),
+        &saved.name(),
     )?;
     let pairs = scoring.samples.iter().zip(&guesses);
     let confusion = Confusion::new(
@@ -98,7 +98,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     };
     println!(
         "\nPer-class accuracy of {} on the {} ({} images), best first:",
-        source.name(),
+        saved.name(),
         args.split.name(),
         scoring.samples.len()
     );

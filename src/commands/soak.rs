@@ -12,14 +12,14 @@ use super::print_json;
 use crate::bail_input;
 use crate::device;
 use crate::io::scratch::Scratch;
-use crate::model::Amp;
-use crate::run_dir::config::validate_image_size;
+use crate::model::{Amp, Stage};
+use crate::recipe::{self, validate_image_size};
 use crate::soak::{self, Plan, Report, StageReport};
 
 #[derive(Debug, Clone, Args)]
 pub struct SoakArgs {
-    /// Optimizer steps in all, two thirds in stage 1 and one third in stage 2 as the recipe
-    /// divides its 10 + 5 epochs [default: the recipe's 22 275]
+    /// Optimizer steps in all, divided between the stages as the recipe divides its epochs
+    /// (its length and the default are added by `with_recipe_length`)
     #[arg(long, value_name = "N")]
     pub steps: Option<u64>,
     /// Optimizer steps per epoch, about: how often the holdout eval and the checkpoint run
@@ -53,6 +53,20 @@ pub struct SoakArgs {
 const MAX_STEPS: u64 = 1_000_000;
 /// Largest synthetic set, in images.
 const MAX_IMAGES: u64 = 1_000_000;
+
+/// `command` (`soak`) with the recipe's length in the help of `--steps`, from the recipe.
+pub fn with_recipe_length(command: clap::Command) -> clap::Command {
+    let (base, finetune) = (recipe::epochs(Stage::Base), recipe::epochs(Stage::Finetune));
+    let steps = soak::recipe_steps();
+    // thousands apart, as the README writes them
+    let shown = format!("{} {:03}", steps / 1000, steps % 1000);
+    command.mut_arg("steps", |arg| {
+        arg.help(format!(
+            "Optimizer steps in all, divided between the stages as the recipe divides its \
+             {base} + {finetune} epochs [default: the recipe's {shown}]"
+        ))
+    })
+}
 
 pub fn run(args: &SoakArgs) -> Result<()> {
     let plan = validate(args)?;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use memmap2::Mmap;
 use tch::{Device, Tensor};
 
+use super::scan::Sample;
 use crate::device;
 
 /// Decoded images and their labels, row i = sample i of the list they came from.
@@ -44,6 +45,22 @@ impl ImageSet {
             labels,
             _mapping: Some(mapping),
         }
+    }
+
+    /// The set without the rows `rows` (a copy, made only when there are any).
+    pub(super) fn without(self, rows: &[usize]) -> ImageSet {
+        if rows.is_empty() {
+            return self;
+        }
+        let keep: Vec<i64> = (0..self.len())
+            .filter(|i| !rows.contains(i))
+            .map(|i| i as i64)
+            .collect();
+        let keep = Tensor::from_slice(&keep);
+        ImageSet::from_tensors(
+            self.images.index_select(0, &keep),
+            self.labels.index_select(0, &keep),
+        )
     }
 
     /// Bytes of pixels and labels.
@@ -87,6 +104,12 @@ impl ImageSet {
             Err(e) => Err(e.context(format!("cannot copy the decoded images to cuda:{n}"))),
         }
     }
+}
+
+/// The labels of `samples` as an int64 tensor, row i = sample i.
+pub(super) fn labels_of(samples: &[Sample]) -> Tensor {
+    let labels: Vec<i64> = samples.iter().map(|s| s.label as i64).collect();
+    Tensor::from_slice(&labels)
 }
 
 /// Device memory a training run keeps free beside the set: activations, weights, optimizer

@@ -13,10 +13,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor};
 
-use super::augment::{
-    augment, normalize_channels_last, resize, to_float, AugmentParams, Constants, ParamTensors,
-    PACKED_ROWS,
-};
+use super::augment::{augment, normalize_channels_last, resize, to_float, Constants};
+use super::augment_params::{AugmentParams, ParamTensors, PACKED_ROWS};
 use super::image_set::ImageSet;
 use crate::error::{from_panic, OutOfMemory};
 
@@ -25,16 +23,6 @@ pub struct Batch {
     pub images: Tensor,
     pub labels: Tensor,
     pub len: usize,
-}
-
-/// A 64-bit key from several, with splitmix64 finalisation: stable across platforms and releases.
-pub fn key_of(parts: &[u64]) -> u64 {
-    parts.iter().fold(0x9E37_79B9_7F4A_7C15, |acc, &p| {
-        let mut z = (acc ^ p).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    })
 }
 
 /// Batches of an epoch over `train_len` samples, minus a last batch of one sample
@@ -248,13 +236,6 @@ mod tests {
         assert_eq!(batches_per_epoch(65, 64), 1);
         assert_eq!(batches_per_epoch(66, 64), 2);
         assert_eq!(batches_per_epoch(95_000, 64), 1485);
-    }
-
-    #[test]
-    fn keys_are_stable_and_spread() {
-        assert_eq!(key_of(&[1, 2]), key_of(&[1, 2]));
-        assert_ne!(key_of(&[1, 2]), key_of(&[2, 1]));
-        assert_ne!(key_of(&[0]), key_of(&[1]));
     }
 
     #[test]

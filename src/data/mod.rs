@@ -1,11 +1,14 @@
 //! Everything between image files on disk and normalised batches on the training device.
 
 pub mod augment;
+pub mod augment_params;
 pub mod cache;
 pub mod decode;
+pub mod decode_list;
 pub mod decode_progress;
+pub mod draw_key;
 pub mod image_set;
-pub mod images;
+pub mod load;
 pub mod loader;
 pub mod resize;
 pub mod scan;

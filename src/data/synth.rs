@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::decode::SIDE;
-use super::loader::key_of;
+use super::draw_key::key_of;
 use crate::bail_input;
 
 pub struct SynthSpec {
@@ -155,6 +155,22 @@ pub fn write_dataset(out: &Path, spec: &SynthSpec) -> Result<()> {
     fs::write(out.join("words.txt"), words)?;
     fs::write(out.join("val/val_annotations.txt"), annotations)?;
     Ok(())
+}
+
+/// A written tree of 2 classes x 5 images in a temporary folder, its training list scanned: the
+/// list the decoding and cache tests load.
+#[cfg(test)]
+pub fn example_samples() -> (tempfile::TempDir, Vec<super::scan::Sample>) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = SynthSpec {
+        classes: 2,
+        per_class: 5,
+        val_per_class: 0,
+        seed: 3,
+    };
+    write_dataset(&dir.path().join("data"), &spec).unwrap();
+    let list = super::scan::scan_image_folder(&dir.path().join("data/train")).unwrap();
+    (dir, list.samples)
 }
 
 #[cfg(test)]

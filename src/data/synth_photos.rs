@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::loader::key_of;
+use super::draw_key::key_of;
 use super::synth::{render, SynthSpec};
 use crate::bail_input;
 
@@ -226,7 +226,7 @@ pub fn write_photo_tree(out: &Path, spec: &SynthSpec) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::cache::decode_files;
+    use crate::data::decode_list::decode_files;
     use crate::data::scan::{scan_image_folder, scan_val, DataRoot};
 
     #[test]

@@ -7,7 +7,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::augment::{normalize_channels_last, resize, to_float, Constants};
-use crate::data::cache::decode_files;
+use crate::data::decode_list::decode_files;
 use crate::eval::ensure_finite_outputs;
 use crate::eval::tta::{log_probs, Tta};
 use crate::model::Vgg16;

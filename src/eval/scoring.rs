@@ -9,12 +9,12 @@ use tch::Device;
 use crate::bail_input;
 use crate::data::ensure_same_classes;
 use crate::data::image_set::ImageSet;
-use crate::data::images;
+use crate::data::load;
 use crate::data::loader::Loader;
 use crate::data::scan::{find_classes, scan_image_folder, scan_val, DataRoot, Sample};
 use crate::data::split::{population_digest, split_population, SplitSpec};
 use crate::model::Vgg16;
-use crate::run_dir::source::Source;
+use crate::run_dir::saved_model::SavedModel;
 
 /// Which images are scored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,20 +54,20 @@ pub struct ScoringData<'a> {
     pub skip_bad_images: bool,
 }
 
-/// The samples of the holdout of `source`'s run: its recorded split over the images it could
+/// The samples of the holdout of `saved`'s run: its recorded split over the images it could
 /// decode, or, for a bare model file, the split `fallback` (seed, fraction) over `--data`.
 fn holdout_samples(
-    source: &Source,
+    saved: &SavedModel,
     root: &DataRoot,
     fallback: (i64, f64),
 ) -> Result<(Vec<String>, Vec<Sample>)> {
     let list = scan_image_folder(&root.train)?;
-    let (population, split) = match &source.meta {
+    let (population, split) = match &saved.meta {
         Some(meta) => {
-            ensure_same_classes(&meta.classes, &list.classes, &source.name())?;
+            ensure_same_classes(&meta.classes, &list.classes, &saved.name())?;
             let population = split_population(list.samples, &meta.skipped, &root.train);
             let digest = population_digest(&population, &root.train);
-            let (run, tree) = (source.name(), &root.train);
+            let (run, tree) = (saved.name(), &root.train);
             let split = meta.split.recover(population.len(), &digest, &run, tree)?;
             (population, split)
         }
@@ -84,15 +84,15 @@ fn holdout_samples(
     Ok((list.classes, samples))
 }
 
-/// The samples of the official val set, labelled with the classes `source` was trained on.
-fn val_samples(source: &Source, root: &DataRoot) -> Result<(Vec<String>, Vec<Sample>)> {
+/// The samples of the official val set, labelled with the classes `saved` was trained on.
+fn val_samples(saved: &SavedModel, root: &DataRoot) -> Result<(Vec<String>, Vec<Sample>)> {
     let Some(val_dir) = &root.val else {
         bail_input!(
             "--split val needs a root with train/ and val/; {} has no val/",
             root.train.display()
         );
     };
-    let classes = match &source.meta {
+    let classes = match &saved.meta {
         Some(meta) => meta.classes.clone(),
         None => find_classes(&root.train)?,
     };
@@ -100,11 +100,11 @@ fn val_samples(source: &Source, root: &DataRoot) -> Result<(Vec<String>, Vec<Sam
     Ok((classes, samples))
 }
 
-/// Loads the model of `source` and the images `data` names, on `device`.
-pub fn prepare(source: &Source, data: &ScoringData, device: Device) -> Result<Scoring> {
+/// Loads the model of `saved` and the images `data` names, on `device`.
+pub fn prepare(saved: &SavedModel, data: &ScoringData, device: Device) -> Result<Scoring> {
     let (classes, samples) = match data.split {
-        EvalSplit::Holdout => holdout_samples(source, data.root, data.fallback_split)?,
-        EvalSplit::Val => val_samples(source, data.root)?,
+        EvalSplit::Holdout => holdout_samples(saved, data.root, data.fallback_split)?,
+        EvalSplit::Val => val_samples(saved, data.root)?,
     };
     if samples.is_empty() {
         bail_input!(
@@ -112,16 +112,16 @@ pub fn prepare(source: &Source, data: &ScoringData, device: Device) -> Result<Sc
             data.split.name()
         );
     }
-    let model = source.load_model(classes.len(), device)?;
-    let decoded = images::decode_samples(
+    let model = saved.load_model(classes.len(), device)?;
+    let decoded = load::decode_samples(
         samples,
-        source.stored_side(),
+        saved.stored_side(),
         data.cache_dir,
         data.skip_bad_images,
     )?;
     Ok(Scoring {
         model,
-        image_size: source.image_size(),
+        image_size: saved.image_size(),
         classes,
         samples: decoded.samples,
         set: decoded.set.for_training_on(device)?,

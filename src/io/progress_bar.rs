@@ -1,5 +1,6 @@
-//! The progress bar of a long pass over images (training, a first decode): position, images/s
-//! and ETA.
+//! The look of the progress bar over a long pass over images, shared by a training run's console
+//! (`train::console`) and a first decode's progress (`data::decode_progress`): position,
+//! images/s and ETA.
 
 use std::fmt;
 

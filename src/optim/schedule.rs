@@ -19,10 +19,18 @@ pub struct Schedule {
     pub step: SchedStep,
 }
 
+/// What the schedule sets for one optimizer step: Adam's learning rate and beta1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rates {
+    pub lr: f64,
+    pub beta1: f64,
+}
+
 impl Schedule {
-    /// `(lr, beta1)` of optimizer step `step` (from 0) in `epoch` (from 1).
-    pub fn at(&self, step: u64, epoch: u32) -> (f64, f64) {
-        self.cyclic.at(self.step.position(step, epoch))
+    /// The rates of optimizer step `step` (from 0) in `epoch` (from 1).
+    pub fn at(&self, step: u64, epoch: u32) -> Rates {
+        let (lr, beta1) = self.cyclic.at(self.step.position(step, epoch));
+        Rates { lr, beta1 }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -162,7 +170,8 @@ mod tests {
             cyclic: CyclicLr::triangular2(1e-4, 6e-4, 4),
             step: SchedStep::Epoch,
         };
-        assert_eq!(per_epoch.at(17, 3), per_epoch.cyclic.at(2));
+        let (lr, beta1) = per_epoch.cyclic.at(2);
+        assert_eq!(per_epoch.at(17, 3), Rates { lr, beta1 });
     }
 
     #[test]

@@ -11,6 +11,8 @@ use plotters::coord::types::{RangedCoordu32, RangedCoordu64};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
+use crate::run_dir::metrics::{Axis, Panel};
+
 pub const WIDTH: u32 = 1600;
 pub const HEIGHT: u32 = 1000;
 const HEADER: u32 = 70;
@@ -36,29 +38,17 @@ pub struct Series {
     pub dashed: bool,
 }
 
-/// What the x axis counts: optimizer steps, or whole epochs (ticks on integers only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum XAxis {
-    Step,
-    Epoch,
-}
-
-/// One chart: a title, axis names and its lines.
-pub struct Chart {
-    pub title: String,
-    pub x: XAxis,
-    pub y_label: String,
-    /// A logarithmic y axis: for values over decades (stage 2's learning rates are a tenth of
-    /// stage 1's and would lie flat on a linear axis beside them).
-    pub log_y: bool,
+/// One chart: what it shows (its panel) and its lines.
+pub struct Chart<'p> {
+    pub panel: &'p Panel,
     pub series: Vec<Series>,
 }
 
-impl Chart {
+impl Chart<'_> {
     /// Where `y` sits on the chart's y axis: itself, or its log10 (not finite for y <= 0, so
     /// left out like any other value that is not finite).
     fn y_at(&self, y: f64) -> f64 {
-        if self.log_y {
+        if self.panel.log_y {
             y.log10()
         } else {
             y
@@ -66,12 +56,12 @@ impl Chart {
     }
 }
 
-/// A whole report page: a title with a legend of the runs, four charts in a 2x2 grid, and a
+/// A whole report page: a title with a legend of the runs, the charts two to a row, and a
 /// footer line.
 pub struct Page<'a> {
     pub title: &'a str,
     pub legend: &'a [(String, RGBColor)],
-    pub charts: &'a [Chart],
+    pub charts: &'a [Chart<'a>],
     pub footer: &'a str,
 }
 
@@ -99,7 +89,8 @@ pub fn save_png(page: &Page, path: &Path) -> Result<()> {
         let (header, rest) = root.split_vertically(HEADER);
         let (body, footer) = rest.split_vertically(HEIGHT - HEADER - FOOTER);
         draw_header(&header, page)?;
-        for (area, chart) in body.split_evenly((2, 2)).iter().zip(page.charts) {
+        let rows = page.charts.len().div_ceil(2).max(1);
+        for (area, chart) in body.split_evenly((rows, 2)).iter().zip(page.charts) {
             draw_chart(area, chart)?;
         }
         let style = (FONT, 15).into_font().color(&RGBColor(110, 110, 110));
@@ -187,17 +178,17 @@ fn draw_chart(area: &Area, chart: &Chart) -> Result<()> {
     let area = area.margin(6, 6, 10, 24);
     let (Some(x), Some(y)) = (bounds(chart, |p| p.0), bounds(chart, |p| p.1)) else {
         let caption = (FONT, 24).into_font().color(&BLACK);
-        drawing(area.draw(&Text::new(chart.title.clone(), (60, 10), caption)))?;
+        drawing(area.draw(&Text::new(chart.panel.title, (60, 10), caption)))?;
         let gray = (FONT, 20).into_font().color(&RGBColor(120, 120, 120));
         return drawing(area.draw(&Text::new("no data", (100, 200), gray)));
     };
-    match chart.x {
-        XAxis::Step => {
+    match chart.panel.x {
+        Axis::Step => {
             let (first, last) = step_range(x.0, x.1);
             let range = RangedCoordu64::from(first..last);
             plot(&area, chart, range, y, |v| v.round() as u64)
         }
-        XAxis::Epoch => {
+        Axis::Epoch => {
             let (first, last) = epoch_range(x.0, x.1);
             let range = RangedCoordu32::from(first..last);
             plot(&area, chart, range, y, |v| v.round() as u32)
@@ -220,21 +211,27 @@ where
 {
     let mut ctx = drawing(
         ChartBuilder::on(area)
-            .caption(&chart.title, (FONT, 24))
+            .caption(chart.panel.title, (FONT, 24))
             .x_label_area_size(50)
             .y_label_area_size(90)
             .build_cartesian_2d(x_range, y_lo..y_hi),
     )?;
-    let x_label = match chart.x {
-        XAxis::Step => "step",
-        XAxis::Epoch => "epoch",
+    let x_label = match chart.panel.x {
+        Axis::Step => "step",
+        Axis::Epoch => "epoch",
     };
     // a log axis is drawn as log10 of the values, its ticks labelled with the values
-    let tick = |v: &f64| y_label(&if chart.log_y { 10f64.powf(*v) } else { *v });
+    let tick = |v: &f64| {
+        y_label(&if chart.panel.log_y {
+            10f64.powf(*v)
+        } else {
+            *v
+        })
+    };
     drawing(
         ctx.configure_mesh()
             .x_desc(x_label)
-            .y_desc(chart.y_label.as_str())
+            .y_desc(chart.panel.y_label)
             .axis_desc_style((FONT, 18))
             .label_style((FONT, 16))
             .y_label_formatter(&tick)
@@ -276,13 +273,20 @@ mod tests {
 
     /// Learning rates a decade apart take the same room on a log axis; a rate of 0 has no
     /// place on it and is left out.
+    fn panel(x: Axis, log_y: bool) -> Panel {
+        Panel {
+            title: "t",
+            x,
+            y_label: "y",
+            log_y,
+        }
+    }
+
     #[test]
     fn a_log_axis_spaces_decades_evenly() {
+        let lr = panel(Axis::Step, true);
         let chart = Chart {
-            title: "lr".into(),
-            x: XAxis::Step,
-            y_label: "lr".into(),
-            log_y: true,
+            panel: &lr,
             series: vec![Series {
                 color: PALETTE[0],
                 points: vec![(1.0, 1e-4), (2.0, 1e-5), (3.0, 1e-6), (4.0, 0.0)],
@@ -313,27 +317,25 @@ mod tests {
             points: vec![(1.0, 0.2), (2.0, 0.5), (3.0, 0.4)],
             dashed,
         };
-        let chart = |x| Chart {
-            title: "t".into(),
-            x,
-            y_label: "y".into(),
-            log_y: false,
+        let panels = [
+            panel(Axis::Step, false),
+            panel(Axis::Epoch, false),
+            panel(Axis::Step, true),
+        ];
+        let chart = |panel| Chart {
+            panel,
             series: vec![line(PALETTE[0], false), line(PALETTE[1], true)],
         };
+        // five charts: three rows, the last with one
         let charts = [
-            chart(XAxis::Step),
-            chart(XAxis::Epoch),
+            chart(&panels[0]),
+            chart(&panels[1]),
             Chart {
-                title: "empty".into(),
-                x: XAxis::Epoch,
-                y_label: "y".into(),
-                log_y: false,
+                panel: &panels[1],
                 series: vec![],
             },
-            Chart {
-                log_y: true,
-                ..chart(XAxis::Step)
-            },
+            chart(&panels[2]),
+            chart(&panels[1]),
         ];
         let legend = [("a".to_string(), PALETTE[0]), ("b".to_string(), PALETTE[1])];
         let page = Page {

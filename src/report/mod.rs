@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use plotters::style::RGBColor;
 
+use crate::config::Init;
 use crate::data::loader::batches_per_epoch;
-use crate::run_dir::config::Init;
+use crate::model::ModelChoice;
 use crate::run_dir::meta::{load_meta, Meta};
-use crate::run_dir::metrics::{read_events, BatchRecord, EpochRecord, Event};
-use crate::run_dir::{ModelChoice, META_FILE, METRICS_FILE};
-use charts::{Chart, Page, Series, XAxis, PALETTE};
+use crate::run_dir::metrics::{read_events, Event, Panel, PANELS};
+use crate::run_dir::{META_FILE, METRICS_FILE};
+use charts::{Chart, Page, Series, PALETTE};
 
 /// A run's name in legends: its folder name, with the parent's when that alone is ambiguous.
 fn label(run: &Path, all: &[PathBuf]) -> String {
@@ -31,32 +32,13 @@ fn label(run: &Path, all: &[PathBuf]) -> String {
     }
 }
 
-fn chart(title: &str, x: XAxis, y_label: &str) -> Chart {
-    Chart {
-        title: title.into(),
-        x,
-        y_label: y_label.into(),
-        log_y: false,
+/// The report's charts, without lines yet.
+fn empty_charts() -> Vec<Chart<'static>> {
+    let chart = |panel| Chart {
+        panel,
         series: Vec::new(),
-    }
-}
-
-/// The four charts: training loss and learning rate (log axis) per logged step, holdout loss
-/// and holdout top-1 (solid) / top-5 (dashed) in percent per epoch.
-fn empty_charts() -> [Chart; 4] {
-    [
-        chart("Training loss (logged steps)", XAxis::Step, "loss"),
-        chart("Holdout loss per epoch", XAxis::Epoch, "mean NLL"),
-        chart(
-            "Holdout accuracy (solid top-1, dashed top-5)",
-            XAxis::Epoch,
-            "accuracy (%)",
-        ),
-        Chart {
-            log_y: true,
-            ..chart("Learning rate (log scale)", XAxis::Step, "lr")
-        },
-    ]
+    };
+    PANELS.iter().copied().map(chart).collect()
 }
 
 /// Where a run starts on the charts' axes: (steps, epochs) before its first.
@@ -112,47 +94,51 @@ fn offsets(runs: &[PathBuf], metas: &[Option<Meta>]) -> Vec<Offset> {
     out
 }
 
-/// Adds one run's lines, in `color`, to the charts, shifted by `at`.
-fn add_run(charts: &mut [Chart; 4], events: &[Event], color: RGBColor, at: Offset) {
-    let batches = || {
-        events.iter().filter_map(|e| match e {
-            Event::Batch(b) => Some(b),
-            Event::Epoch(_) => None,
-        })
-    };
-    let epochs = || {
-        events.iter().filter_map(|e| match e {
-            Event::Epoch(r) => Some(r),
-            Event::Batch(_) => None,
-        })
-    };
-    let line = |points: Vec<(f64, f64)>, dashed| Series {
-        color,
-        points,
-        dashed,
-    };
-    let [loss, holdout, accuracy, lr] = charts;
+/// Adds one run's lines, in `color`, to the charts, shifted by `at`: each metric of its
+/// records that names a chart, the first of the run in a chart solid, the others dashed.
+fn add_run(charts: &mut [Chart], events: &[Event], color: RGBColor, at: Offset) {
     let (steps, first_epoch) = at;
-    let per_step =
-        |get: fn(&BatchRecord) -> f64| batches().map(|b| (steps + b.step as f64, get(b))).collect();
-    loss.series.push(line(per_step(|b| b.loss), false));
-    lr.series.push(line(per_step(|b| b.lr), false));
-    let per_epoch = |get: fn(&EpochRecord) -> f64| {
-        epochs()
-            .map(|r| (first_epoch + f64::from(r.epoch), get(r)))
-            .collect()
-    };
-    holdout
-        .series
-        .push(line(per_epoch(|r| r.holdout_loss), false));
-    accuracy
-        .series
-        .push(line(per_epoch(|r| 100.0 * r.holdout_top1), false));
-    let top5: Vec<(f64, f64)> = epochs()
-        .filter_map(|r| Some((first_epoch + f64::from(r.epoch), 100.0 * r.holdout_top5?)))
-        .collect();
-    if !top5.is_empty() {
-        accuracy.series.push(line(top5, true));
+    /// One charted metric's points.
+    struct Line {
+        panel: &'static Panel,
+        name: &'static str,
+        points: Vec<(f64, f64)>,
+    }
+    // in the order the metrics first appear
+    let mut lines: Vec<Line> = Vec::new();
+    for event in events {
+        let (x, scalars) = match event {
+            Event::Batch(b) => (steps + b.step as f64, b.scalars()),
+            Event::Epoch(r) => (first_epoch + f64::from(r.epoch), r.scalars()),
+        };
+        for scalar in scalars {
+            let (Some(panel), Some(value)) = (scalar.chart, scalar.value) else {
+                continue;
+            };
+            let point = (x, scalar.unit.drawn(value));
+            match lines.iter_mut().find(|line| line.name == scalar.name) {
+                Some(line) => line.points.push(point),
+                None => lines.push(Line {
+                    panel,
+                    name: scalar.name,
+                    points: vec![point],
+                }),
+            }
+        }
+    }
+    let mut drawn_in: Vec<&Panel> = Vec::new();
+    for Line { panel, points, .. } in lines {
+        let Some(chart) = charts.iter_mut().find(|c| std::ptr::eq(c.panel, panel)) else {
+            continue;
+        };
+        // the run's first line in a chart is solid (colours repeat after eight runs)
+        let dashed = drawn_in.iter().any(|p| std::ptr::eq(*p, panel));
+        drawn_in.push(panel);
+        chart.series.push(Series {
+            color,
+            points,
+            dashed,
+        });
     }
 }
 
@@ -196,14 +182,14 @@ pub fn draw_curves(runs: &[PathBuf], out: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run_dir::metrics::EpochRecord;
 
+    /// A run of `epochs` epochs of 10 batches (100 training images, batches of 10).
     fn meta(init: Init, epochs: usize) -> Option<Meta> {
-        use crate::data::split::SplitSpec;
-        use crate::model::Stage;
-        use crate::run_dir::config::TrainConfig;
-        let mut config = TrainConfig::example(Stage::Base, init);
-        config.recipe.batch_size = 10;
-        let mut meta = Meta::new(Stage::Base, vec![], SplitSpec::new(1, 0.5, 200), config);
+        let mut meta = Meta::example(&["a", "b"]);
+        meta.split = crate::data::split::SplitSpec::new(1, 0.5, 200);
+        meta.config.recipe.batch_size = 10;
+        meta.config.origin.init = init;
         meta.epochs = (0..epochs).map(|_| EpochRecord::example(1.0)).collect();
         Some(meta)
     }
@@ -247,17 +233,35 @@ mod tests {
         );
     }
 
-    /// Accuracy is charted in percent, as everything else prints it, and learning rates on a
-    /// log axis.
+    /// Each charted metric is a line of its run in its chart, shifted to where the run starts:
+    /// accuracy in percent, top-1 solid and top-5 dashed, learning rates on a log axis.
     #[test]
-    fn accuracy_is_in_percent_and_the_learning_rate_on_a_log_axis() {
+    fn each_charted_metric_is_a_line_of_its_run() {
+        use crate::run_dir::metrics::BatchRecord;
         let mut charts = empty_charts();
+        let batch = Event::Batch(BatchRecord::example(3));
         let epoch = Event::Epoch(EpochRecord::example(1.0));
+        add_run(
+            &mut charts,
+            &[batch, epoch.clone()],
+            PALETTE[0],
+            (10.0, 1.0),
+        );
+        // a ninth run has the first one's colour, and its own solid and dashed lines
         add_run(&mut charts, &[epoch], PALETTE[0], (0.0, 0.0));
-        let [_, _, accuracy, lr] = &charts;
-        assert_eq!(accuracy.series[0].points, [(1.0, 50.0)]);
-        assert_eq!(accuracy.series[1].points, [(1.0, 100.0)]);
-        assert!(accuracy.y_label.contains('%') && lr.log_y);
+        let [loss, holdout, accuracy, lr] = &charts[..] else {
+            panic!("{} charts", charts.len());
+        };
+        assert_eq!(loss.series[0].points, [(13.0, 2.0)]);
+        assert_eq!(lr.series[0].points, [(13.0, 1e-4)]);
+        assert!(lr.panel.log_y);
+        assert_eq!(holdout.series.len(), 2, "one line a run");
+        let dashed: Vec<bool> = accuracy.series.iter().map(|s| s.dashed).collect();
+        assert_eq!(dashed, [false, true, false, true]);
+        assert_eq!(accuracy.series[0].points, [(2.0, 50.0)]);
+        assert_eq!(accuracy.series[1].points, [(2.0, 100.0)]);
+        assert_eq!(accuracy.series[2].points, [(1.0, 50.0)]);
+        assert!(accuracy.panel.y_label.contains('%'));
     }
 
     #[test]

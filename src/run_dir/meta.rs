@@ -7,14 +7,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::config::{validate_holdout, TrainConfig};
 use super::metrics::EpochRecord;
 use super::META_FILE;
+use crate::config::TrainConfig;
 use crate::data::decode::SIDE;
 use crate::data::split::SplitSpec;
 use crate::error::input_error;
 use crate::io::atomic_file::write_bytes_atomic;
 use crate::model::Stage;
+use crate::recipe::validate_holdout;
 
 /// Paths as JSON strings, which hold only text: a file name that is not UTF-8 is written with
 /// U+FFFD for its stray bytes, and readers compare names the same lossy way
@@ -47,7 +48,6 @@ pub struct Best {
 pub struct Meta {
     pub tool: String,
     pub version: String,
-    pub stage: Stage,
     /// Class names (wnids) in label order.
     pub classes: Vec<String>,
     /// Human names of the classes, from words.txt; a class's folder name where it has none
@@ -75,11 +75,10 @@ pub struct Meta {
 }
 
 impl Meta {
-    pub fn new(stage: Stage, classes: Vec<String>, split: SplitSpec, config: TrainConfig) -> Meta {
+    pub fn new(classes: Vec<String>, split: SplitSpec, config: TrainConfig) -> Meta {
         Meta {
             tool: env!("CARGO_PKG_NAME").to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            stage,
             classes,
             class_names: Vec::new(),
             split,
@@ -101,7 +100,16 @@ fn recipe_side() -> usize {
 
 /// Writes `meta.json` into the run directory `dir`, atomically.
 pub fn save_meta(dir: &Path, meta: &Meta) -> Result<()> {
-    let json = serde_json::to_vec_pretty(meta)?;
+    /// The file keeps the top-level `stage` that scripts read; in memory the stage is the
+    /// recipe's alone.
+    #[derive(Serialize)]
+    struct WithStage<'a> {
+        stage: Stage,
+        #[serde(flatten)]
+        meta: &'a Meta,
+    }
+    let stage = meta.config.recipe.stage;
+    let json = serde_json::to_vec_pretty(&WithStage { stage, meta })?;
     write_bytes_atomic(&dir.join(META_FILE), &json)
 }
 
@@ -149,8 +157,8 @@ impl Meta {
     /// A stage-1 run's meta.json over 10 images of `classes`, with the recipe's settings.
     pub fn example(classes: &[&str]) -> Meta {
         let classes = classes.iter().map(|c| c.to_string()).collect();
-        let config = TrainConfig::example(Stage::Base, super::config::Init::RandomInit);
-        Meta::new(Stage::Base, classes, SplitSpec::new(42, 0.05, 10), config)
+        let config = TrainConfig::example(Stage::Base, crate::config::Init::RandomInit);
+        Meta::new(classes, SplitSpec::new(42, 0.05, 10), config)
     }
 }
 
@@ -172,6 +180,20 @@ mod tests {
         fs::write(dir.path().join(META_FILE), old).unwrap();
         let back = load_meta(&dir.path().join(META_FILE)).unwrap();
         assert!(back.epochs[0].holdout_loss.is_nan());
+    }
+
+    /// meta.json names the stage at its top, as it always has.
+    #[test]
+    fn the_file_names_the_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = Meta::example(&["a", "b"]);
+        meta.config.recipe.stage = Stage::Finetune;
+        save_meta(dir.path(), &meta).unwrap();
+        let text = fs::read_to_string(dir.path().join(META_FILE)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["stage"], "finetune");
+        let back = load_meta(&dir.path().join(META_FILE)).unwrap();
+        assert_eq!(back.config.recipe.stage, Stage::Finetune);
     }
 
     /// A run written before the stored side was recorded decoded its images at the recipe's 64.

@@ -60,6 +60,184 @@ pub struct EpochRecord {
     pub host_mb: f64,
 }
 
+impl BatchRecord {
+    /// The step's numbers, by name: what TensorBoard (`train/NAME`) and the report draw.
+    pub fn scalars(&self) -> Vec<Scalar> {
+        vec![
+            Scalar::new("loss", "loss", self.loss, Unit::Loss).drawn_in(&TRAINING_LOSS),
+            Scalar::maybe("batch_acc", "batch acc", self.acc, Unit::Percent),
+            Scalar::new("lr", "lr", self.lr, Unit::Rate).drawn_in(&LEARNING_RATE),
+            Scalar::new("beta1", "beta1", self.beta1, Unit::Plain),
+        ]
+    }
+}
+
+impl EpochRecord {
+    /// The epoch's numbers, by name: what TensorBoard (`epoch/NAME`), the console's epoch line
+    /// and the report show. A new per-epoch metric is a field above and a line here.
+    pub fn scalars(&self) -> Vec<Scalar> {
+        vec![
+            Scalar::new("train_loss", "train loss", self.train_loss, Unit::Loss),
+            Scalar::new(
+                "holdout_loss",
+                "holdout loss",
+                self.holdout_loss,
+                Unit::Loss,
+            )
+            .drawn_in(&HOLDOUT_LOSS),
+            Scalar::new("holdout_top1", "top-1", self.holdout_top1, Unit::Percent)
+                .drawn_in(&HOLDOUT_ACCURACY),
+            Scalar::maybe("holdout_top5", "top-5", self.holdout_top5, Unit::Percent)
+                .drawn_in(&HOLDOUT_ACCURACY),
+            Scalar::new("lr", "lr", self.lr, Unit::Rate),
+            Scalar::new("seconds", "time", self.seconds, Unit::Seconds),
+            Scalar::new(
+                "images_per_sec",
+                "speed",
+                self.images_per_sec,
+                Unit::PerSecond,
+            ),
+            Scalar::new("host_mb", "host memory", self.host_mb, Unit::MiB),
+        ]
+    }
+}
+
+/// One named number of a record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar {
+    /// Its TensorBoard tag after the record's prefix.
+    pub name: &'static str,
+    /// Its name on the console.
+    pub label: &'static str,
+    /// `None` where the record has no such number (no top-5 under five classes).
+    pub value: Option<f64>,
+    pub unit: Unit,
+    /// The report's chart it is drawn in, if any.
+    pub chart: Option<&'static Panel>,
+}
+
+impl Scalar {
+    fn new(name: &'static str, label: &'static str, value: f64, unit: Unit) -> Scalar {
+        Scalar::maybe(name, label, Some(value), unit)
+    }
+
+    fn maybe(name: &'static str, label: &'static str, value: Option<f64>, unit: Unit) -> Scalar {
+        Scalar {
+            name,
+            label,
+            value,
+            unit,
+            chart: None,
+        }
+    }
+
+    fn drawn_in(self, chart: &'static Panel) -> Scalar {
+        Scalar {
+            chart: Some(chart),
+            ..self
+        }
+    }
+
+    /// `label value`, as the console shows it.
+    pub fn shown(&self) -> String {
+        let value = match self.value {
+            Some(value) => self.unit.show(value),
+            None => "n/a".to_string(),
+        };
+        format!("{} {value}", self.label)
+    }
+}
+
+/// What a number measures, which says how it is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Loss,
+    /// A fraction, shown and drawn in percent.
+    Percent,
+    /// A learning rate.
+    Rate,
+    Seconds,
+    /// Images per second.
+    PerSecond,
+    MiB,
+    Plain,
+}
+
+impl Unit {
+    pub fn show(self, value: f64) -> String {
+        match self {
+            Unit::Loss => format!("{value:.4}"),
+            Unit::Percent => format!("{:.2}%", 100.0 * value),
+            Unit::Rate => format!("{value:.3e}"),
+            Unit::Seconds => format!("{value:.1} s"),
+            Unit::PerSecond => format!("{value:.0} images/s"),
+            Unit::MiB => format!("{value:.0} MiB"),
+            Unit::Plain => format!("{value}"),
+        }
+    }
+
+    /// The value as the report draws it: fractions in percent.
+    pub fn drawn(self, value: f64) -> f64 {
+        match self {
+            Unit::Percent => 100.0 * value,
+            _ => value,
+        }
+    }
+}
+
+/// One chart of the report: the metrics drawn in it share its axes, the first of a run as a
+/// solid line, the next dashed.
+#[derive(Debug, PartialEq)]
+pub struct Panel {
+    pub title: &'static str,
+    /// Its x axis: the records that feed it, logged steps or epochs.
+    pub x: Axis,
+    pub y_label: &'static str,
+    /// A logarithmic y axis, for values over decades (stage 2's learning rates are a tenth of
+    /// stage 1's and would lie flat on a linear axis beside them).
+    pub log_y: bool,
+}
+
+/// What a chart's x axis counts: optimizer steps, or whole epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axis {
+    Step,
+    Epoch,
+}
+
+/// The report's charts, in order.
+pub static PANELS: [&Panel; 4] = [
+    &TRAINING_LOSS,
+    &HOLDOUT_LOSS,
+    &HOLDOUT_ACCURACY,
+    &LEARNING_RATE,
+];
+
+static TRAINING_LOSS: Panel = Panel {
+    title: "Training loss (logged steps)",
+    x: Axis::Step,
+    y_label: "loss",
+    log_y: false,
+};
+static HOLDOUT_LOSS: Panel = Panel {
+    title: "Holdout loss per epoch",
+    x: Axis::Epoch,
+    y_label: "mean NLL",
+    log_y: false,
+};
+static HOLDOUT_ACCURACY: Panel = Panel {
+    title: "Holdout accuracy (solid top-1, dashed top-5)",
+    x: Axis::Epoch,
+    y_label: "accuracy (%)",
+    log_y: false,
+};
+static LEARNING_RATE: Panel = Panel {
+    title: "Learning rate (log scale)",
+    x: Axis::Step,
+    y_label: "lr",
+    log_y: true,
+};
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase")]
@@ -150,6 +328,22 @@ fn readable_len(log: &[u8]) -> u64 {
         len += line.len();
     }
     len as u64
+}
+
+#[cfg(test)]
+impl BatchRecord {
+    /// A logged step `step` of epoch 1 with every figure set: loss 2, lr 1e-4, accuracy 0.5.
+    pub fn example(step: u64) -> BatchRecord {
+        BatchRecord {
+            stage: "base".into(),
+            epoch: 1,
+            step,
+            lr: 1e-4,
+            beta1: 0.9,
+            loss: 2.0,
+            acc: Some(0.5),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,17 +4,15 @@
 //! then renamed, so a crash leaves either the old file or the new one.
 
 pub mod checkpoint;
-pub mod config;
 pub mod lock;
 pub mod meta;
 pub mod metrics;
-pub mod source;
+pub mod saved_model;
 
 use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 
 use crate::bail_input;
 use crate::io::paths::resolved;
@@ -25,17 +23,6 @@ pub const META_FILE: &str = "meta.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 /// The model of the epoch with the best holdout top-1 so far.
 pub const BEST_FILE: &str = "best.safetensors";
-
-/// Which model of a run directory to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelChoice {
-    /// The model of the last epoch (model.safetensors)
-    #[default]
-    Last,
-    /// The model of the epoch with the best holdout top-1 (best.safetensors)
-    Best,
-}
 
 /// Refuses a fresh run into `dir` when it holds a run, unless `force`. Writes nothing: a
 /// forced run's old files go only once every input is checked (`clear_old_run`).

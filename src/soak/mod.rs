@@ -14,14 +14,16 @@ use anyhow::Result;
 use serde::Serialize;
 use tch::Device;
 
+use crate::config::{Init, Origin, Session, TrainConfig};
 use crate::data::loader::batches_per_epoch;
 use crate::data::split::SplitSpec;
 use crate::data::synth::{write_dataset, SynthSpec};
 use crate::device;
+use crate::device::DeviceChoice;
 use crate::error::Interrupted;
 use crate::model::{Amp, Stage};
-use crate::run_dir::config::{defaults, Init, Origin, Recipe, Session, TrainConfig};
-use crate::train;
+use crate::recipe::{self, Recipe};
+use crate::train::{self, Begin, StartWeights};
 use probe::{Probe, StagePlan};
 pub use probe::{Sample, StageReport};
 
@@ -35,15 +37,14 @@ const SAMPLES: u64 = 500;
 /// Optimizer steps of the whole recipe: 10 + 5 epochs of 1 485 batches of 64 (95 000
 /// training images).
 pub fn recipe_steps() -> u64 {
-    let train =
-        SplitSpec::new(defaults::SEED, defaults::HOLDOUT, TINY_IMAGENET_IMAGES).lengths()[0];
-    let epochs = defaults::BASE.epochs + defaults::FINETUNE.epochs;
-    u64::from(epochs) * batches_per_epoch(train, defaults::BATCH_SIZE) as u64
+    let train = SplitSpec::new(recipe::SEED, recipe::HOLDOUT, TINY_IMAGENET_IMAGES).lengths()[0];
+    let epochs = recipe::epochs(Stage::Base) + recipe::epochs(Stage::Finetune);
+    u64::from(epochs) * batches_per_epoch(train, recipe::BATCH_SIZE) as u64
 }
 
 /// The steps of each stage: as the recipe divides its epochs, 10 to 5.
 fn stage_steps(steps: u64) -> [(Stage, u64); 2] {
-    let (base, finetune) = (defaults::BASE.epochs, defaults::FINETUNE.epochs);
+    let (base, finetune) = (recipe::epochs(Stage::Base), recipe::epochs(Stage::Finetune));
     let first = steps * u64::from(base) / u64::from(base + finetune);
     [(Stage::Base, first), (Stage::Finetune, steps - first)]
 }
@@ -76,7 +77,7 @@ pub fn min_steps(epoch_steps: u64) -> u64 {
 pub fn synthetic_set(epoch_steps: u64, batch_size: usize) -> (usize, u64) {
     let per_epoch = |per_class: usize| {
         let [train, holdout] =
-            SplitSpec::new(defaults::SEED, defaults::HOLDOUT, CLASSES * per_class).lengths();
+            SplitSpec::new(recipe::SEED, recipe::HOLDOUT, CLASSES * per_class).lengths();
         (holdout > 0).then(|| batches_per_epoch(train, batch_size) as u64)
     };
     (1..)
@@ -130,8 +131,11 @@ pub fn run(plan: &Plan, out: &Path, device: Device) -> Result<Report> {
             soak_steps: plan.steps,
         };
         let mut probe = Probe::new(stage_plan, device, &cfg.session.out, started);
-        train::run(&cfg, None, device, &mut |step| probe.after_step(step))
-            .map_err(|e| not_resumable(e, stage))?;
+        let weights = StartWeights::open(&cfg.origin.init, cfg.recipe.which)?;
+        train::run(&cfg, Begin::New(weights), device, &mut |step| {
+            probe.after_step(step)
+        })
+        .map_err(|e| not_resumable(e, stage))?;
         let (figures, stage_samples) = probe
             .finish()
             .ok_or_else(|| anyhow::anyhow!("soak: stage {} ran no step", stage.name()))?;
@@ -184,11 +188,11 @@ fn stage_config(
         },
         session: Session {
             data: data.to_path_buf(),
-            device: device_spec(device),
+            device: DeviceChoice::of(device),
             deterministic: false,
             epochs: u32::try_from(steps.div_ceil(plan.epoch_steps)).unwrap_or(u32::MAX),
-            log_interval: defaults::LOG_INTERVAL,
-            pred_interval: defaults::PRED_INTERVAL,
+            log_interval: recipe::LOG_INTERVAL,
+            pred_interval: recipe::PRED_INTERVAL,
             cache_dir: Some(out.join("cache")),
             max_steps: Some(steps),
             checkpoint_every: None,
@@ -201,14 +205,6 @@ fn stage_config(
             resume: false,
             quiet: true,
         },
-    }
-}
-
-/// The `--device` value that names `device`.
-fn device_spec(device: Device) -> String {
-    match device {
-        Device::Cuda(n) => format!("cuda:{n}"),
-        _ => "cpu".into(),
     }
 }
 

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::bail_input;
+use crate::config::TrainConfig;
 use crate::data::cache::stored_side;
 use crate::data::ensure_same_classes;
 use crate::data::image_set::ImageSet;
-use crate::data::images;
+use crate::data::load;
 use crate::data::scan::{scan_image_folder, DataRoot};
 use crate::data::split::{population_digest, relative_to, Split, SplitSpec};
-use crate::run_dir::config::TrainConfig;
 use crate::run_dir::meta::Meta;
 
 /// The training tree, decoded and split.
@@ -81,7 +81,7 @@ impl TrainData {
             Some(e) if e.same_dataset => e.meta.stored_side,
             _ => stored_side(cfg.recipe.image_size, &list.samples),
         };
-        let decoded = images::decode_samples(
+        let decoded = load::decode_samples(
             list.samples,
             stored_side,
             cfg.session.cache_dir.as_deref(),
@@ -133,12 +133,7 @@ impl TrainData {
 
     /// The `meta.json` of a run on this data with configuration `cfg`, before any epoch.
     pub fn meta(&self, cfg: &TrainConfig) -> Meta {
-        let mut meta = Meta::new(
-            cfg.recipe.stage,
-            self.classes.clone(),
-            self.spec.clone(),
-            cfg.clone(),
-        );
+        let mut meta = Meta::new(self.classes.clone(), self.spec.clone(), cfg.clone());
         meta.skipped = self.skipped.clone();
         meta.class_names = self.class_names.clone();
         meta.stored_side = self.stored_side;

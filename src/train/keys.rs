@@ -2,7 +2,7 @@
 //! epoch, stream, batch), so that a run resumed from any checkpoint draws exactly what the
 //! uninterrupted run would have, and no stream shifts another.
 
-use crate::data::loader::key_of;
+use crate::data::draw_key::key_of;
 use crate::model::Stage;
 
 /// The separate streams of random draws.

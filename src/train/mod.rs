@@ -2,19 +2,19 @@
 //! is frozen (`Stage`) and their hyper-parameters (the `Recipe`).
 //!
 //! This file reads top to bottom as one loop: `run` opens the run (fresh or resumed); each
-//! epoch `run_epoch` trains (`train_one_epoch`: its batches, each `train_batch`, one optimizer
-//! step, logged at intervals and checkpointed when due), validates on the holdout, and
-//! `finish_epoch` saves (best model, checkpoint, model, meta.json) and decides whether to stop
-//! early. Every random draw is keyed by (seed, stage, epoch, batch), so a run resumed from any
-//! checkpoint continues exactly as it would have.
+//! epoch `run_epoch` trains (`train_one_epoch`: its batches, each `train_batch`: the learner's
+//! forward pass, the non-finite policy's word on the loss, the learner's update; logged at
+//! intervals and checkpointed when due), validates on the holdout, and `finish_epoch` saves
+//! and decides whether to stop early. The loop decides; the learner (`step`) computes; the
+//! saver (`saver`) owns the run directory, its files and its record (epochs, best model); the
+//! console only shows. Every random draw is keyed by (seed, stage, epoch, batch), so a run
+//! resumed from any checkpoint continues exactly as it would have.
 
+mod console;
 mod data;
 mod early_stop;
 mod keys;
-mod log;
 mod nonfinite;
-mod open;
-mod progress;
 mod saver;
 mod signals;
 pub mod step;
@@ -24,52 +24,48 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
+use crate::config::TrainConfig;
 use crate::data::loader::{batches_per_epoch, Batch, Loader, PlannedBatch};
 use crate::data::split::Split;
 use crate::device;
 use crate::eval::tta::Tta;
 use crate::eval::{eval_batch_size, evaluate, top5_text, topk_correct, Scores};
 use crate::io::memory::host_memory_mb;
+use crate::optim::schedule::Rates;
 use crate::run_dir::checkpoint::TrainState;
-use crate::run_dir::config::TrainConfig;
-use crate::run_dir::lock::RunLock;
-use crate::run_dir::meta::Meta;
 use crate::run_dir::metrics::{BatchRecord, EpochRecord};
 use crate::run_dir::{BEST_FILE, MODEL_FILE};
+use console::{Console, Position};
 use data::TrainData;
 use early_stop::EarlyStop;
 use keys::{Keys, Stream};
-use log::{Position, RunLog};
 use nonfinite::NonFinitePolicy;
-use open::open;
 use saver::CheckpointSaver;
+pub use saver::{Begin, StartWeights};
 use signals::{interrupted, StopSignals};
-use step::Learner;
+use step::{Forward, Learner};
 
-/// Trains one stage as `cfg` says on `device`, or resumes the run whose meta.json `recorded`
-/// is, and returns the final holdout scores. `after_step` is called after every optimizer
-/// step with the steps the stage has taken (the soak samples memory there).
+/// Trains one stage as `cfg` says on `device`, from where `begin` says (a new run, or the
+/// stopped run in `--out`), and returns the final holdout scores. `after_step` is called after
+/// every optimizer step with the steps the stage has taken (the soak samples memory there).
 pub fn run(
     cfg: &TrainConfig,
-    recorded: Option<Meta>,
+    begin: Begin,
     device: Device,
     after_step: &mut dyn FnMut(u64),
 ) -> Result<Scores> {
-    // Held to the end, by the saver: one run writes a run directory at a time.
-    let lock = RunLock::acquire(&cfg.session.out)?;
-    let start = open(cfg, recorded)?;
-    let data = TrainData::read(cfg, start.expected(cfg))?;
+    let opened = saver::open(cfg, begin)?;
+    let data = TrainData::read(cfg, opened.expected(cfg))?;
     let mut meta = data.meta(cfg);
     meta.device = Some(device::describe(device));
     meta.libtorch = device::libtorch_version();
     let (recipe, session) = (&cfg.recipe, &cfg.session);
-    let mut saver = CheckpointSaver::new(&session.out, lock, meta, session.min_delta);
     let set = data.set.for_training_on(device)?;
     let keys = Keys::new(recipe.seed, recipe.stage);
     tch::manual_seed(keys.init());
     let mut learner = Learner::new(data.classes.len(), recipe, device)
-        .with_skippable_batches(session.max_nan_skips > 0);
-    let state = start.load_into(&mut learner, &mut saver, cfg)?;
+        .with_refusable_steps(session.max_nan_skips > 0);
+    let (saver, state) = CheckpointSaver::begin(opened, meta, &mut learner)?;
     let mut trainer = Trainer {
         cfg,
         loader: Loader::new(&set, device).with_image_size(recipe.image_size),
@@ -78,7 +74,7 @@ pub fn run(
         learner,
         state,
         policy: NonFinitePolicy::new(cfg, device),
-        log: RunLog::open(cfg)?,
+        console: Console::new(session.quiet),
         saver,
         signals: StopSignals::install()?,
         stop: EarlyStop {
@@ -96,7 +92,7 @@ pub fn run(
         }
     }
     let scores = last.context("no epoch ran")?;
-    trainer.log.line(&format!(
+    trainer.console.line(&format!(
         "Finished {}: holdout top-1 {:.2}%, top-5 {}; model in {}",
         recipe.stage.name(),
         100.0 * scores.top1,
@@ -115,7 +111,7 @@ struct Trainer<'a> {
     learner: Learner,
     state: TrainState,
     policy: NonFinitePolicy,
-    log: RunLog,
+    console: Console,
     saver: CheckpointSaver,
     signals: StopSignals,
     stop: EarlyStop,
@@ -136,15 +132,14 @@ impl Trainer<'_> {
         if !complete {
             // --max-steps ended the stage inside the epoch: the checkpoint keeps this position
             // (and leaves out the scores below, so that a resumed run logs the epoch once).
-            self.saver
-                .save_resume_point(&self.learner, &mut self.state, &self.log)?;
+            self.saver.save_resume_point(&self.learner, &self.state)?;
         }
         self.precise_batch_norm(&order);
         let scores = self.validate();
         self.policy.check_holdout(epoch, &scores, !complete)?;
         let record = self.epoch_record(&scores, started, speed);
-        self.log.epoch(&record, scores.samples)?;
-        self.saver.push_epoch(record);
+        self.console.epoch(&record, scores.samples);
+        self.saver.log_epoch(record)?;
         if !complete {
             self.saver.save_model(&self.learner.model)?;
             return Ok((scores, false));
@@ -163,7 +158,7 @@ impl Trainer<'_> {
             self.cfg.recipe.stage.name(),
             self.state.epoch
         );
-        self.log
+        self.console
             .start_epoch(label, order.len() as u64, done, self.state.step);
         let device = self.loader.device();
         let mut loss_sum = Tensor::full([], self.state.loss_sum, (Kind::Double, device));
@@ -175,33 +170,35 @@ impl Trainer<'_> {
             }
             Ok(())
         })?;
-        self.log.finish_epoch();
+        self.console.finish_epoch();
         self.policy.check(self.state.epoch)?;
         self.state.loss_sum = loss_sum.double_value(&[]);
         Ok(self.state.batch >= self.per_epoch())
     }
 
-    /// One optimizer step on `batch`, its loss added to `loss_sum` on the device.
+    /// One optimizer step on `batch`, its loss added to `loss_sum` on the device: the forward
+    /// pass, the non-finite policy's word on its loss, then the update or its refusal.
     fn train_batch(&mut self, batch: &Batch, loss_sum: &mut Tensor) -> Result<()> {
         let (epoch, step) = (self.state.epoch, self.state.step);
-        let (lr, beta1) = self.cfg.recipe.schedule.at(step, epoch);
+        let rates = self.cfg.recipe.schedule.at(step, epoch);
         // Dropout draws keyed by the step, so a resumed run draws what this one would.
         let dropout_key = self
             .keys
             .epoch(epoch, Stream::Dropout, self.state.batch as u64);
         tch::manual_seed(dropout_key as i64);
-        let (policy, skipped) = (&mut self.policy, &mut self.state.nan_skips);
-        let outcome = self.learner.step(batch, (lr, beta1), |loss| {
-            policy.admit(loss, step, epoch, skipped)
-        })?;
-        if outcome.taken {
-            *loss_sum += outcome.loss.detach().to_kind(Kind::Double) * batch.len as f64;
+        let forward = self.learner.forward(batch);
+        let skipped = &mut self.state.nan_skips;
+        if self.policy.admit(&forward.loss, step, epoch, skipped)? {
+            self.learner.apply(&forward, rates);
+            *loss_sum += forward.loss.detach().to_kind(Kind::Double) * batch.len as f64;
             self.state.seen += batch.len;
+        } else {
+            self.learner.refuse(&forward);
         }
-        self.state.last_lr = lr;
-        self.log.advance(batch.len as u64);
+        self.state.last_lr = rates.lr;
+        self.console.advance(batch.len as u64);
         if step.is_multiple_of(self.cfg.session.log_interval) {
-            self.log_step(&outcome.loss, &outcome.logits, batch, (lr, beta1))?;
+            self.log_step(&forward, batch, rates)?;
         }
         self.state.batch += 1;
         self.state.step += 1;
@@ -211,27 +208,21 @@ impl Trainer<'_> {
 
     /// The loop's host reads, at log intervals only: the non-finite check, the loss, and the
     /// mini-batch accuracy at prediction intervals.
-    fn log_step(
-        &mut self,
-        loss: &Tensor,
-        logits: &Tensor,
-        batch: &Batch,
-        (lr, beta1): (f64, f64),
-    ) -> Result<()> {
+    fn log_step(&mut self, forward: &Forward, batch: &Batch, rates: Rates) -> Result<()> {
         self.policy.check(self.state.epoch)?;
         let (recipe, session) = (&self.cfg.recipe, &self.cfg.session);
         let step = self.state.step;
         let acc = step.is_multiple_of(session.pred_interval).then(|| {
-            let correct = topk_correct(&logits.detach(), &batch.labels, 1).int64_value(&[]);
+            let correct = topk_correct(&forward.logits.detach(), &batch.labels, 1).int64_value(&[]);
             correct as f64 / batch.len as f64
         });
         let record = BatchRecord {
             stage: recipe.stage.name().to_string(),
             epoch: self.state.epoch,
             step,
-            lr,
-            beta1,
-            loss: loss.double_value(&[]),
+            lr: rates.lr,
+            beta1: rates.beta1,
+            loss: forward.loss.double_value(&[]),
             acc,
         };
         let epochs_steps = self.per_epoch() as u64 * u64::from(session.epochs);
@@ -242,7 +233,9 @@ impl Trainer<'_> {
             images: self.split.train.len(),
             stage_steps: epochs_steps.min(session.max_steps.unwrap_or(u64::MAX)),
         };
-        self.log.step(&record, at)
+        self.saver.log_step(&record)?;
+        self.console.step(&record, at);
+        Ok(())
     }
 
     /// A checkpoint inside the epoch when `--checkpoint-every` says so or a signal asks the run
@@ -260,7 +253,7 @@ impl Trainer<'_> {
         }
         self.policy.check(self.state.epoch)?;
         self.state.loss_sum = loss_sum.double_value(&[]);
-        self.saver.save(&self.learner, &mut self.state, &self.log)?;
+        self.saver.save(&self.learner, &self.state)?;
         match action {
             MidEpoch::SaveAndStop(signal) => {
                 let (epoch, step) = (self.state.epoch, self.state.step);
@@ -301,15 +294,14 @@ impl Trainer<'_> {
         let best = self
             .saver
             .update_best(epoch, scores.top1, &self.learner.model)?;
-        self.state.best = Some(best);
         self.state.next_epoch();
-        self.saver.save(&self.learner, &mut self.state, &self.log)?;
+        self.saver.save(&self.learner, &self.state)?;
         if let Some(signal) = self.signals.caught() {
             let (epoch, step) = (self.state.epoch, self.state.step);
             return Err(interrupted(signal, epoch, step, &self.cfg.session.out));
         }
         if self.stop.should_stop(epoch, best) {
-            self.log.line(&format!(
+            self.console.line(&format!(
                 "Early stop: no holdout top-1 gain above {:.2} points for {} epochs; best {:.2}% \
                  at epoch {} in {}",
                 100.0 * self.cfg.session.min_delta,
@@ -377,7 +369,7 @@ impl Trainer<'_> {
 
     /// The scores of the last epoch a resumed run logged, if any.
     fn last_scores(&self) -> Option<Scores> {
-        self.saver.meta().epochs.last().map(|r| Scores {
+        self.saver.epochs().last().map(|r| Scores {
             samples: self.split.holdout.len(),
             loss: r.holdout_loss,
             top1: r.holdout_top1,

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
+use crate::config::TrainConfig;
 use crate::eval::Scores;
 use crate::optim::schedule::Schedule;
 use crate::run_dir::checkpoint::CHECKPOINT_FILE;
-use crate::run_dir::config::TrainConfig;
 
 /// Tracks non-finite losses on the device, without a host read per step: the first step whose
 /// loss was not finite, and the last finite loss.
@@ -126,7 +126,7 @@ impl NonFinitePolicy {
     }
 
     fn error(&self, step: u64, epoch: u32, last_finite: Option<f64>) -> anyhow::Error {
-        let (lr, _) = self.schedule.at(step, epoch);
+        let lr = self.schedule.at(step, epoch).lr;
         let last = last_finite.map_or(String::new(), |l| format!("; last finite loss {l:.4}"));
         anyhow::anyhow!(
             "the loss stopped being finite at step {step} (lr {lr:.3e}{last}); {}. Lower \
@@ -151,8 +151,8 @@ impl NonFinitePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Init;
     use crate::model::Stage;
-    use crate::run_dir::config::Init;
 
     #[test]
     fn finite_watch_reports_the_first_bad_step_and_last_good_loss() {

@@ -1,5 +1,6 @@
-//! One optimizer step: the model with what updates it (Adam and, under fp16, the loss scaler),
-//! the forward pass and its loss, backward and the update.
+//! One optimizer step, in two calls the loop makes: `forward` (the forward pass and its loss)
+//! and then, once the loop has admitted the loss, `apply` (backward and the update) or
+//! `refuse`. The model with what updates it: Adam and, under fp16, the loss scaler.
 
 use std::collections::HashMap;
 
@@ -11,7 +12,8 @@ use crate::io::safetensors::Named;
 use crate::model::{Amp, Vgg16, WeightScope};
 use crate::optim::adam::Adam;
 use crate::optim::loss_scaler::LossScaler;
-use crate::run_dir::config::Recipe;
+use crate::optim::schedule::Rates;
+use crate::recipe::Recipe;
 
 /// The model being trained and its optimizer state.
 pub struct Learner {
@@ -21,16 +23,16 @@ pub struct Learner {
     label_smoothing: f64,
     /// Whether a step may be refused, so that its BatchNorm statistics must be kept to put
     /// back.
-    skippable: bool,
+    refusable: bool,
 }
 
-/// What one step did.
-pub struct Stepped {
+/// A batch's forward pass, its update not yet made.
+pub struct Forward {
     /// The batch's loss and logits (still attached).
     pub loss: Tensor,
     pub logits: Tensor,
-    /// Whether the update was made (not refused for its loss).
-    pub taken: bool,
+    /// The BatchNorm statistics before the pass, which `refuse` puts back.
+    statistics: Option<Vec<Tensor>>,
 }
 
 impl Learner {
@@ -49,56 +51,51 @@ impl Learner {
             adam,
             scaler,
             label_smoothing: recipe.label_smoothing,
-            skippable: false,
+            refusable: false,
         }
     }
 
-    /// The same learner, allowed (`true`) to refuse steps for their loss.
-    pub fn with_skippable_batches(mut self, skippable: bool) -> Learner {
-        self.skippable = skippable;
+    /// The same learner, whose steps may (`true`) be refused after their forward pass.
+    pub fn with_refusable_steps(mut self, refusable: bool) -> Learner {
+        self.refusable = refusable;
         self
     }
 
-    /// One optimizer step on `batch` at `(lr, beta1)`: the forward pass and its loss, then, if
-    /// `admit` accepts the loss, backward and the update. A refused batch leaves no trace, its
-    /// BatchNorm statistics included.
-    pub fn step(
-        &mut self,
-        batch: &Batch,
-        hyper: (f64, f64),
-        admit: impl FnOnce(&Tensor) -> Result<bool>,
-    ) -> Result<Stepped> {
-        let statistics = self.skippable.then(|| self.model.batch_norm_statistics());
+    /// The forward pass of a training step on `batch`, and its loss.
+    pub fn forward(&mut self, batch: &Batch) -> Forward {
+        let statistics = self.refusable.then(|| self.model.batch_norm_statistics());
         let logits = self.model.forward_train(&batch.images);
         let loss = smoothed_nll(&logits, &batch.labels, self.label_smoothing);
-        let taken = admit(&loss)?;
-        if taken {
-            self.optimize(&loss, hyper);
-        } else if let Some(statistics) = statistics {
-            self.model.set_batch_norm_statistics(&statistics);
-        }
-        Ok(Stepped {
+        Forward {
             loss,
             logits,
-            taken,
-        })
+            statistics,
+        }
     }
 
-    /// Backward and Adam step with `(lr, beta1)`. Under fp16 the backward runs on the scaled
-    /// loss and a step whose gradients overflowed is skipped.
-    fn optimize(&mut self, loss: &Tensor, (lr, beta1): (f64, f64)) {
+    /// Backward from `forward`'s loss and the Adam step at `rates`. Under fp16 the backward
+    /// runs on the scaled loss and a step whose gradients overflowed is skipped.
+    pub fn apply(&mut self, forward: &Forward, rates: Rates) {
         self.adam.zero_grad();
         match &mut self.scaler {
             None => {
-                loss.backward();
-                self.adam.step(lr, beta1);
+                forward.loss.backward();
+                self.adam.step(rates.lr, rates.beta1);
             }
             Some(scaler) => {
-                scaler.scaled(loss).backward();
+                scaler.scaled(&forward.loss).backward();
                 if scaler.unscale(self.adam.gradients()) {
-                    self.adam.step(lr, beta1);
+                    self.adam.step(rates.lr, rates.beta1);
                 }
             }
+        }
+    }
+
+    /// Leaves no trace of `forward`: the BatchNorm statistics it moved are put back (a learner
+    /// `with_refusable_steps` keeps them).
+    pub fn refuse(&mut self, forward: &Forward) {
+        if let Some(statistics) = &forward.statistics {
+            self.model.set_batch_norm_statistics(statistics);
         }
     }
 
@@ -184,8 +181,16 @@ mod tests {
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
     }
 
-    fn take(_: &Tensor) -> Result<bool> {
-        Ok(true)
+    const RATES: Rates = Rates {
+        lr: 1e-3,
+        beta1: 0.9,
+    };
+
+    /// A step on `batch`, taken.
+    fn step(learner: &mut Learner, batch: &Batch) -> Forward {
+        let forward = learner.forward(batch);
+        learner.apply(&forward, RATES);
+        forward
     }
 
     #[test]
@@ -199,9 +204,9 @@ mod tests {
             .into_iter()
             .map(|(n, t)| (n, t.copy()))
             .collect();
-        let stepped = learner.step(&batch(4), (1e-3, 0.9), take).unwrap();
+        let stepped = step(&mut learner, &batch(4));
         assert_eq!(stepped.logits.size(), vec![4, 3]);
-        assert!(stepped.loss.double_value(&[]).is_finite() && stepped.taken);
+        assert!(stepped.loss.double_value(&[]).is_finite());
         assert_eq!(learner.adam.steps(), 1);
         for ((name, old), (_, new)) in before.iter().zip(learner.model.state()) {
             let moved = !old.equal(&new);
@@ -217,14 +222,14 @@ mod tests {
         let _generator = crate::test_generator::lock();
         tch::manual_seed(0);
         let mut learner =
-            Learner::new(3, &Recipe::of(Stage::Base), Device::Cpu).with_skippable_batches(true);
+            Learner::new(3, &Recipe::of(Stage::Base), Device::Cpu).with_refusable_steps(true);
         let before: Named = learner
             .checkpoint_tensors()
             .into_iter()
             .map(|(n, t)| (n, t.copy()))
             .collect();
-        let stepped = learner.step(&batch(4), (1e-3, 0.9), |_| Ok(false)).unwrap();
-        assert!(!stepped.taken);
+        let forward = learner.forward(&batch(4));
+        learner.refuse(&forward);
         assert_eq!(learner.adam.steps(), 0);
         for ((name, old), (_, new)) in before.iter().zip(learner.checkpoint_tensors()) {
             assert!(old.equal(&new), "{name} changed by a refused step");
@@ -236,7 +241,7 @@ mod tests {
         let _generator = crate::test_generator::lock();
         tch::manual_seed(0);
         let mut trained = Learner::new(3, &Recipe::of(Stage::Finetune), Device::Cpu);
-        trained.step(&batch(4), (1e-3, 0.9), take).unwrap();
+        step(&mut trained, &batch(4));
         let saved = || -> HashMap<String, Tensor> {
             trained
                 .checkpoint_tensors()

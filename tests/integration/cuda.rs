@@ -295,5 +295,10 @@ fn cuda_sigint_then_resume_is_exact_in_deterministic_mode() {
                  --deterministic";
     let dir = tempfile::tempdir().unwrap();
     let reference = reliability::reference_run(dir.path(), flags);
-    reliability::stop_and_resume_equals_uninterrupted(&reference, (flags, 40), libc::SIGINT, 130);
+    reliability::signals::stop_and_resume_equals_uninterrupted(
+        &reference,
+        (flags, 40),
+        libc::SIGINT,
+        130,
+    );
 }

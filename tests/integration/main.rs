@@ -8,13 +8,15 @@
 
 mod common;
 
-mod cli;
 mod cuda;
 mod download;
 mod endurance;
 mod everyday;
 mod first_day;
 mod levers;
+mod pipeline;
 mod readme;
+mod refusals;
 mod reliability;
 mod safeguards;
+mod stages;

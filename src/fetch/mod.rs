@@ -1,6 +1,7 @@
-//! `vggtiny download`: fetch the Tiny ImageNet zip (resumable, MD5-checked) and unpack it
-//! safely. The download grows `.NAME.part` and becomes `NAME` only once its MD5 matches (one
-//! that does not is kept: the MD5 given may be the mistake); unpacking is `unpack`'s.
+//! The Tiny ImageNet zip fetched (resumable, MD5-checked) and unpacked safely: the work of
+//! `vggtiny download`. The download grows `.NAME.part` and becomes `NAME` only once its MD5
+//! matches (one that does not is kept: the MD5 given may be the mistake); unpacking is
+//! `unpack`'s.
 
 mod unpack;
 

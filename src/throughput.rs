@@ -9,8 +9,9 @@ use anyhow::Result;
 use serde::Serialize;
 use tch::{Device, Kind};
 
-use crate::data::cache;
+use crate::data::cache::stored_side;
 use crate::data::image_set::ImageSet;
+use crate::data::load::decode_or_map;
 use crate::data::loader::{Loader, PlannedBatch};
 use crate::data::scan::{scan_image_folder, DataRoot, Sample};
 use crate::data::synth::{write_dataset, SynthSpec};
@@ -19,7 +20,7 @@ use crate::eval::eval_batch_size;
 use crate::io::memory::host_memory_mb;
 use crate::io::scratch::Scratch;
 use crate::model::{Amp, Stage, Vgg16};
-use crate::run_dir::config::Recipe;
+use crate::recipe::Recipe;
 use crate::train::step::Learner;
 
 /// A part of the pipeline `bench` can measure.
@@ -139,9 +140,9 @@ pub fn run(plan: &Plan) -> Result<Report> {
         batch_size: plan.batch_size,
         ..Report::default()
     };
-    let side = cache::stored_side(plan.image_size, &list);
+    let side = stored_side(plan.image_size, &list);
     let started = Instant::now();
-    let (decoded, _) = cache::decode_or_map(&list, side, None, false)?;
+    let (decoded, _) = decode_or_map(&list, side, None, false)?;
     if plan.wants(Workload::Decode) {
         report.decode_images_per_sec = Some(list.len() as f64 / started.elapsed().as_secs_f64());
         report.warm_start_seconds = Some(warm_start(&tree, side, plan, &scratch)?);
@@ -178,10 +179,10 @@ pub fn run(plan: &Plan) -> Result<Report> {
 /// model, first batch.
 fn warm_start(tree: &Path, side: usize, plan: &Plan, scratch: &Scratch) -> Result<f64> {
     let cache_dir = scratch.path().join("cache");
-    cache::decode_or_map(&samples(tree, plan.images)?, side, Some(&cache_dir), false)?;
+    decode_or_map(&samples(tree, plan.images)?, side, Some(&cache_dir), false)?;
     let started = Instant::now();
     let warm_list = samples(tree, plan.images)?;
-    let (warm, _) = cache::decode_or_map(&warm_list, side, Some(&cache_dir), false)?;
+    let (warm, _) = decode_or_map(&warm_list, side, Some(&cache_dir), false)?;
     let warm = warm.for_training_on(plan.device)?;
     let _model = Vgg16::new(200, plan.device);
     let first: Vec<usize> = (0..plan.batch_size).collect();
@@ -250,16 +251,17 @@ fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<TrainFi
             };
             let batch = batch?;
             waited += wait.elapsed().as_secs_f64();
-            learner.step(&batch, recipe.schedule.at(step as u64, 1), |_| Ok(true))?;
+            let forward = learner.forward(&batch);
+            learner.apply(&forward, recipe.schedule.at(step as u64, 1));
         }
         Ok(())
     })?;
     synchronize(device);
     let seconds = timed_start.elapsed().as_secs_f64();
-    let (lr, beta1) = recipe.schedule.at(0, 1);
+    let rates = recipe.schedule.at(0, 1);
     let started = Instant::now();
     for _ in 0..plan.steps {
-        learner.adam.step(lr, beta1);
+        learner.adam.step(rates.lr, rates.beta1);
     }
     synchronize(device);
     Ok(TrainFigures {

@@ -1,16 +1,13 @@
 //! VGG16 with the recipe's replaced classifier: the architecture as data plus one loop, tensors
 //! named as in the original program's `state_dict()` (torchvision names under `vgg16.`).
+//! `weights` lists and loads the tensors under those names; `batch_norm` keeps the head's
+//! BatchNorm statistics aside and recalibrates them.
 
-use std::collections::HashMap;
+mod batch_norm;
+pub mod weights;
 
-use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
-
-use crate::bail_input;
-
-/// Prefix of every tensor name: the original program wraps the VGG16 as attribute `vgg16`.
-pub const PREFIX: &str = "vgg16.";
 
 /// torchvision's VGG16 "D" configuration: conv3x3 output channels, `None` for a 2x2 max-pool.
 const FEATURES: [Option<i64>; 18] = [
@@ -88,17 +85,6 @@ struct BatchNorm {
     num_batches_tracked: usize,
 }
 
-impl BatchNorm {
-    /// The statistics a training forward updates: running mean, running variance, count.
-    fn statistics(&self) -> [usize; 3] {
-        [
-            self.running_mean,
-            self.running_var,
-            self.num_batches_tracked,
-        ]
-    }
-}
-
 pub struct Vgg16 {
     tensors: Vec<ModelTensor>,
     features: Vec<Layer>,
@@ -124,15 +110,6 @@ enum Mode {
 /// convolutions fastest in (30 % faster for stage 1 on a 2-core CPU, in PyTorch as here).
 pub fn channels_last(x: &Tensor) -> Tensor {
     x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
-}
-
-/// Which part of a weights file to take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightScope {
-    /// `features.*` only (ImageNet weights: their classifier is not ours).
-    Features,
-    /// Every tensor, and nothing else.
-    All,
 }
 
 /// The model's tensors as they are created, in `state_dict()` order, on the CPU.
@@ -351,47 +328,6 @@ impl Vgg16 {
         tch::no_grad(|| self.classifier(&self.features(x), Mode::Eval))
     }
 
-    /// Precise BatchNorm: replaces the head's running statistics by their exact average over
-    /// `batches` (normalised images) passed as at eval time, without dropout. The recipe's head
-    /// normalises activations that dropout rescales in training only, so the running statistics
-    /// it learns do not match what the layers see at eval time.
-    pub fn recalibrate_batch_norm(&mut self, batches: impl Iterator<Item = Tensor>) {
-        tch::no_grad(|| {
-            for bn in &self.head.bn {
-                let _ = self.tensors[bn.running_mean].tensor.shallow_clone().zero_();
-                let _ = self.tensors[bn.running_var]
-                    .tensor
-                    .shallow_clone()
-                    .fill_(1.0);
-            }
-            for (k, x) in batches.enumerate() {
-                // Momentum 1/k turns the running update into a cumulative average.
-                let momentum = 1.0 / (k + 1) as f64;
-                let _ = self.classifier(&self.features(&x), Mode::Calibrate { momentum });
-            }
-        });
-    }
-
-    /// Copies of the head's BatchNorm statistics (running mean, running variance, batch
-    /// count of both layers): a training forward updates them before its loss is known.
-    pub fn batch_norm_statistics(&self) -> Vec<Tensor> {
-        self.head
-            .bn
-            .iter()
-            .flat_map(|bn| bn.statistics().map(|i| self.t(i).copy()))
-            .collect()
-    }
-
-    /// Puts back what `batch_norm_statistics` copied.
-    pub fn set_batch_norm_statistics(&mut self, saved: &[Tensor]) {
-        let indices: Vec<usize> = self.head.bn.iter().flat_map(|bn| bn.statistics()).collect();
-        tch::no_grad(|| {
-            for (i, src) in indices.into_iter().zip(saved) {
-                self.tensors[i].tensor.copy_(src);
-            }
-        });
-    }
-
     /// Sets which parameters require gradients: the head in stage 1, everything in stage 2.
     pub fn set_stage(&mut self, stage: Stage) {
         for named in &self.tensors {
@@ -402,111 +338,12 @@ impl Vgg16 {
         }
         self.refresh_casts();
     }
-
-    /// The parameters that currently require gradients, with their full names, in model order.
-    pub fn trainable(&self) -> Vec<(String, Tensor)> {
-        self.tensors
-            .iter()
-            .filter(|n| n.tensor.requires_grad())
-            .map(|n| (format!("{PREFIX}{}", n.name), n.tensor.shallow_clone()))
-            .collect()
-    }
-
-    /// Every tensor under its `state_dict()` name, in model order (shared storage, no copies).
-    pub fn state(&self) -> Vec<(String, Tensor)> {
-        self.tensors
-            .iter()
-            .map(|n| (format!("{PREFIX}{}", n.name), n.tensor.shallow_clone()))
-            .collect()
-    }
-
-    /// Copies `part` of named tensors (names with or without the `vgg16.` prefix) into the model.
-    /// Every required tensor is checked for presence, shape and kind before anything is copied,
-    /// so a failed load leaves the model as it was. `source` names the file in errors.
-    pub fn load_weights(
-        &mut self,
-        named: Vec<(String, Tensor)>,
-        part: WeightScope,
-        source: &str,
-    ) -> Result<()> {
-        let mut by_name: HashMap<String, Tensor> = HashMap::new();
-        for (name, tensor) in named {
-            let bare = name.strip_prefix(PREFIX).unwrap_or(&name).to_string();
-            by_name.insert(bare, tensor);
-        }
-        let wanted = |n: &ModelTensor| part == WeightScope::All || n.name.starts_with("features.");
-        let mut staged = Vec::new();
-        for (i, n) in self.tensors.iter().enumerate().filter(|(_, n)| wanted(n)) {
-            let Some(src) = by_name.remove(&n.name) else {
-                bail_input!(
-                    "{source}: tensor {PREFIX}{} (or {}) missing; is this a VGG16 checkpoint?",
-                    n.name,
-                    n.name
-                );
-            };
-            if src.size() != n.tensor.size() {
-                bail_input!(
-                    "{source}: tensor {} has shape {:?}, the model needs {:?}",
-                    n.name,
-                    src.size(),
-                    n.tensor.size()
-                );
-            }
-            let src_float = src.is_floating_point();
-            let dst_float = n.tensor.is_floating_point();
-            if src_float != dst_float {
-                bail_input!(
-                    "{source}: tensor {} has kind {:?}, the model needs {:?}",
-                    n.name,
-                    src.kind(),
-                    n.tensor.kind()
-                );
-            }
-            staged.push((i, src));
-        }
-        if part == WeightScope::All {
-            if let Some(extra) = by_name.keys().min() {
-                bail_input!(
-                    "{source}: unexpected tensor {extra} ({} unexpected in all); not a checkpoint of this model",
-                    by_name.len()
-                );
-            }
-        }
-        tch::no_grad(|| {
-            for (i, src) in staged {
-                let dst = &mut self.tensors[i].tensor;
-                dst.copy_(&src.to_kind(dst.kind()).to_device(dst.device()));
-            }
-        });
-        self.refresh_casts();
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::weights::WeightScope;
     use super::*;
-
-    #[test]
-    fn names_and_shapes_are_the_original_programs() {
-        let _generator = crate::test_generator::lock();
-        let model = Vgg16::new(200, Device::Cpu);
-        let state = model.state();
-        let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
-        let convs = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28];
-        for i in convs {
-            assert!(names.contains(&format!("vgg16.features.{i}.weight").as_str()));
-        }
-        assert_eq!(names.len(), convs.len() * 2 + 3 * 2 + 2 * 5);
-        let shape = |n: &str| state.iter().find(|(k, _)| k == n).unwrap().1.size();
-        assert_eq!(shape("vgg16.features.28.weight"), vec![512, 512, 3, 3]);
-        assert_eq!(shape("vgg16.classifier.0.weight"), vec![512, 25088]);
-        assert_eq!(shape("vgg16.classifier.8.weight"), vec![200, 512]);
-        assert_eq!(
-            shape("vgg16.classifier.6.num_batches_tracked"),
-            Vec::<i64>::new()
-        );
-    }
 
     #[test]
     fn forward_shapes_and_stage_freezing() {
@@ -547,56 +384,6 @@ mod tests {
     }
 
     #[test]
-    fn recalibration_averages_batch_statistics_without_dropout() {
-        let _generator = crate::test_generator::lock();
-        let mut model = Vgg16::new(4, Device::Cpu);
-        let a = Tensor::randn([6, 3, 64, 64], (Kind::Float, Device::Cpu));
-        let b = Tensor::randn([6, 3, 64, 64], (Kind::Float, Device::Cpu)) * 2.0 + 1.0;
-        model.recalibrate_batch_norm([a.shallow_clone(), b.shallow_clone()].into_iter());
-        // Input of the first BatchNorm: Linear then ReLU on the pooled features.
-        let (w, bias) = model.head.fc[0];
-        let pre = |x: &Tensor| {
-            model
-                .features(x)
-                .adaptive_avg_pool2d([7, 7])
-                .flatten(1, -1)
-                .linear(model.t(w), Some(model.t(bias)))
-                .relu()
-        };
-        let (pa, pb) = (pre(&a), pre(&b));
-        let mean = (pa.mean_dim(0, false, Kind::Float) + pb.mean_dim(0, false, Kind::Float)) / 2.0;
-        let var = (pa.var_dim(0, true, false) + pb.var_dim(0, true, false)) / 2.0;
-        let bn = model.head.bn[0];
-        assert!(model.t(bn.running_mean).allclose(&mean, 1e-4, 1e-5, false));
-        assert!(model.t(bn.running_var).allclose(&var, 1e-4, 1e-5, false));
-        // the batch counter is a training statistic and stays untouched
-        assert_eq!(model.t(bn.num_batches_tracked).int64_value(&[]), 0);
-    }
-
-    #[test]
-    fn batch_norm_statistics_are_put_back() {
-        let _generator = crate::test_generator::lock();
-        let mut model = Vgg16::new(4, Device::Cpu);
-        let saved = model.batch_norm_statistics();
-        assert_eq!(saved.len(), 6);
-        let x = Tensor::full([3, 3, 64, 64], f64::NAN, (Kind::Float, Device::Cpu));
-        let _ = model.forward_train(&x);
-        let var = |m: &Vgg16| m.t(m.head.bn[0].running_var).shallow_clone();
-        assert!(
-            var(&model).isnan().any().int64_value(&[]) == 1,
-            "a NaN batch spoils them"
-        );
-        model.set_batch_norm_statistics(&saved);
-        assert!(var(&model).equal(&saved[1]));
-        assert_eq!(
-            model
-                .t(model.head.bn[1].num_batches_tracked)
-                .int64_value(&[]),
-            0
-        );
-    }
-
-    #[test]
     fn bf16_compute_stays_close_to_fp32_and_trains_fp32_weights() {
         let _generator = crate::test_generator::lock();
         let mut model = Vgg16::new(5, Device::Cpu);
@@ -616,7 +403,6 @@ mod tests {
         }
     }
 
-    /// The compute-type copies of frozen weights follow what is loaded and what trains.
     #[test]
     fn mixed_precision_computes_with_the_weights_loaded_last() {
         let _generator = crate::test_generator::lock();
@@ -644,43 +430,5 @@ mod tests {
             !a.forward_eval(&x).equal(&before),
             "stale copies of trained weights"
         );
-    }
-
-    #[test]
-    fn load_checks_everything_before_copying() {
-        let _generator = crate::test_generator::lock();
-        let mut a = Vgg16::new(5, Device::Cpu);
-        let b = Vgg16::new(5, Device::Cpu);
-        let mut named = b.state();
-        // unprefixed names are accepted
-        for (n, _) in named.iter_mut() {
-            *n = n.strip_prefix(PREFIX).unwrap().to_string();
-        }
-        a.load_weights(named, WeightScope::All, "b").unwrap();
-        let w = |m: &Vgg16| m.state()[0].1.copy();
-        assert_eq!(w(&a), w(&b));
-
-        let c = Vgg16::new(5, Device::Cpu);
-        let mut bad = c.state();
-        let last = bad.len() - 1;
-        bad[last].1 = Tensor::zeros([3], (Kind::Float, Device::Cpu));
-        let err = a
-            .load_weights(bad, WeightScope::All, "c.safetensors")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("c.safetensors"), "{err}");
-        // nothing copied: a still holds b's weights
-        assert_eq!(w(&a), w(&b));
-
-        let other = Vgg16::new(9, Device::Cpu);
-        let err = a
-            .load_weights(other.state(), WeightScope::All, "x")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("classifier.8.weight"), "{err}");
-        // features alone load from a model with another head
-        a.load_weights(other.state(), WeightScope::Features, "x")
-            .unwrap();
-        assert_eq!(w(&a), w(&other));
     }
 }

@@ -7,25 +7,25 @@ use anyhow::Result;
 use tch::Device;
 
 use super::checkpoint::recorded_recipe;
-use super::config::defaults;
 use super::lock::running_in;
 use super::meta::{load_meta, Meta};
-use super::{ModelChoice, BEST_FILE, META_FILE, MODEL_FILE};
+use super::{BEST_FILE, META_FILE, MODEL_FILE};
 use crate::bail_input;
 use crate::data::decode::SIDE;
 use crate::io::safetensors::{read_tensors, Named};
-use crate::model::{Vgg16, WeightScope};
+use crate::model::{ModelChoice, Vgg16, WeightScope};
+use crate::recipe;
 
 /// A model to start from or to evaluate: a run directory, or a bare weights file with the
 /// `meta.json` beside it when there is one.
-pub struct Source {
+pub struct SavedModel {
     pub model: PathBuf,
     pub meta: Option<Meta>,
 }
 
-impl Source {
+impl SavedModel {
     /// `path` is a run directory (its last or best model, as `which` says) or a model file.
-    pub fn resolve(path: &Path, which: ModelChoice) -> Result<Source> {
+    pub fn resolve(path: &Path, which: ModelChoice) -> Result<SavedModel> {
         let (model, meta_path) = if path.is_dir() {
             let file = match which {
                 ModelChoice::Last => MODEL_FILE,
@@ -50,16 +50,16 @@ impl Source {
         } else {
             None
         };
-        let source = Source { model, meta };
+        let saved = SavedModel { model, meta };
         let dir = meta_path.parent().unwrap_or(Path::new("."));
-        source.check_meta_is_the_runs(dir)?;
-        if path.is_dir() && source.meta.is_none() {
+        saved.check_meta_is_the_runs(dir)?;
+        if path.is_dir() && saved.meta.is_none() {
             // a run directory's model is scored on the run's split, which meta.json holds
             bail_input!(
                 "{}: no {META_FILE} in this directory, which records the run's split, classes \
                  and image size; put it back, or pass {} itself to use it as a bare model file",
                 path.display(),
-                source.model.display()
+                saved.model.display()
             );
         }
         if let Some(pid) = running_in(dir) {
@@ -67,10 +67,10 @@ impl Source {
             eprintln!(
                 "note: {} is still training{pid}: {} is its model as of now, not its last",
                 dir.display(),
-                source.model.display()
+                saved.model.display()
             );
         }
-        Ok(source)
+        Ok(saved)
     }
 
     /// Refuses a model whose run directory `dir` holds a checkpoint but not that run's
@@ -111,10 +111,11 @@ impl Source {
                 split.0, split.1, recipe.seed, recipe.holdout
             ));
         }
-        if meta.stage != recipe.stage {
+        let stage = meta.config.recipe.stage;
+        if stage != recipe.stage {
             differing.push(format!(
                 "a {} run in {META_FILE}, a {} run in the checkpoint",
-                meta.stage.name(),
+                stage.name(),
                 recipe.stage.name()
             ));
         }
@@ -130,7 +131,7 @@ impl Source {
     }
 }
 
-impl Source {
+impl SavedModel {
     /// The model file as error messages name it.
     pub fn name(&self) -> String {
         self.model.display().to_string()
@@ -140,7 +141,7 @@ impl Source {
     pub fn image_size(&self) -> u32 {
         self.meta
             .as_ref()
-            .map_or(defaults::IMAGE_SIZE, |m| m.config.recipe.image_size)
+            .map_or(recipe::IMAGE_SIZE, |m| m.config.recipe.image_size)
     }
 
     /// The side its run stored images at; the recipe's 64 for a bare model file.
@@ -159,7 +160,7 @@ impl Source {
         Ok(named)
     }
 
-    /// The model of this source with `classes` outputs, on `device`.
+    /// The model of this saved model with `classes` outputs, on `device`.
     pub fn load_model(&self, classes: usize, device: Device) -> Result<Vgg16> {
         let mut model = Vgg16::new(classes as i64, device);
         model.load_weights(self.model_tensors()?, WeightScope::All, &self.name())?;
@@ -187,13 +188,13 @@ mod tests {
         meta.config.recipe.image_size = 96;
         meta.stored_side = 96;
         save_meta(dir.path(), &meta).unwrap();
-        let run = Source::resolve(dir.path(), ModelChoice::Last).unwrap();
+        let run = SavedModel::resolve(dir.path(), ModelChoice::Last).unwrap();
         assert_eq!(run.name(), model.display().to_string());
         assert_eq!((run.image_size(), run.stored_side()), (96, 96));
         let elsewhere = tempfile::tempdir().unwrap();
         let bare = elsewhere.path().join("weights.safetensors");
         fs::copy(&model, &bare).unwrap();
-        let bare = Source::resolve(&bare, ModelChoice::Last).unwrap();
+        let bare = SavedModel::resolve(&bare, ModelChoice::Last).unwrap();
         assert_eq!((bare.image_size(), bare.stored_side()), (64, 64));
     }
 
@@ -212,7 +213,7 @@ mod tests {
         let model = dir.path().join("model-only.safetensors");
         save_tensors(&model, &named[..1]).unwrap();
         for path in [checkpoint, model] {
-            let tensors = Source::resolve(&path, ModelChoice::Last)
+            let tensors = SavedModel::resolve(&path, ModelChoice::Last)
                 .unwrap()
                 .model_tensors()
                 .unwrap();
