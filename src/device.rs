@@ -274,6 +274,60 @@ pub fn cuda_memory_mb(n: usize) -> Option<CudaMemory> {
     }
 }
 
+/// The name and compute capability (major, minor) of CUDA device `n`, as the CUDA runtime
+/// and driver that libtorch loaded report them; `None` where they do not answer.
+pub fn cuda_capability(n: usize) -> Option<(String, (i32, i32))> {
+    type Attribute = unsafe extern "C" fn(*mut i32, i32, i32) -> i32;
+    type Init = unsafe extern "C" fn(u32) -> i32;
+    type Get = unsafe extern "C" fn(*mut i32, i32) -> i32;
+    type Name = unsafe extern "C" fn(*mut libc::c_char, i32, i32) -> i32;
+    // cudaDevAttrComputeCapabilityMajor and ...Minor (driver_types.h)
+    const MAJOR: i32 = 75;
+    const MINOR: i32 = 76;
+    // SAFETY: looks up cudaDeviceGetAttribute in the loaded CUDA runtime and cuInit,
+    // cuDeviceGet and cuDeviceGetName in the driver library, and calls them as cuda_runtime_api.h and cuda.h
+    // declare them; the name buffer is larger than the length passed and zeroed, so that it
+    // ends in a NUL whatever the driver writes.
+    unsafe {
+        let attribute = libc::dlsym(libc::RTLD_DEFAULT, c"cudaDeviceGetAttribute".as_ptr());
+        if attribute.is_null() {
+            return None;
+        }
+        let attribute: Attribute = std::mem::transmute(attribute);
+        let (mut major, mut minor) = (0, 0);
+        if attribute(&mut major, MAJOR, n as i32) != 0
+            || attribute(&mut minor, MINOR, n as i32) != 0
+        {
+            return None;
+        }
+        let mut name = [0 as libc::c_char; 257];
+        let driver = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        if !driver.is_null() {
+            let init = libc::dlsym(driver, c"cuInit".as_ptr());
+            let get = libc::dlsym(driver, c"cuDeviceGet".as_ptr());
+            let get_name = libc::dlsym(driver, c"cuDeviceGetName".as_ptr());
+            if !init.is_null() && !get.is_null() && !get_name.is_null() {
+                let init: Init = std::mem::transmute(init);
+                let get: Get = std::mem::transmute(get);
+                let get_name: Name = std::mem::transmute(get_name);
+                // the driver names a device by its handle, which cuDeviceGet gives for the
+                // ordinal
+                let mut handle = 0;
+                if init(0) == 0 && get(&mut handle, n as i32) == 0 {
+                    get_name(name.as_mut_ptr(), 256, handle);
+                }
+            }
+        }
+        let name = std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy();
+        let name = if name.is_empty() {
+            format!("cuda:{n}")
+        } else {
+            name.into_owned()
+        };
+        Some((name, (major, minor)))
+    }
+}
+
 /// Memory in use on `device`, MiB (device-wide, as `cuda_memory_mb`); `None` on the CPU.
 pub fn device_used_mb(device: Device) -> Option<f64> {
     match device {

@@ -280,7 +280,7 @@ fn eval_throughput(set: &ImageSet, plan: &Plan) -> f64 {
     let mut model = Vgg16::new(200, device);
     model.set_compute_kind(plan.amp.compute_kind());
     let n = set.len();
-    let eval_batch = eval_batch_size(device, plan.batch_size);
+    let eval_batch = eval_batch_size(device, plan.batch_size, plan.image_size);
     let rows: Vec<usize> = (0..n).collect();
     let _ = model.forward_eval(&loader.eval_batch(&rows[..eval_batch.min(n)]).images);
     synchronize(device);

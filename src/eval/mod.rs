@@ -15,12 +15,28 @@ use tta::{log_probs, Tta};
 
 /// Images per eval forward pass inside a training run: on a GPU a large batch keeps it busy
 /// (eight training batches, at most 512, so that a smaller --batch-size also eases an eval that
-/// ran out of memory); on the CPU, speed does not depend on it and a training-sized batch keeps
-/// memory low.
-pub fn eval_batch_size(device: Device, train_batch: usize) -> usize {
+/// ran out of memory), as many as half its free memory holds at `image_size`; on the CPU,
+/// speed does not depend on it and a training-sized batch keeps memory low.
+pub fn eval_batch_size(device: Device, train_batch: usize, image_size: u32) -> usize {
     match device {
-        Device::Cpu => train_batch,
-        _ => (8 * train_batch).min(512),
+        Device::Cuda(n) => {
+            let free = crate::device::cuda_memory_mb(n).map(|m| m.free);
+            gpu_eval_batch(train_batch, image_size, free)
+        }
+        _ => train_batch,
+    }
+}
+
+/// The GPU's eval batch with `free_mib` of device memory free (unknown: not limited by it).
+/// An image's peak in an eval forward pass is the first block's input and output, 64 channels
+/// at full size in fp32: 2 x 64 x side² x 4 bytes (26 MB at 224: 512 images would need 13 GB,
+/// more than a 15 GB T4 has beside the model).
+fn gpu_eval_batch(train_batch: usize, image_size: u32, free_mib: Option<f64>) -> usize {
+    let busy = (8 * train_batch).min(512);
+    let per_image_mib = 2.0 * 64.0 * f64::from(image_size).powi(2) * 4.0 / (1024.0 * 1024.0);
+    match free_mib {
+        Some(free) => busy.min(((free / 2.0) / per_image_mib) as usize).max(1),
+        None => busy,
     }
 }
 
@@ -274,9 +290,17 @@ mod tests {
 
     #[test]
     fn a_gpu_evaluates_eight_training_batches_at_a_time_up_to_512() {
-        assert_eq!(eval_batch_size(Device::Cpu, 64), 64);
-        assert_eq!(eval_batch_size(Device::Cuda(0), 32), 256);
-        assert_eq!(eval_batch_size(Device::Cuda(0), 100), 512);
+        assert_eq!(eval_batch_size(Device::Cpu, 64, 224), 64);
+        assert_eq!(gpu_eval_batch(32, 64, None), 256);
+        assert_eq!(gpu_eval_batch(100, 64, Some(100_000.0)), 512);
+        // a T4's 15 GB at 224: half its free memory, 26 MB an image
+        assert_eq!(gpu_eval_batch(64, 224, Some(14_000.0)), 285);
+        assert_eq!(gpu_eval_batch(64, 64, Some(14_000.0)), 512);
+        assert_eq!(
+            gpu_eval_batch(64, 1024, Some(100.0)),
+            1,
+            "at least one image"
+        );
     }
 
     #[test]

@@ -183,9 +183,11 @@ impl Adam {
         let _ = self.grads.zero_();
     }
 
-    /// One update with the given learning rate and beta1: PyTorch's single-tensor Adam, op for
-    /// op, so that both round alike (Adam amplifies any rounding difference in a near-zero
-    /// gradient into a full-size step).
+    /// One update with the given learning rate and beta1: PyTorch's single-tensor Adam (its
+    /// default on the CPU), op for op, so that both round alike (Adam amplifies any rounding
+    /// difference in a near-zero gradient into a full-size step). On CUDA, PyTorch's default is
+    /// its foreach Adam, whose kernels fuse multiply-adds and divide where this rounds a
+    /// product first and multiplies by a reciprocal: about an ulp per op apart, not matched.
     pub fn step(&mut self, lr: f64, beta1: f64) {
         self.steps += 1;
         let step = self.steps as f64;

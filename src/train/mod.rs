@@ -80,8 +80,16 @@ pub fn run(
         stop: EarlyStop {
             patience: session.early_stop,
         },
+        eval_batch: eval_batch_size(device, recipe.batch_size, recipe.image_size),
         after_step,
     };
+    if device != Device::Cpu {
+        let (batch, side) = (trainer.eval_batch, recipe.image_size);
+        // sized from the device's free memory as it is now: said, since it differs by GPU
+        trainer.console.line(&format!(
+            "holdout eval in batches of {batch} images at {side}x{side}"
+        ));
+    }
     let mut last = trainer.last_scores();
     let max_steps = session.max_steps.unwrap_or(u64::MAX);
     while trainer.state.epoch <= session.epochs && trainer.state.step < max_steps {
@@ -115,6 +123,8 @@ struct Trainer<'a> {
     saver: CheckpointSaver,
     signals: StopSignals,
     stop: EarlyStop,
+    /// Images per holdout forward pass.
+    eval_batch: usize,
     after_step: &'a mut dyn FnMut(u64),
 }
 
@@ -278,12 +288,11 @@ impl Trainer<'_> {
     }
 
     fn validate(&self) -> Scores {
-        let batch = eval_batch_size(self.loader.device(), self.cfg.recipe.batch_size);
         evaluate(
             &self.learner.model,
             &self.loader,
             &self.split.holdout,
-            batch,
+            self.eval_batch,
             Tta::None,
         )
     }

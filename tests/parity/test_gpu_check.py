@@ -115,3 +115,118 @@ def test_a_binary_built_against_another_torch_is_refused(vggtiny_bin, tmp_path):
     (wrapper.parent / "build.json").write_text(json.dumps({"torch": "1.0.0+cu130"}))
     stderr = one_line_refusal(gpu_check(tmp_path, "--bin", wrapper))
     assert "built against torch 1.0.0+cu130" in stderr and "build.json" in stderr
+
+
+def test_gpu_check_killed_outright_leaves_no_process(vggtiny_bin, tmp_path):
+    # SIGKILL: no handler of gpu-check runs; its reaper ends what it started. The training
+    # command is a long wait, a grandchild behind a shell, so that only a kill ends it.
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    binary = folder / "vggtiny"
+    binary.write_text(f'#!/bin/sh\ncase "$*" in *train-base*) {sys.executable} -c '
+                      f'"import time; time.sleep(600)" "$@"; exit;; esac\n'
+                      f'exec "{vggtiny_bin}" "$@"\n')
+    binary.chmod(0o755)
+    proc = gpu_check(tmp_path, "--bin", binary, "--only", "full-scale")
+    deadline = time.monotonic() + 60
+    while not any("train-base" in p for p in processes_naming(str(tmp_path))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 10
+    while processes_naming(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_naming(str(tmp_path)) == []
+
+
+def test_a_binary_that_cannot_start_is_named_in_one_line(tmp_path):
+    # what the loader prints when a library is missing, from a stand-in binary
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    binary = folder / "vggtiny"
+    binary.write_text("#!/bin/sh\necho 'vggtiny: error while loading shared libraries: "
+                      "libmissing.so.1: cannot open shared object file' >&2\nexit 127\n")
+    binary.chmod(0o755)
+    proc = gpu_check(tmp_path, "--bin", binary)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "stopping: every other step needs the binary to start" in stdout
+    step, = report(tmp_path)["steps"]
+    assert step["status"] == "fail", step
+    assert "libmissing.so.1" in step["loader"] and "cannot start here" in step["reason"], step
+
+
+def test_a_failing_throughput_row_keeps_the_others(vggtiny_bin, tmp_path):
+    # the binary fails at one image size only
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    binary = folder / "vggtiny"
+    binary.write_text(f'#!/bin/sh\ncase "$*" in *"--image-size 96"*) echo "out of memory" >&2; '
+                      f'exit 1;; esac\nexec "{vggtiny_bin}" "$@"\n')
+    binary.chmod(0o755)
+    proc = gpu_check(tmp_path, "--bin", binary, "--only", "throughput")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stdout + stderr
+    step, = report(tmp_path)["steps"]
+    assert step["status"] == "fail" and "1 row(s) failed" in step["reason"], step
+    failed = [r for r in step["bench"] if "failed" in r]
+    assert [(r["image_size"], r["amp"]) for r in failed] == [(96, "off")], step["bench"]
+    assert "out of memory" in failed[0]["failed"]
+    rows = [r for r in step["bench"] if r["image_size"] == 64 and r["amp"] == "off"]
+    assert rows and rows[0]["stage1_images_per_sec"] > 0
+    assert any("images_per_sec" in r for r in step["reference"])
+    assert "failed: " in (tmp_path / "out" / "gpu-check.md").read_text()
+
+
+def load_gpu_check():
+    """scripts/gpu-check as a module (its file has no .py suffix)."""
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.SourceFileLoader("gpu_check", str(GPU_CHECK))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("gpu_check", loader))
+    loader.exec_module(module)
+    return module
+
+
+def test_a_command_at_its_cap_keeps_its_output_for_the_log(tmp_path):
+    # the CUDA tests' step writes cuda-tests.log from what the harness printed before its cap
+    import torch
+    from types import SimpleNamespace
+    gc = load_gpu_check()
+    args = SimpleNamespace(dry_run=True, bin=sys.executable, tests=sys.executable)
+    ctx = gc.Context(args, torch, tmp_path)
+    try:
+        ctx.result = {"device": None, "dry_run": True, "started": "", "machine": "", "caps": {},
+                      "timed_out": [], "steps": []}
+        ctx.entry = {}
+        ctx.deadline = time.monotonic() + 3
+        harness = ("print('test cuda::a ... ok'); print('test cuda::b ... FAILED', flush=True); "
+                   "import time; time.sleep(60)")
+        started = time.monotonic()
+        try:
+            ctx.run([sys.executable, "-c", harness])
+            raise AssertionError("no timeout")
+        except gc.Timeout as e:
+            timeout = e
+        assert time.monotonic() - started < 20
+        fig = {}
+        gc.count_tests(fig, timeout.output, tmp_path / "cuda-tests.log")
+        assert fig["passed"] == 1 and fig["failed"] == ["cuda::b"], fig
+        assert "cuda::a" in (tmp_path / "cuda-tests.log").read_text()
+        assert ctx.entry["commands"][-1]["exit"] == "timeout"
+    finally:
+        ctx.close()
+
+
+def test_bf16_is_left_out_on_a_gpu_without_bf16_tensor_cores(tmp_path):
+    from types import SimpleNamespace
+    gc = load_gpu_check()
+    args = SimpleNamespace(parity_seeds=1)
+    t4 = SimpleNamespace(capability=(7, 5), dry=False, args=args)
+    row = gc.bench_row(t4, tmp_path, 64, "bf16", (64, 1, 8))
+    assert row["skipped"] == "no bf16 tensor cores (compute capability 7.5)", row
+    runs = [name for name, _, _ in gc.parity_plan(t4)]
+    assert "vggtiny_fp16" in runs and "vggtiny_bf16" not in runs, runs
+    h200 = SimpleNamespace(capability=(9, 0), dry=False, args=args)
+    assert "vggtiny_bf16" in [name for name, _, _ in gc.parity_plan(h200)]
