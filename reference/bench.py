@@ -83,17 +83,20 @@ def main():
                    help="cuDNN benchmark mode (vggtiny's on CUDA unless --deterministic)")
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off",
                    help="mixed precision of the train and eval workloads")
+    p.add_argument("--image-size", type=int, default=64,
+                   help="side the training crop is resized to (the train workloads)")
     args = p.parse_args()
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
 
     root = recipe.train_root(args.data)
-    train = datasets.ImageFolder(root, transform=recipe.train_transform())
+    train = datasets.ImageFolder(root, transform=recipe.train_transform(args.image_size))
     subset = Subset(train, range(min(args.images, len(train))))
     n_classes = max(200, len(train.classes))
     device = args.device
     out = {"workload": args.workload, "workers": args.workers, "device": device,
            "images": len(subset), "batch_size": args.batch_size, "amp": args.amp,
-           "channels_last": args.channels_last, "cudnn_benchmark": args.cudnn_benchmark}
+           "channels_last": args.channels_last, "cudnn_benchmark": args.cudnn_benchmark,
+           "image_size": args.image_size}
 
     if args.workload == "decode":
         paths = [path for path, _ in train.samples[:len(subset)]]

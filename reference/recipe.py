@@ -23,9 +23,11 @@ MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
 
 
-def train_transform():
+def train_transform(side=64):
+    """The recipe's training transforms; `side` other than its 64 is the benchmark's larger
+    input (the same crop, resized to `side`)."""
     return v2.Compose([
-        v2.RandomResizedCrop(64, scale=(56 / 64, 56 / 64), ratio=(1.0, 1.0)),
+        v2.RandomResizedCrop(side, scale=(56 / 64, 56 / 64), ratio=(1.0, 1.0)),
         v2.RandomHorizontalFlip(),
         v2.ColorJitter(saturation=(0.5, 2.0), hue=(-0.05, 0.05)),
         v2.ToImage(),

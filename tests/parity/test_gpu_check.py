@@ -176,6 +176,9 @@ def test_a_failing_throughput_row_keeps_the_others(vggtiny_bin, tmp_path):
     rows = [r for r in step["bench"] if r["image_size"] == 64 and r["amp"] == "off"]
     assert rows and rows[0]["stage1_images_per_sec"] > 0
     assert any("images_per_sec" in r for r in step["reference"])
+    # stage 2 at the largest size is measured on the reference's side too
+    assert any(r["image_size"] == 96 and r["workload"] == "finetune" and "images_per_sec" in r
+               for r in step["reference"]), step["reference"]
     assert "failed: " in (tmp_path / "out" / "gpu-check.md").read_text()
 
 
@@ -230,3 +233,21 @@ def test_bf16_is_left_out_on_a_gpu_without_bf16_tensor_cores(tmp_path):
     assert "vggtiny_fp16" in runs and "vggtiny_bf16" not in runs, runs
     h200 = SimpleNamespace(capability=(9, 0), dry=False, args=args)
     assert "vggtiny_bf16" in [name for name, _, _ in gc.parity_plan(h200)]
+
+
+def test_ratios_set_each_size_against_the_reference_at_that_size():
+    gc = load_gpu_check()
+    ours = [{"image_size": 64, "amp": "off", "stage1_images_per_sec": 100.0,
+             "stage2_images_per_sec": 50.0},
+            {"image_size": 224, "amp": "off", "stage1_images_per_sec": 10.0,
+             "stage2_images_per_sec": 8.0}]
+    # the 64 rows of earlier reports name no size
+    ref = [{"workers": 0, "workload": "train-base", "amp": "off", "images_per_sec": 20.0},
+           {"workers": 0, "workload": "finetune", "amp": "off", "images_per_sec": 25.0},
+           {"workers": 16, "workload": "finetune", "amp": "off", "image_size": 224,
+            "images_per_sec": 4.0}]
+    fig = {"bench": ours, "reference": ref}
+    gc.throughput_ratios(fig)
+    assert fig["ratios"] == {"stage1_fp32_vs_ref_fp32_0_workers": 5.0,
+                             "stage2_fp32_vs_ref_fp32_0_workers": 2.0,
+                             "stage2_fp32_224px_vs_ref_fp32_16_workers": 2.0}
