@@ -124,19 +124,13 @@ fn nvidia_driver() -> Option<(String, Option<i32>)> {
         .unwrap_or("unknown")
         .to_string();
     type DriverGetVersion = unsafe extern "C" fn(*mut i32) -> i32;
-    // SAFETY: opens the driver's own library and calls `cuDriverGetVersion(int*)` as
-    // declared in cuda.h; it needs no initialisation.
-    let cuda = unsafe {
-        let lib = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_LAZY);
-        let sym = if lib.is_null() {
-            std::ptr::null_mut()
-        } else {
-            libc::dlsym(lib, c"cuDriverGetVersion".as_ptr())
-        };
+    let cuda = driver_symbol(c"cuDriverGetVersion").and_then(|sym| {
         let mut v = 0;
-        (!sym.is_null() && std::mem::transmute::<*mut c_void, DriverGetVersion>(sym)(&mut v) == 0)
-            .then_some(v)
-    };
+        // SAFETY: `cuDriverGetVersion(int*)` as declared in cuda.h; it needs no
+        // initialisation.
+        let got = unsafe { std::mem::transmute::<*mut c_void, DriverGetVersion>(sym)(&mut v) };
+        (got == 0).then_some(v)
+    });
     Some((version, cuda))
 }
 
@@ -275,56 +269,49 @@ pub fn cuda_memory_mb(n: usize) -> Option<CudaMemory> {
 }
 
 /// The name and compute capability (major, minor) of CUDA device `n`, as the CUDA runtime
-/// and driver that libtorch loaded report them; `None` where they do not answer.
+/// that libtorch loaded and the driver report them; `None` where the runtime does not answer.
 pub fn cuda_capability(n: usize) -> Option<(String, (i32, i32))> {
     type Attribute = unsafe extern "C" fn(*mut i32, i32, i32) -> i32;
-    type Init = unsafe extern "C" fn(u32) -> i32;
-    type Get = unsafe extern "C" fn(*mut i32, i32) -> i32;
-    type Name = unsafe extern "C" fn(*mut libc::c_char, i32, i32) -> i32;
     // cudaDevAttrComputeCapabilityMajor and ...Minor (driver_types.h)
     const MAJOR: i32 = 75;
     const MINOR: i32 = 76;
-    // SAFETY: looks up cudaDeviceGetAttribute in the loaded CUDA runtime and cuInit,
-    // cuDeviceGet and cuDeviceGetName in the driver library, and calls them as cuda_runtime_api.h and cuda.h
-    // declare them; the name buffer is larger than the length passed and zeroed, so that it
-    // ends in a NUL whatever the driver writes.
+    let attribute = loaded_symbol(c"cudaDeviceGetAttribute")?;
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: cudaDeviceGetAttribute(int*, cudaDeviceAttr, int) as cuda_runtime_api.h declares
+    // it, writing into the two ints.
+    let answered = unsafe {
+        let attribute = std::mem::transmute::<*mut c_void, Attribute>(attribute);
+        attribute(&mut major, MAJOR, n as i32) == 0 && attribute(&mut minor, MINOR, n as i32) == 0
+    };
+    if !answered {
+        return None;
+    }
+    let name = driver_device_name(n).unwrap_or_else(|| format!("cuda:{n}"));
+    Some((name, (major, minor)))
+}
+
+/// The driver's name of CUDA device `n` ("Tesla T4"); `None` without the driver's answer.
+fn driver_device_name(n: usize) -> Option<String> {
+    type Init = unsafe extern "C" fn(u32) -> i32;
+    type Get = unsafe extern "C" fn(*mut i32, i32) -> i32;
+    type Name = unsafe extern "C" fn(*mut libc::c_char, i32, i32) -> i32;
+    let (init, get, get_name) = (
+        driver_symbol(c"cuInit")?,
+        driver_symbol(c"cuDeviceGet")?,
+        driver_symbol(c"cuDeviceGetName")?,
+    );
+    let mut name = [0 as libc::c_char; 257];
+    // SAFETY: cuInit, cuDeviceGet and cuDeviceGetName as cuda.h declares them; the driver
+    // names a device by the handle cuDeviceGet gives for its ordinal. The zeroed buffer is
+    // longer than the length passed, so it ends in a NUL whatever the driver writes.
     unsafe {
-        let attribute = libc::dlsym(libc::RTLD_DEFAULT, c"cudaDeviceGetAttribute".as_ptr());
-        if attribute.is_null() {
-            return None;
-        }
-        let attribute: Attribute = std::mem::transmute(attribute);
-        let (mut major, mut minor) = (0, 0);
-        if attribute(&mut major, MAJOR, n as i32) != 0
-            || attribute(&mut minor, MINOR, n as i32) != 0
-        {
-            return None;
-        }
-        let mut name = [0 as libc::c_char; 257];
-        let driver = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
-        if !driver.is_null() {
-            let init = libc::dlsym(driver, c"cuInit".as_ptr());
-            let get = libc::dlsym(driver, c"cuDeviceGet".as_ptr());
-            let get_name = libc::dlsym(driver, c"cuDeviceGetName".as_ptr());
-            if !init.is_null() && !get.is_null() && !get_name.is_null() {
-                let init: Init = std::mem::transmute(init);
-                let get: Get = std::mem::transmute(get);
-                let get_name: Name = std::mem::transmute(get_name);
-                // the driver names a device by its handle, which cuDeviceGet gives for the
-                // ordinal
-                let mut handle = 0;
-                if init(0) == 0 && get(&mut handle, n as i32) == 0 {
-                    get_name(name.as_mut_ptr(), 256, handle);
-                }
-            }
-        }
+        let mut handle = 0;
+        let named = std::mem::transmute::<*mut c_void, Init>(init)(0) == 0
+            && std::mem::transmute::<*mut c_void, Get>(get)(&mut handle, n as i32) == 0
+            && std::mem::transmute::<*mut c_void, Name>(get_name)(name.as_mut_ptr(), 256, handle)
+                == 0;
         let name = std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy();
-        let name = if name.is_empty() {
-            format!("cuda:{n}")
-        } else {
-            name.into_owned()
-        };
-        Some((name, (major, minor)))
+        (named && !name.is_empty()).then(|| name.into_owned())
     }
 }
 
@@ -340,7 +327,7 @@ pub fn device_used_mb(device: Device) -> Option<f64> {
 /// (`2.11.0+cu130`): read beside the loaded `libtorch_cpu.so`, from `torch/version.py` or a
 /// standalone libtorch's `build-version`.
 pub fn libtorch_version() -> Option<String> {
-    let symbol = context_member(c"_ZN2at13globalContextEv")?;
+    let symbol = loaded_symbol(c"_ZN2at13globalContextEv")?;
     // SAFETY: dladdr only reads the loader's tables for an address inside a loaded library.
     let library = unsafe {
         let mut info: libc::Dl_info = std::mem::zeroed();
@@ -372,11 +359,26 @@ fn global_context() -> Option<*mut c_void> {
     }
 }
 
-/// Looks up a member function of `at::Context` by its mangled name.
-fn context_member(name: &std::ffi::CStr) -> Option<*mut c_void> {
+/// A symbol of the libraries loaded (libtorch and the CUDA runtime it loaded: a member
+/// function of `at::Context` by its mangled name, a runtime function); `None` where none has it.
+fn loaded_symbol(name: &std::ffi::CStr) -> Option<*mut c_void> {
     // SAFETY: a symbol lookup in the loaded libraries.
     let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
     (!sym.is_null()).then_some(sym)
+}
+
+/// A symbol of the NVIDIA driver's library; `None` without a driver.
+fn driver_symbol(name: &std::ffi::CStr) -> Option<*mut c_void> {
+    // SAFETY: opens the driver's library (a second open only counts a reference; it stays
+    // loaded) and looks the symbol up in it.
+    unsafe {
+        let lib = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_LAZY);
+        if lib.is_null() {
+            return None;
+        }
+        let sym = libc::dlsym(lib, name.as_ptr());
+        (!sym.is_null()).then_some(sym)
+    }
 }
 
 /// Subnormal floats computed and read as zero on the CPU (the x86 FTZ and DAZ modes, through
@@ -390,7 +392,7 @@ fn context_member(name: &std::ffi::CStr) -> Option<*mut c_void> {
 /// in PyTorch; elsewhere it stays off).
 pub fn flush_denormals() -> bool {
     type SetFlag = unsafe extern "C" fn(bool) -> bool;
-    let Some(set) = context_member(c"_ZN2at7Context16setFlushDenormalEb") else {
+    let Some(set) = loaded_symbol(c"_ZN2at7Context16setFlushDenormalEb") else {
         return false;
     };
     // SAFETY: the symbol is `static bool at::Context::setFlushDenormal(bool)`; it sets this
@@ -414,7 +416,7 @@ pub fn set_deterministic(on: bool) -> Result<()> {
     }
     let (Some(context), Some(cudnn)) = (
         global_context(),
-        context_member(c"_ZN2at7Context21setDeterministicCuDNNEb"),
+        loaded_symbol(c"_ZN2at7Context21setDeterministicCuDNNEb"),
     ) else {
         anyhow::bail!("deterministic mode: libtorch's context switches were not found");
     };
@@ -434,7 +436,7 @@ mod tests {
     fn deterministic() -> Option<bool> {
         type GetFlag = unsafe extern "C" fn(*mut c_void) -> bool;
         let context = global_context()?;
-        let get = context_member(c"_ZNK2at7Context18deterministicCuDNNEv")?;
+        let get = loaded_symbol(c"_ZNK2at7Context18deterministicCuDNNEv")?;
         // SAFETY: `bool at::Context::deterministicCuDNN() const` on the global context.
         Some(unsafe { std::mem::transmute::<*mut c_void, GetFlag>(get)(context) })
     }

@@ -48,15 +48,18 @@ impl CheckpointSaver {
     ) -> Result<(CheckpointSaver, TrainState)> {
         let Opened { lock, start } = opened;
         let dir = meta.config.session.out.clone();
-        let fresh = matches!(start, StartPoint::Fresh(_));
-        let (state, best, epochs) = match start {
+        match start {
             StartPoint::Fresh(weights) => {
                 if let Some(w) = weights {
                     learner.model.load_weights(w.named, w.part, &w.source)?;
                 }
                 // Every input is checked and read by now: an old run's files may go.
                 clear_old_run(&dir)?;
-                (TrainState::start(), None, Vec::new())
+                let saver = CheckpointSaver::with_log(dir, lock, meta)?;
+                // meta.json (the recipe) goes to disk before the first checkpoint, so that a
+                // run killed between the two can still be resumed.
+                saver.save_meta()?;
+                Ok((saver, TrainState::start()))
             }
             StartPoint::Resumed {
                 tensors,
@@ -65,32 +68,31 @@ impl CheckpointSaver {
             } => {
                 let source = dir.display().to_string();
                 learner.restore(tensors, saved.adam_steps, &source)?;
-                let epochs = resumed_epochs(&dir.join(METRICS_FILE), &saved, recorded)?;
-                let state = &saved.state;
+                let mut meta = meta;
+                meta.epochs = resumed_epochs(&dir.join(METRICS_FILE), &saved, recorded)?;
+                meta.best = saved.best;
+                let state = saved.state;
                 eprintln!(
                     "resuming {source} at epoch {}, batch {} (step {})",
                     state.epoch, state.batch, state.step
                 );
-                (saved.state, saved.best, epochs)
+                let mut saver = CheckpointSaver::with_log(dir, lock, meta)?;
+                saver.check_best(&state, &learner.model)?;
+                Ok((saver, state))
             }
-        };
+        }
+    }
+
+    /// The saver of the run `meta` describes in `dir`, its metrics log opened for appending
+    /// (after a fresh run cleared the old one, or a resumed run cut it back).
+    fn with_log(dir: PathBuf, lock: RunLock, meta: Meta) -> Result<CheckpointSaver> {
         let log = MetricsLog::open(&meta.config)?;
-        let mut saver = CheckpointSaver {
+        Ok(CheckpointSaver {
             dir,
             lock,
             meta,
             log,
-        };
-        saver.meta.epochs = epochs;
-        saver.meta.best = best;
-        if fresh {
-            // meta.json (the recipe) goes to disk before the first checkpoint, so that a run
-            // killed between the two can still be resumed.
-            saver.save_meta()?;
-        } else {
-            saver.check_best(&state, &learner.model)?;
-        }
-        Ok((saver, state))
+        })
     }
 
     /// The epochs so far.
