@@ -222,6 +222,38 @@ def test_a_command_at_its_cap_keeps_its_output_for_the_log(tmp_path):
         ctx.close()
 
 
+def test_a_command_at_its_cap_is_gone_whole_before_the_next_starts(tmp_path):
+    # a shell whose child holds 2 GiB and writes to a file, not to gpu-check's pipes (as
+    # `wrapped` does): once killed, the shell is collected at once while the child takes a
+    # tenth of a second to release its memory, a GPU's memory as well on a GPU
+    import torch
+    from types import SimpleNamespace
+    gc = load_gpu_check()
+    args = SimpleNamespace(dry_run=True, bin=sys.executable, tests=sys.executable)
+    ctx = gc.Context(args, torch, tmp_path)
+    pid_file = tmp_path / "child.pid"
+    try:
+        ctx.result = {"device": None, "dry_run": True, "started": "", "machine": "", "caps": {},
+                      "timed_out": [], "steps": []}
+        ctx.entry = {}
+        ctx.deadline = time.monotonic() + 5
+        child = ("import os, time; b = bytes(range(256)) * (8 << 20); print(os.getpid(), flush=True); "
+                 "time.sleep(60)")
+        try:
+            ctx.run(["sh", "-c", f'"{sys.executable}" -c "{child}" >"{pid_file}" 2>&1; echo'])
+            raise AssertionError("no timeout")
+        except gc.Timeout:
+            pass
+        pid = int(pid_file.read_text())
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            state = "gone"
+        assert state in ("Z", "gone"), f"the killed child is still in state {state}"
+    finally:
+        ctx.close()
+
+
 def test_bf16_is_left_out_on_a_gpu_without_bf16_tensor_cores(tmp_path):
     from types import SimpleNamespace
     gc = load_gpu_check()
