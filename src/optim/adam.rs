@@ -1,8 +1,9 @@
 //! Adam, written out so that its state is ours to save and restore, with the arithmetic of
-//! PyTorch's single-tensor `torch.optim.Adam`, over flat buffers: the parameters, their
-//! gradients and both moments each live in one tensor, every parameter a view into it, so one
-//! step is a handful of elementwise operations over all parameters instead of ten per
-//! parameter tensor (on a GPU, launches rather than arithmetic bound a per-tensor step).
+//! PyTorch's default `torch.optim.Adam` on the parameters' device, over flat buffers: the
+//! parameters, their gradients and both moments each live in one tensor, every parameter a
+//! view into it, so one step is a handful of elementwise operations over all parameters
+//! instead of ten per parameter tensor (on a GPU, launches rather than arithmetic bound a
+//! per-tensor step).
 
 use std::collections::HashMap;
 
@@ -11,9 +12,37 @@ use tch::{Kind, Tensor};
 
 use crate::bail_input;
 
-/// Tensor operations one `step` issues, each over the whole flat buffer: the ten of its
-/// body.
-const OPS_PER_STEP: u64 = 10;
+/// Which of PyTorch's Adam implementations a step computes, op for op: the one PyTorch runs
+/// by default on the parameters' device. Adam amplifies any rounding difference in a
+/// near-zero gradient into a full-size step, so each value must round where PyTorch's does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Arithmetic {
+    /// The single-tensor implementation, PyTorch's default on the CPU.
+    SingleTensor,
+    /// The foreach implementation, PyTorch's default on CUDA. Its kernels compute
+    /// `v + (1 - beta2) * (g * g)` and `p + s * (m / d)` with one fused multiply-add each, and
+    /// divide by sqrt(bias correction 2) where a CUDA division by a scalar multiplies by its
+    /// reciprocal.
+    Foreach,
+}
+
+impl Arithmetic {
+    fn of(device: tch::Device) -> Arithmetic {
+        if device.is_cuda() {
+            Arithmetic::Foreach
+        } else {
+            Arithmetic::SingleTensor
+        }
+    }
+
+    /// Tensor operations one `step` issues, each over the whole flat buffer or a 0-dim one.
+    fn ops_per_step(self) -> u64 {
+        match self {
+            Arithmetic::SingleTensor => 10,
+            Arithmetic::Foreach => 11,
+        }
+    }
+}
 
 /// Where a parameter lives in the flat buffers: its offset, size and strides.
 struct Slot {
@@ -45,6 +74,13 @@ pub struct Adam {
     /// allocated at every step.
     scratch: Tensor,
     denom: Tensor,
+    /// 0-dim tensors on the parameters' device holding a step's scalars for the foreach
+    /// arithmetic: a factor there makes `addcmul_` one fused multiply-add (`addcmul_` takes no
+    /// scalar factor through tch), and a 0-dim divisor there a true division.
+    sq_factor: Tensor,
+    step_factor: Tensor,
+    divisor: Tensor,
+    arithmetic: Arithmetic,
     /// Optimizer steps taken (PyTorch keeps one count per parameter; they are all equal).
     steps: u64,
     beta2: f64,
@@ -104,7 +140,13 @@ impl Adam {
             }
         });
         adopt_gradients(&params, &slots, &grads);
+        let beta2 = 0.999;
+        let scalar = || Tensor::zeros([], options);
         Adam {
+            sq_factor: scalar().fill_(1.0 - beta2),
+            step_factor: scalar(),
+            divisor: scalar(),
+            arithmetic: Arithmetic::of(options.1),
             exp_avg: flat.zeros_like(),
             exp_avg_sq: flat.zeros_like(),
             scratch: flat.empty_like(),
@@ -114,7 +156,7 @@ impl Adam {
             params: flat,
             grads,
             steps: 0,
-            beta2: 0.999,
+            beta2,
             eps: 1e-8,
         }
     }
@@ -126,7 +168,7 @@ impl Adam {
 
     /// Tensor operations one step issues (whatever the number of parameters).
     pub fn ops_per_step(&self) -> u64 {
-        OPS_PER_STEP
+        self.arithmetic.ops_per_step()
     }
 
     /// Each parameter's view into `flat`, under `adam.<kind>.<param>`.
@@ -183,11 +225,8 @@ impl Adam {
         let _ = self.grads.zero_();
     }
 
-    /// One update with the given learning rate and beta1: PyTorch's single-tensor Adam (its
-    /// default on the CPU), op for op, so that both round alike (Adam amplifies any rounding
-    /// difference in a near-zero gradient into a full-size step). On CUDA, PyTorch's default is
-    /// its foreach Adam, whose kernels fuse multiply-adds and divide where this rounds a
-    /// product first and multiplies by a reciprocal: about an ulp per op apart, not matched.
+    /// One update with the given learning rate and beta1, as PyTorch's default Adam computes it
+    /// on this device.
     pub fn step(&mut self, lr: f64, beta1: f64) {
         self.steps += 1;
         let step = self.steps as f64;
@@ -195,23 +234,49 @@ impl Adam {
         let bias_correction2 = 1.0 - self.beta2.powf(step);
         let step_size = lr / bias_correction1;
         let bias_correction2_sqrt = bias_correction2.sqrt();
-        let (grad, scratch, denom) = (&self.grads, &mut self.scratch, &mut self.denom);
         tch::no_grad(|| {
-            let _ = self.exp_avg.lerp_(grad, 1.0 - beta1);
-            // addcmul_(grad, grad, value=1-beta2) computes (value * grad) * grad + v.
+            let _ = self.exp_avg.lerp_(&self.grads, 1.0 - beta1);
             let _ = self.exp_avg_sq.g_mul_scalar_(self.beta2);
-            // A 0-dim factor: libtorch's scalar `mul.out` is eight times slower here, and the
-            // same multiplication.
-            let _ = grad.mul_out(scratch, &Tensor::from(1.0 - self.beta2));
-            let _ = self.exp_avg_sq.addcmul_(scratch, grad);
-            let _ = self.exp_avg_sq.sqrt_out(denom);
-            let _ = denom.g_div_scalar_(bias_correction2_sqrt);
-            let _ = denom.g_add_scalar_(self.eps);
-            // addcdiv_(m, denom, value=-step_size) computes (value * m) / denom + p.
-            let _ = self.exp_avg.mul_out(scratch, &Tensor::from(-step_size));
-            let _ = scratch.g_div_(denom);
-            let _ = self.params.g_add_(scratch);
+            match self.arithmetic {
+                Arithmetic::SingleTensor => {
+                    self.single_tensor_rest(step_size, bias_correction2_sqrt)
+                }
+                Arithmetic::Foreach => self.foreach_rest(step_size, bias_correction2_sqrt),
+            }
         });
+    }
+
+    /// The single-tensor step after the moments' decay, op for op.
+    fn single_tensor_rest(&mut self, step_size: f64, bias_correction2_sqrt: f64) {
+        let (grad, scratch, denom) = (&self.grads, &mut self.scratch, &mut self.denom);
+        // addcmul_(grad, grad, value=1-beta2) computes (value * grad) * grad + v.
+        // A 0-dim factor: libtorch's scalar `mul.out` is eight times slower here, and the
+        // same multiplication.
+        let _ = grad.mul_out(scratch, &Tensor::from(1.0 - self.beta2));
+        let _ = self.exp_avg_sq.addcmul_(scratch, grad);
+        let _ = self.exp_avg_sq.sqrt_out(denom);
+        let _ = denom.g_div_scalar_(bias_correction2_sqrt);
+        let _ = denom.g_add_scalar_(self.eps);
+        // addcdiv_(m, denom, value=-step_size) computes (value * m) / denom + p.
+        let _ = self.exp_avg.mul_out(scratch, &Tensor::from(-step_size));
+        let _ = scratch.g_div_(denom);
+        let _ = self.params.g_add_(scratch);
+    }
+
+    /// The foreach step after the moments' decay, op for op: `_foreach_addcmul_(v, g, g,
+    /// 1-beta2)` is fma(1-beta2, g*g, v), and `_foreach_addcdiv_(p, m, d, -step_size)`
+    /// fma(-step_size, m/d, p); `addcmul_` with a factor tensor and no scalar is that fma.
+    fn foreach_rest(&mut self, step_size: f64, bias_correction2_sqrt: f64) {
+        let (grad, scratch, denom) = (&self.grads, &mut self.scratch, &mut self.denom);
+        let _ = grad.mul_out(scratch, grad);
+        let _ = self.exp_avg_sq.addcmul_(scratch, &self.sq_factor);
+        let _ = self.exp_avg_sq.sqrt_out(denom);
+        let _ = self.divisor.fill_(bias_correction2_sqrt);
+        let _ = denom.g_div_(&self.divisor);
+        let _ = denom.g_add_scalar_(self.eps);
+        let _ = self.exp_avg.div_out(scratch, denom);
+        let _ = self.step_factor.fill_(-step_size);
+        let _ = self.params.addcmul_(scratch, &self.step_factor);
     }
 }
 
@@ -324,6 +389,37 @@ mod tests {
             assert_eq!(got.stride(), want.stride(), "p{i} keeps its layout");
             assert!(got.detach().equal(&want.detach()), "p{i} differs");
         }
+    }
+
+    /// The foreach arithmetic (CUDA's) run on the CPU, where no kernel fuses its
+    /// multiply-adds: the same steps as the single-tensor arithmetic within rounding, in every
+    /// parameter. Whether it rounds as PyTorch's foreach Adam does is for a GPU to tell
+    /// (`cuda_adam_steps_equal_pytorchs_foreach_adam`).
+    #[test]
+    fn foreach_arithmetic_takes_the_single_tensor_steps_within_rounding() {
+        let _generator = crate::test_generator::lock();
+        tch::manual_seed(5);
+        let start = Tensor::randn([4096], FLOAT);
+        let run = |arithmetic| {
+            let p = start.copy().set_requires_grad(true);
+            let mut adam = Adam::new(vec![("p".into(), p.shallow_clone())]);
+            adam.arithmetic = arithmetic;
+            tch::manual_seed(6);
+            for step in 0..5 {
+                adam.zero_grad();
+                let weights = Tensor::randn([4096], FLOAT) * 1e-3;
+                (&p * &p * weights).sum(Kind::Float).backward();
+                adam.step(1e-2 * (1.0 + step as f64), 0.9 - 0.01 * step as f64);
+            }
+            p.detach()
+        };
+        let (single, foreach) = (run(Arithmetic::SingleTensor), run(Arithmetic::Foreach));
+        assert!(!single.equal(&start), "the steps moved the parameters");
+        let worst = (&single - &foreach).abs().max().double_value(&[]);
+        assert!(
+            worst < 1e-5,
+            "foreach and single-tensor steps differ by {worst}"
+        );
     }
 
     #[test]

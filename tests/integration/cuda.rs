@@ -1,7 +1,8 @@
 //! The CUDA paths, on a machine with a GPU: the set in device memory and the pinned-host
 //! fallback, the prefetch thread, augmentation and eval against the CPU, fp16 loss scaling,
 //! checkpoints moving between CPU and GPU, predict and test-time augmentation, the same
-//! initial weights on every device, and an exact resume in deterministic mode.
+//! initial weights on every device, an exact resume in deterministic mode, and Adam's steps
+//! equal to PyTorch's on the GPU.
 //!
 //! Every test here is `#[ignore]`d: cargo counts it as ignored on a machine without a GPU.
 //! `scripts/gpu-check` (and `scripts/test` where a GPU is usable) runs them with
@@ -294,23 +295,36 @@ fn cuda_initial_weights_equal_vggtinys_cpu_ones() {
 }
 
 /// In deterministic mode, a run stopped by SIGINT and resumed ends where the uninterrupted run
-/// ends, bit for bit, on the GPU as on the CPU.
-#[test]
-#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
-fn cuda_sigint_then_resume_is_exact_in_deterministic_mode() {
+/// ends, bit for bit (weights, Adam's moments, fp16's loss scale and growth tracker), on the
+/// GPU as on the CPU; `amp` adds `--amp`.
+fn sigint_then_resume_is_exact(amp: &str) {
     require_gpu();
     // Batches of 2, 20 steps an epoch: a GPU step takes milliseconds, and the signal must
     // still land inside the first epoch.
-    let flags = "--batch-size 2 --holdout 0.2 --epochs 2 --log-interval 1 --device cuda \
-                 --deterministic";
+    let flags = format!(
+        "--batch-size 2 --holdout 0.2 --epochs 2 --log-interval 1 --device cuda \
+         --deterministic {amp}"
+    );
     let dir = tempfile::tempdir().unwrap();
-    let reference = reliability::reference_run(dir.path(), flags);
+    let reference = reliability::reference_run(dir.path(), &flags);
     reliability::signals::stop_and_resume_equals_uninterrupted(
         &reference,
-        (flags, 40),
+        (&flags, 40),
         libc::SIGINT,
         130,
     );
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
+fn cuda_sigint_then_resume_is_exact_in_deterministic_mode() {
+    sigint_then_resume_is_exact("");
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
+fn cuda_fp16_sigint_then_resume_is_exact_loss_scale_included() {
+    sigint_then_resume_is_exact("--amp fp16");
 }
 
 /// bf16 trains where the GPU has bf16 tensor cores (compute capability 8.0 and up); where it
@@ -336,4 +350,13 @@ fn cuda_bf16_follows_the_gpus_capability() {
         let err = fails(&args, 2);
         assert!(err.contains(&name) && err.contains("--amp fp16"), "{err}");
     }
+}
+
+/// Adam on the GPU against PyTorch's default there, the foreach Adam, from the same parameters
+/// and gradients: bit for bit (the python is `VGGTINY_PYTHON`, which scripts/gpu-check sets).
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
+fn cuda_adam_steps_equal_pytorchs_foreach_adam() {
+    require_gpu();
+    crate::adam::adam_steps_equal_pytorchs(Device::Cuda(0), "cuda");
 }

@@ -3,11 +3,13 @@
 //!
 //! Tests that need what a machine may lack are `#[ignore]`d with the reason, so that cargo
 //! counts them as ignored rather than passed, and named for what they need: `mini_*` need the
-//! real Tiny ImageNet subset (`TINY_IMAGENET_MINI`), `cuda_*` a CUDA GPU. `scripts/test` runs
-//! them with `--ignored` where that is present.
+//! real Tiny ImageNet subset (`TINY_IMAGENET_MINI`), `cuda_*` a CUDA GPU, `torch_*` a python
+//! with PyTorch (`VGGTINY_PYTHON`). `scripts/test` runs them with `--ignored` where that is
+//! present.
 
 mod common;
 
+mod adam;
 mod cuda;
 mod download;
 mod endurance;

@@ -204,7 +204,8 @@ def test_a_command_at_its_cap_keeps_its_output_for_the_log(tmp_path):
                       "timed_out": [], "steps": []}
         ctx.entry = {}
         ctx.deadline = time.monotonic() + 3
-        harness = ("print('test cuda::a ... ok'); print('test cuda::b ... FAILED', flush=True); "
+        harness = ("print('test cuda::a ... ok'); print('test cuda::b ... FAILED'); "
+                   "print('adam on cuda: max ulp difference 2 over 1234 values', flush=True); "
                    "import time; time.sleep(60)")
         started = time.monotonic()
         try:
@@ -216,6 +217,7 @@ def test_a_command_at_its_cap_keeps_its_output_for_the_log(tmp_path):
         fig = {}
         gc.count_tests(fig, timeout.output, tmp_path / "cuda-tests.log")
         assert fig["passed"] == 1 and fig["failed"] == ["cuda::b"], fig
+        assert (fig["adam_max_ulp"], fig["adam_values"]) == (2, 1234), fig
         assert "cuda::a" in (tmp_path / "cuda-tests.log").read_text()
         assert ctx.entry["commands"][-1]["exit"] == "timeout"
     finally:

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use serde_json::Value;
-use vggtiny::run_dir::checkpoint::{load_checkpoint, Saved, TrainState};
+use vggtiny::run_dir::checkpoint::{load_checkpoint, Saved, TrainState, CHECKPOINT_FILE};
 
 /// Flags of the stopped runs and their references: 50 images, 40 of them trained in 5 batches
 /// of 8, 2 epochs (10 steps), every step logged.
@@ -69,9 +69,11 @@ fn wait_for(child: &mut Child, done: impl Fn() -> bool) {
 }
 
 /// An uninterrupted reference run and an interrupted one resumed to the end must agree bit for
-/// bit: weights, BatchNorm statistics, and the log (every step and epoch exactly once).
+/// bit: weights, BatchNorm statistics, the last checkpoint's Adam moments and fp16 loss scale,
+/// and the log (every step and epoch exactly once).
 fn assert_same_run(reference: &Path, resumed: &Path) {
     assert_same_tensors(reference, resumed, "model.safetensors");
+    assert_same_tensors(reference, resumed, CHECKPOINT_FILE);
     let steps = |run: &Path| -> Vec<(String, u64)> {
         json_lines(&run.join("metrics.jsonl"))
             .iter()
