@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
 
 GPU_CHECK = ROOT / "scripts" / "gpu-check"
@@ -155,6 +157,30 @@ def test_a_binary_that_cannot_start_is_named_in_one_line(tmp_path):
     step, = report(tmp_path)["steps"]
     assert step["status"] == "fail", step
     assert "libmissing.so.1" in step["loader"] and "cannot start here" in step["reason"], step
+
+
+def test_a_library_the_loader_cannot_find_is_named_in_one_line(tmp_path):
+    # a real executable whose shared library is gone, as a binary built elsewhere finds a
+    # machine: ldd lists it as "not found"
+    import shutil
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler (cc) to build the stand-in executable")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (tmp_path / "gone.c").write_text("int gone(void) { return 0; }\n")
+    (tmp_path / "main.c").write_text("int gone(void);\nint main(void) { return gone(); }\n")
+    subprocess.run([cc, "-shared", "-fPIC", "-o", tmp_path / "libgone.so", tmp_path / "gone.c"],
+                   check=True)
+    subprocess.run([cc, "-o", folder / "vggtiny", tmp_path / "main.c", "-L", tmp_path,
+                    "-lgone"], check=True)
+    (tmp_path / "libgone.so").unlink()
+    proc = gpu_check(tmp_path, "--bin", folder / "vggtiny")
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, stdout
+    step, = report(tmp_path)["steps"]
+    assert step["status"] == "fail", step
+    assert step["loader"] == "libgone.so => not found", step
 
 
 def test_a_failing_throughput_row_keeps_the_others(vggtiny_bin, tmp_path):
