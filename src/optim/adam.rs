@@ -21,8 +21,8 @@ enum Arithmetic {
     SingleTensor,
     /// The foreach implementation, PyTorch's default on CUDA. Its kernels compute
     /// `v + (1 - beta2) * (g * g)` and `p + s * (m / d)` with one fused multiply-add each, and
-    /// divide by sqrt(bias correction 2) where a CUDA division by a scalar multiplies by its
-    /// reciprocal.
+    /// divide by sqrt(bias correction 2) truly, where `div_` by a CPU scalar on CUDA would
+    /// multiply by its reciprocal.
     Foreach,
 }
 

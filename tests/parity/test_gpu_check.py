@@ -218,42 +218,56 @@ def load_gpu_check():
     return module
 
 
-def test_a_command_at_its_cap_keeps_its_output_for_the_log(tmp_path):
-    # the CUDA tests' step writes cuda-tests.log from what the harness printed before its cap
+def test_the_cuda_tests_at_their_cap_keep_their_output_and_adams_figure(tmp_path):
+    # the CUDA tests' step on a stand-in harness: the Adam test alone first, then the others,
+    # cut by the cap while they run; cuda-tests.log and the figures keep what both printed
     import torch
     from types import SimpleNamespace
     gc = load_gpu_check()
-    args = SimpleNamespace(dry_run=True, bin=sys.executable, tests=sys.executable)
+    harness = tmp_path / "integration"
+    harness.write_text(f"""#!{sys.executable}
+import sys, time
+names = ["{gc.ADAM_TEST}"] + [f"cuda::cuda_t{{i}}" for i in range(8)]
+if "--list" in sys.argv:
+    print("\\n".join(f"{{n}}: test" for n in names))
+elif "--exact" in sys.argv:
+    print("test {gc.ADAM_TEST} ... ok")
+    print("adam on cuda: max ulp difference 0 over 1234 values")
+else:
+    print("test cuda::cuda_t0 ... ok")
+    print("test cuda::cuda_t1 ... FAILED", flush=True)
+    time.sleep(60)
+""")
+    harness.chmod(0o755)
+    args = SimpleNamespace(dry_run=False, bin=sys.executable, tests=harness)
     ctx = gc.Context(args, torch, tmp_path)
     try:
-        ctx.result = {"device": None, "dry_run": True, "started": "", "machine": "", "caps": {},
+        ctx.result = {"device": None, "dry_run": False, "started": "", "machine": "", "caps": {},
                       "timed_out": [], "steps": []}
         ctx.entry = {}
         ctx.deadline = time.monotonic() + 3
-        harness = ("print('test cuda::a ... ok'); print('test cuda::b ... FAILED'); "
-                   "print('adam on cuda: max ulp difference 2 over 1234 values', flush=True); "
-                   "import time; time.sleep(60)")
+        fig = {}
         started = time.monotonic()
         try:
-            ctx.run([sys.executable, "-c", harness])
+            gc.step_cuda_tests(ctx, fig)
             raise AssertionError("no timeout")
-        except gc.Timeout as e:
-            timeout = e
+        except gc.Timeout:
+            pass
         assert time.monotonic() - started < 20
-        fig = {}
-        gc.count_tests(fig, timeout.output, tmp_path / "cuda-tests.log")
-        assert fig["passed"] == 1 and fig["failed"] == ["cuda::b"], fig
-        assert (fig["adam_max_ulp"], fig["adam_values"]) == (2, 1234), fig
-        assert "cuda::a" in (tmp_path / "cuda-tests.log").read_text()
+        assert fig["tests"] == 9 and fig["passed"] == 2, fig
+        assert fig["failed"] == ["cuda::cuda_t1"], fig
+        assert (fig["adam_max_ulp"], fig["adam_values"]) == (0, 1234), fig
+        log = (tmp_path / "cuda-tests.log").read_text()
+        assert "adam on cuda" in log and "cuda::cuda_t0" in log
         assert ctx.entry["commands"][-1]["exit"] == "timeout"
     finally:
         ctx.close()
 
 
 def test_a_command_at_its_cap_is_gone_whole_before_the_next_starts(tmp_path):
-    # a shell whose child holds 2 GiB and writes to a file, not to gpu-check's pipes (as
-    # `wrapped` does): once killed, the shell is collected at once while the child takes a
-    # tenth of a second to release its memory, a GPU's memory as well on a GPU
+    # a shell whose child holds 1 GiB and writes to a file, not to gpu-check's pipes (as
+    # `wrapped` does): once killed, the shell is collected at once while the child takes
+    # some 60 ms to release its memory, a GPU's memory as well on a GPU
     import torch
     from types import SimpleNamespace
     gc = load_gpu_check()
@@ -265,8 +279,8 @@ def test_a_command_at_its_cap_is_gone_whole_before_the_next_starts(tmp_path):
                       "timed_out": [], "steps": []}
         ctx.entry = {}
         ctx.deadline = time.monotonic() + 5
-        child = ("import os, time; b = bytes(range(256)) * (8 << 20); print(os.getpid(), flush=True); "
-                 "time.sleep(60)")
+        child = ("import os, time; print(os.getpid(), flush=True); "
+                 "b = bytes(range(256)) * (4 << 20); time.sleep(60)")
         try:
             ctx.run(["sh", "-c", f'"{sys.executable}" -c "{child}" >"{pid_file}" 2>&1; echo'])
             raise AssertionError("no timeout")
@@ -280,6 +294,27 @@ def test_a_command_at_its_cap_is_gone_whole_before_the_next_starts(tmp_path):
         assert state in ("Z", "gone"), f"the killed child is still in state {state}"
     finally:
         ctx.close()
+
+
+def test_a_process_whose_main_thread_exited_first_still_counts():
+    # its main thread gone (shown as a zombie) while another thread still runs, as threads
+    # end in no set order after SIGKILL: the process holds what it held
+    gc = load_gpu_check()
+    program = ("import ctypes, threading, time\n"
+               "threading.Thread(target=time.sleep, args=(60,)).start()\n"
+               "ctypes.CDLL(None).pthread_exit(None)\n")
+    proc = subprocess.Popen([sys.executable, "-c", program], start_new_session=True)
+    try:
+        stat = Path(f"/proc/{proc.pid}/stat")
+        deadline = time.monotonic() + 10
+        while gc.stat_fields(stat)[0] != "Z":
+            assert time.monotonic() < deadline, "the main thread did not exit"
+            time.sleep(0.01)
+        assert gc.group_members(proc.pid) == [proc.pid]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert gc.group_members(proc.pid) == []
 
 
 def test_bf16_is_left_out_on_a_gpu_without_bf16_tensor_cores(tmp_path):
