@@ -15,6 +15,7 @@ use crate::data::load::decode_or_map;
 use crate::data::loader::{Loader, PlannedBatch};
 use crate::data::scan::{scan_image_folder, DataRoot, Sample};
 use crate::data::synth::{write_dataset, SynthSpec};
+use crate::device::gpu_timeline::GpuTimeline;
 use crate::device::{self, device_used_mb, synchronize};
 use crate::eval::eval_batch_size;
 use crate::io::memory::host_memory_mb;
@@ -85,8 +86,11 @@ pub struct Report {
     pub train_base_images_per_sec: Option<f64>,
     /// Share of stage-1 step time the training thread waited for its next batch.
     pub train_base_data_wait: Option<f64>,
+    /// Share of stage-1 time the GPU ran no step's work (CUDA only).
+    pub train_base_gpu_idle: Option<f64>,
     pub finetune_images_per_sec: Option<f64>,
     pub finetune_data_wait: Option<f64>,
+    pub finetune_gpu_idle: Option<f64>,
     /// Milliseconds of one optimizer (Adam) step alone, and the tensor operations it issues.
     pub train_base_optimizer_ms: Option<f64>,
     pub train_base_optimizer_ops: Option<u64>,
@@ -155,6 +159,7 @@ pub fn run(plan: &Plan) -> Result<Report> {
         let t = train_throughput(&set, plan, Stage::Base)?;
         report.train_base_images_per_sec = Some(t.images_per_sec);
         report.train_base_data_wait = Some(t.data_wait);
+        report.train_base_gpu_idle = t.gpu_idle;
         report.train_base_optimizer_ms = Some(t.optimizer_ms);
         report.train_base_optimizer_ops = Some(t.optimizer_ops);
     }
@@ -162,6 +167,7 @@ pub fn run(plan: &Plan) -> Result<Report> {
         let t = train_throughput(&set, plan, Stage::Finetune)?;
         report.finetune_images_per_sec = Some(t.images_per_sec);
         report.finetune_data_wait = Some(t.data_wait);
+        report.finetune_gpu_idle = t.gpu_idle;
         report.finetune_optimizer_ms = Some(t.optimizer_ms);
         report.finetune_optimizer_ops = Some(t.optimizer_ops);
     }
@@ -212,6 +218,9 @@ struct TrainFigures {
     images_per_sec: f64,
     /// Share of the step time spent waiting for the next batch.
     data_wait: f64,
+    /// Share of the GPU's time between the first step's beginning and the last one's end in
+    /// which it ran none of the steps' work.
+    gpu_idle: Option<f64>,
     optimizer_ms: f64,
     optimizer_ops: u64,
 }
@@ -238,6 +247,7 @@ fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<TrainFi
         .collect();
     let loader = plan.loader(set);
     let (mut waited, mut timed_start) = (0.0, Instant::now());
+    let mut timeline = GpuTimeline::new(device);
     std::thread::scope(|scope| -> Result<()> {
         let mut stream = loader.prefetch(scope, batches, true);
         for step in 0..warmup + plan.steps {
@@ -251,8 +261,15 @@ fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<TrainFi
             };
             let batch = batch?;
             waited += wait.elapsed().as_secs_f64();
+            let mut timed = timeline.as_mut().filter(|_| step >= warmup);
+            if let Some(t) = &mut timed {
+                t.mark();
+            }
             let forward = learner.forward(&batch);
             learner.apply(&forward, recipe.schedule.at(step as u64, 1));
+            if let Some(t) = timed {
+                t.mark();
+            }
         }
         Ok(())
     })?;
@@ -267,6 +284,7 @@ fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<TrainFi
     Ok(TrainFigures {
         images_per_sec: (plan.steps * batch_size) as f64 / seconds,
         data_wait: waited / seconds,
+        gpu_idle: timeline.and_then(|t| t.idle_share()),
         optimizer_ms: 1e3 * started.elapsed().as_secs_f64() / plan.steps as f64,
         optimizer_ops: learner.adam.ops_per_step(),
     })

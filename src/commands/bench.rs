@@ -78,24 +78,27 @@ fn print_table(r: &Report) {
         r.device, r.images, r.image_size, r.image_size, r.batch_size
     );
     let rows = [
-        ("cold decode", r.decode_images_per_sec, None),
-        ("augmented batches", r.augment_images_per_sec, None),
+        ("cold decode", r.decode_images_per_sec, None, None),
+        ("augmented batches", r.augment_images_per_sec, None, None),
         (
             "stage-1 training",
             r.train_base_images_per_sec,
             r.train_base_data_wait,
+            r.train_base_gpu_idle,
         ),
         (
             "stage-2 training",
             r.finetune_images_per_sec,
             r.finetune_data_wait,
+            r.finetune_gpu_idle,
         ),
-        ("eval", r.eval_images_per_sec, None),
+        ("eval", r.eval_images_per_sec, None, None),
     ];
-    for (name, ips, wait) in rows {
+    for (name, ips, wait, idle) in rows {
         if let Some(ips) = ips {
             let wait = wait.map_or(String::new(), |w| {
-                format!("  (waiting for data {:.1}%)", 100.0 * w)
+                let idle = idle.map_or(String::new(), |i| format!(", GPU idle {:.1}%", 100.0 * i));
+                format!("  (waiting for data {:.1}%{idle})", 100.0 * w)
             });
             println!("  {name:<20} {ips:>10.1} images/s{wait}");
         }

@@ -360,3 +360,22 @@ fn cuda_adam_steps_equal_pytorchs_foreach_adam() {
     require_gpu();
     crate::adam::adam_steps_equal_pytorchs(Device::Cuda(0), "cuda");
 }
+
+/// bench on the GPU gives each stage's GPU idle share over its timed steps, from CUDA events.
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
+fn cuda_bench_measures_the_gpus_idle_time() {
+    require_gpu();
+    let out = ok(&words(
+        "bench --images 64 --batch-size 8 --steps 3 --device cuda --only train-base,finetune \
+         --json",
+    ));
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    for key in ["train_base_gpu_idle", "finetune_gpu_idle"] {
+        let idle = report[key].as_f64();
+        assert!(
+            idle.is_some_and(|v| (0.0..=1.0).contains(&v)),
+            "{key} in {report}"
+        );
+    }
+}

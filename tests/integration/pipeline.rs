@@ -120,11 +120,13 @@ fn bench_json_has_every_figure() {
         assert!(value.is_some_and(|v| v >= 0.0), "{key} in {report}");
     }
     assert!(report["train_base_images_per_sec"].as_f64().unwrap() > 0.0);
-    // device memory is a CUDA figure: present, and null on the CPU
-    assert!(
-        report.get("peak_device_mb").is_some_and(|v| v.is_null()),
-        "{report}"
-    );
+    // device memory and GPU idle time are CUDA figures: present, and null on the CPU
+    for key in ["peak_device_mb", "train_base_gpu_idle", "finetune_gpu_idle"] {
+        assert!(
+            report.get(key).is_some_and(|v| v.is_null()),
+            "{key} in {report}"
+        );
+    }
 }
 
 /// `--amp bf16` on the CPU: the forward pass runs in bf16 (the first loss, from the same

@@ -1,5 +1,5 @@
-//! The device a command runs on: choosing it from `--device`, naming it, waiting for it, and
-//! how much of its memory this process holds.
+//! The device a command runs on: choosing it from `--device`, naming it, waiting for it, how
+//! much of its memory this process holds, and (`gpu_timeline`) how long a GPU sat idle.
 
 use std::ffi::c_void;
 use std::fmt;
@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::bail_input;
+
+pub mod gpu_timeline;
 
 /// CUDA devices libtorch can use (0 without a GPU or without CUDA support in the build).
 fn cuda_count() -> i64 {
