@@ -86,11 +86,12 @@ pub struct Report {
     pub train_base_images_per_sec: Option<f64>,
     /// Share of stage-1 step time the training thread waited for its next batch.
     pub train_base_data_wait: Option<f64>,
-    /// Share of stage-1 time the GPU ran no step's work (CUDA only).
-    pub train_base_gpu_idle: Option<f64>,
+    /// Share of the GPU's stage-1 time between one step's work and the next: idle, or the
+    /// loader's batch work (CUDA only; `device::gpu_timeline`).
+    pub train_base_gpu_between_steps: Option<f64>,
     pub finetune_images_per_sec: Option<f64>,
     pub finetune_data_wait: Option<f64>,
-    pub finetune_gpu_idle: Option<f64>,
+    pub finetune_gpu_between_steps: Option<f64>,
     /// Milliseconds of one optimizer (Adam) step alone, and the tensor operations it issues.
     pub train_base_optimizer_ms: Option<f64>,
     pub train_base_optimizer_ops: Option<u64>,
@@ -159,7 +160,7 @@ pub fn run(plan: &Plan) -> Result<Report> {
         let t = train_throughput(&set, plan, Stage::Base)?;
         report.train_base_images_per_sec = Some(t.images_per_sec);
         report.train_base_data_wait = Some(t.data_wait);
-        report.train_base_gpu_idle = t.gpu_idle;
+        report.train_base_gpu_between_steps = t.gpu_between_steps;
         report.train_base_optimizer_ms = Some(t.optimizer_ms);
         report.train_base_optimizer_ops = Some(t.optimizer_ops);
     }
@@ -167,7 +168,7 @@ pub fn run(plan: &Plan) -> Result<Report> {
         let t = train_throughput(&set, plan, Stage::Finetune)?;
         report.finetune_images_per_sec = Some(t.images_per_sec);
         report.finetune_data_wait = Some(t.data_wait);
-        report.finetune_gpu_idle = t.gpu_idle;
+        report.finetune_gpu_between_steps = t.gpu_between_steps;
         report.finetune_optimizer_ms = Some(t.optimizer_ms);
         report.finetune_optimizer_ops = Some(t.optimizer_ops);
     }
@@ -218,9 +219,9 @@ struct TrainFigures {
     images_per_sec: f64,
     /// Share of the step time spent waiting for the next batch.
     data_wait: f64,
-    /// Share of the GPU's time between the first step's beginning and the last one's end in
-    /// which it ran none of the steps' work.
-    gpu_idle: Option<f64>,
+    /// Share of the GPU's time, first step's beginning to last one's end, between one step's
+    /// work and the next.
+    gpu_between_steps: Option<f64>,
     optimizer_ms: f64,
     optimizer_ops: u64,
 }
@@ -284,7 +285,7 @@ fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<TrainFi
     Ok(TrainFigures {
         images_per_sec: (plan.steps * batch_size) as f64 / seconds,
         data_wait: waited / seconds,
-        gpu_idle: timeline.and_then(|t| t.idle_share()),
+        gpu_between_steps: timeline.and_then(|t| t.share_between_steps()),
         optimizer_ms: 1e3 * started.elapsed().as_secs_f64() / plan.steps as f64,
         optimizer_ops: learner.adam.ops_per_step(),
     })

@@ -84,21 +84,23 @@ fn print_table(r: &Report) {
             "stage-1 training",
             r.train_base_images_per_sec,
             r.train_base_data_wait,
-            r.train_base_gpu_idle,
+            r.train_base_gpu_between_steps,
         ),
         (
             "stage-2 training",
             r.finetune_images_per_sec,
             r.finetune_data_wait,
-            r.finetune_gpu_idle,
+            r.finetune_gpu_between_steps,
         ),
         ("eval", r.eval_images_per_sec, None, None),
     ];
-    for (name, ips, wait, idle) in rows {
+    for (name, ips, wait, between) in rows {
         if let Some(ips) = ips {
             let wait = wait.map_or(String::new(), |w| {
-                let idle = idle.map_or(String::new(), |i| format!(", GPU idle {:.1}%", 100.0 * i));
-                format!("  (waiting for data {:.1}%{idle})", 100.0 * w)
+                let between = between.map_or(String::new(), |b| {
+                    format!(", GPU between steps {:.1}%", 100.0 * b)
+                });
+                format!("  (waiting for data {:.1}%{between})", 100.0 * w)
             });
             println!("  {name:<20} {ips:>10.1} images/s{wait}");
         }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 use vggtiny::data::image_set::ImageSet;
 use vggtiny::data::loader::{Batch, Loader, PlannedBatch};
+use vggtiny::device::gpu_timeline::GpuTimeline;
 use vggtiny::model::Vgg16;
 use vggtiny::optim::loss_scaler::LossScaler;
 
@@ -361,21 +362,54 @@ fn cuda_adam_steps_equal_pytorchs_foreach_adam() {
     crate::adam::adam_steps_equal_pytorchs(Device::Cuda(0), "cuda");
 }
 
-/// bench on the GPU gives each stage's GPU idle share over its timed steps, from CUDA events.
+/// bench on the GPU gives each stage's share of GPU time between steps, from CUDA events.
 #[test]
 #[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
-fn cuda_bench_measures_the_gpus_idle_time() {
+fn cuda_bench_measures_the_gpu_time_between_steps() {
     require_gpu();
     let out = ok(&words(
         "bench --images 64 --batch-size 8 --steps 3 --device cuda --only train-base,finetune \
          --json",
     ));
     let report: Value = serde_json::from_str(out.trim()).unwrap();
-    for key in ["train_base_gpu_idle", "finetune_gpu_idle"] {
-        let idle = report[key].as_f64();
+    for key in ["train_base_gpu_between_steps", "finetune_gpu_between_steps"] {
+        let share = report[key].as_f64();
         assert!(
-            idle.is_some_and(|v| (0.0..=1.0).contains(&v)),
+            share.is_some_and(|v| (0.0..=1.0).contains(&v)),
             "{key} in {report}"
         );
     }
+}
+
+/// The timeline's marks run in order with the GPU's work: steps queued back to back leave
+/// the GPU no time between them, however fast the host queues the marks; a host that waits
+/// 50 ms between two steps, the GPU done, leaves it idle that long.
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
+fn cuda_gpu_timeline_follows_the_gpus_work() {
+    require_gpu();
+    let device = Device::Cuda(0);
+    let a = Tensor::randn([4096, 4096], (Kind::Float, device));
+    let work = || {
+        for _ in 0..10 {
+            let _ = a.matmul(&a);
+        }
+    };
+    let share = |host_wait: bool| {
+        let mut timeline = GpuTimeline::new(device).expect("the CUDA runtime's events");
+        for step in 0..2 {
+            if step == 1 && host_wait {
+                tch::Cuda::synchronize(0);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            timeline.mark();
+            work();
+            timeline.mark();
+        }
+        tch::Cuda::synchronize(0);
+        timeline.share_between_steps().expect("a share")
+    };
+    let (back_to_back, waited) = (share(false), share(true));
+    assert!(back_to_back < 0.05, "back to back: {back_to_back}");
+    assert!(waited > 0.2, "after a 50 ms wait: {waited}");
 }

@@ -121,7 +121,11 @@ fn bench_json_has_every_figure() {
     }
     assert!(report["train_base_images_per_sec"].as_f64().unwrap() > 0.0);
     // device memory and GPU idle time are CUDA figures: present, and null on the CPU
-    for key in ["peak_device_mb", "train_base_gpu_idle", "finetune_gpu_idle"] {
+    for key in [
+        "peak_device_mb",
+        "train_base_gpu_between_steps",
+        "finetune_gpu_between_steps",
+    ] {
         assert!(
             report.get(key).is_some_and(|v| v.is_null()),
             "{key} in {report}"
