@@ -247,17 +247,15 @@ impl CudaMemory {
 pub fn cuda_memory_mb(n: usize) -> Option<CudaMemory> {
     type SetDevice = unsafe extern "C" fn(i32) -> i32;
     type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
-    // SAFETY: looks up symbols of the already loaded CUDA runtime and calls them as declared
-    // in cuda_runtime_api.h; null when the runtime is not loaded. cudaSetDevice only selects
-    // the device this thread's later runtime calls refer to.
+    let (set, get) = (
+        loaded_symbol(c"cudaSetDevice")?,
+        loaded_symbol(c"cudaMemGetInfo")?,
+    );
+    // SAFETY: calls the loaded CUDA runtime's functions as cuda_runtime_api.h declares them.
+    // cudaSetDevice only selects the device this thread's later runtime calls refer to.
     unsafe {
-        let set: *mut c_void = libc::dlsym(libc::RTLD_DEFAULT, c"cudaSetDevice".as_ptr());
-        let get: *mut c_void = libc::dlsym(libc::RTLD_DEFAULT, c"cudaMemGetInfo".as_ptr());
-        if set.is_null() || get.is_null() {
-            return None;
-        }
-        let set: SetDevice = std::mem::transmute(set);
-        let get: MemGetInfo = std::mem::transmute(get);
+        let set = std::mem::transmute::<*mut c_void, SetDevice>(set);
+        let get = std::mem::transmute::<*mut c_void, MemGetInfo>(get);
         if set(n as i32) != 0 {
             return None;
         }

@@ -74,9 +74,10 @@ pub struct Adam {
     /// allocated at every step.
     scratch: Tensor,
     denom: Tensor,
-    /// 0-dim tensors on the parameters' device holding a step's scalars for the foreach
-    /// arithmetic: a factor there makes `addcmul_` one fused multiply-add (`addcmul_` takes no
-    /// scalar factor through tch), and a 0-dim divisor there a true division.
+    /// 0-dim tensors on the parameters' device holding a step's scalars: 1 - beta2 (both
+    /// arithmetics), and for the foreach arithmetic the step's factor and divisor. There a
+    /// factor makes `addcmul_` one fused multiply-add (`addcmul_` takes no scalar factor
+    /// through tch), and a 0-dim divisor a true division.
     sq_factor: Tensor,
     step_factor: Tensor,
     divisor: Tensor,
@@ -252,7 +253,7 @@ impl Adam {
         // addcmul_(grad, grad, value=1-beta2) computes (value * grad) * grad + v.
         // A 0-dim factor: libtorch's scalar `mul.out` is eight times slower here, and the
         // same multiplication.
-        let _ = grad.mul_out(scratch, &Tensor::from(1.0 - self.beta2));
+        let _ = grad.mul_out(scratch, &self.sq_factor);
         let _ = self.exp_avg_sq.addcmul_(scratch, grad);
         let _ = self.exp_avg_sq.sqrt_out(denom);
         let _ = denom.g_div_scalar_(bias_correction2_sqrt);
