@@ -129,6 +129,11 @@ def main():
 
         batches = itertools.cycle(loader(subset, args.batch_size, args.workers, True, device))
         out["images_per_sec"] = timed_batches(batches, args.steps, 2, step, device)
+        if device.startswith("cuda"):
+            # what vggtiny's bench reports per stage, from the same caching allocator
+            mib = 1024 * 1024
+            out["peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / mib
+            out["peak_reserved_mb"] = torch.cuda.max_memory_reserved(device) / mib
     else:
         model = build_model(n_classes, device, args.channels_last).eval()
         eval_ds = datasets.ImageFolder(root, transform=recipe.eval_transform())

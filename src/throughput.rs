@@ -15,6 +15,7 @@ use crate::data::load::decode_or_map;
 use crate::data::loader::{Loader, PlannedBatch};
 use crate::data::scan::{scan_image_folder, DataRoot, Sample};
 use crate::data::synth::{write_dataset, SynthSpec};
+use crate::device::allocator::{allocator_memory, restart_peaks, AllocatorMemory};
 use crate::device::gpu_timeline::GpuTimeline;
 use crate::device::{self, device_used_mb, synchronize};
 use crate::eval::eval_batch_size;
@@ -92,6 +93,13 @@ pub struct Report {
     pub finetune_images_per_sec: Option<f64>,
     pub finetune_data_wait: Option<f64>,
     pub finetune_gpu_between_steps: Option<f64>,
+    /// Peak MiB of each stage's tensors (the images the loader keeps on the device included),
+    /// and of what libtorch's CUDA allocator took from the device for them, its cache
+    /// included (CUDA only; `device::allocator`).
+    pub train_base_peak_allocated_mb: Option<f64>,
+    pub train_base_peak_reserved_mb: Option<f64>,
+    pub finetune_peak_allocated_mb: Option<f64>,
+    pub finetune_peak_reserved_mb: Option<f64>,
     /// Milliseconds of one optimizer (Adam) step alone, and the tensor operations it issues.
     pub train_base_optimizer_ms: Option<f64>,
     pub train_base_optimizer_ops: Option<u64>,
@@ -161,6 +169,8 @@ pub fn run(plan: &Plan) -> Result<Report> {
         report.train_base_images_per_sec = Some(t.images_per_sec);
         report.train_base_data_wait = Some(t.data_wait);
         report.train_base_gpu_between_steps = t.gpu_between_steps;
+        report.train_base_peak_allocated_mb = t.allocator.map(|m| m.peak_allocated);
+        report.train_base_peak_reserved_mb = t.allocator.map(|m| m.peak_reserved);
         report.train_base_optimizer_ms = Some(t.optimizer_ms);
         report.train_base_optimizer_ops = Some(t.optimizer_ops);
     }
@@ -169,6 +179,8 @@ pub fn run(plan: &Plan) -> Result<Report> {
         report.finetune_images_per_sec = Some(t.images_per_sec);
         report.finetune_data_wait = Some(t.data_wait);
         report.finetune_gpu_between_steps = t.gpu_between_steps;
+        report.finetune_peak_allocated_mb = t.allocator.map(|m| m.peak_allocated);
+        report.finetune_peak_reserved_mb = t.allocator.map(|m| m.peak_reserved);
         report.finetune_optimizer_ms = Some(t.optimizer_ms);
         report.finetune_optimizer_ops = Some(t.optimizer_ops);
     }
@@ -222,14 +234,18 @@ struct TrainFigures {
     /// Share of the GPU's time, first step's beginning to last one's end, between one step's
     /// work and the next.
     gpu_between_steps: Option<f64>,
+    /// The CUDA allocator's figures, peaks from this stage's start.
+    allocator: Option<AllocatorMemory>,
     optimizer_ms: f64,
     optimizer_ops: u64,
 }
 
 /// Trains `plan.steps` timed steps (after two warm-up steps) of `stage`, then times Adam's
-/// update alone over the same number of steps.
+/// update alone over the same number of steps. The CUDA allocator's peaks start with the
+/// stage, its cache emptied, so that each stage's are its own.
 fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<TrainFigures> {
     let (device, batch_size) = (plan.device, plan.batch_size);
+    restart_peaks(device);
     let classes = (set.labels.max().int64_value(&[]) + 1).max(200) as usize;
     tch::manual_seed(0);
     let recipe = Recipe {
@@ -286,6 +302,7 @@ fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<TrainFi
         images_per_sec: (plan.steps * batch_size) as f64 / seconds,
         data_wait: waited / seconds,
         gpu_between_steps: timeline.and_then(|t| t.share_between_steps()),
+        allocator: allocator_memory(device),
         optimizer_ms: 1e3 * started.elapsed().as_secs_f64() / plan.steps as f64,
         optimizer_ops: learner.adam.ops_per_step(),
     })

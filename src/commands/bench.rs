@@ -126,6 +126,26 @@ fn print_table(r: &Report) {
         println!("  {:<20} {:>10.3} s", "warm start", s);
     }
     println!("  {:<20} {:>10.0} MiB", "peak host memory", r.peak_host_mb);
+    let allocator = [
+        (
+            "stage-1 tensors",
+            r.train_base_peak_allocated_mb,
+            r.train_base_peak_reserved_mb,
+        ),
+        (
+            "stage-2 tensors",
+            r.finetune_peak_allocated_mb,
+            r.finetune_peak_reserved_mb,
+        ),
+    ];
+    for (name, allocated, reserved) in allocator {
+        if let (Some(allocated), Some(reserved)) = (allocated, reserved) {
+            println!(
+                "  {name:<20} {allocated:>10.0} MiB at peak  ({reserved:.0} MiB reserved by \
+                 libtorch's allocator)"
+            );
+        }
+    }
     if let Some(mb) = r.peak_device_mb {
         println!("  {:<20} {:>10.0} MiB", "peak device memory", mb);
     }

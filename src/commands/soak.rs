@@ -177,6 +177,7 @@ fn print_stage(s: &StageReport) {
     let rows = [
         ("host memory", Some(&s.host_mb)),
         ("device memory", s.device_mb.as_ref()),
+        ("device tensors", s.device_tensors_mb.as_ref()),
         ("run directory", Some(&s.run_dir_mb)),
     ];
     for (name, series) in rows {

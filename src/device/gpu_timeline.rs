@@ -12,7 +12,7 @@ use std::ffi::c_void;
 
 use tch::Device;
 
-use super::loaded_symbol;
+use super::{loaded_symbol, runtime_succeeded};
 
 type Event = *mut c_void;
 type SetDevice = unsafe extern "C" fn(i32) -> i32;
@@ -20,7 +20,6 @@ type Create = unsafe extern "C" fn(*mut Event) -> i32;
 type Record = unsafe extern "C" fn(Event, *mut c_void) -> i32;
 type ElapsedMs = unsafe extern "C" fn(*mut f32, Event, Event) -> i32;
 type Destroy = unsafe extern "C" fn(Event) -> i32;
-type GetLastError = unsafe extern "C" fn() -> i32;
 
 /// The CUDA runtime's event functions, as cuda_runtime_api.h declares them.
 struct EventApi {
@@ -29,21 +28,17 @@ struct EventApi {
     record: Record,
     elapsed_ms: ElapsedMs,
     destroy: Destroy,
-    /// Clears the thread's last error after a failed call, which libtorch's next launch check
-    /// would otherwise raise as its own.
-    get_last_error: GetLastError,
 }
 
 impl EventApi {
     /// `None` where the CUDA runtime is not loaded.
     fn loaded() -> Option<EventApi> {
-        let (set_device, create, record, elapsed_ms, destroy, get_last_error) = (
+        let (set_device, create, record, elapsed_ms, destroy) = (
             loaded_symbol(c"cudaSetDevice")?,
             loaded_symbol(c"cudaEventCreate")?,
             loaded_symbol(c"cudaEventRecord")?,
             loaded_symbol(c"cudaEventElapsedTime")?,
             loaded_symbol(c"cudaEventDestroy")?,
-            loaded_symbol(c"cudaGetLastError")?,
         );
         // SAFETY: each symbol is the runtime function of that name, whose C signature the
         // field's type repeats.
@@ -54,18 +49,8 @@ impl EventApi {
                 record: std::mem::transmute::<*mut c_void, Record>(record),
                 elapsed_ms: std::mem::transmute::<*mut c_void, ElapsedMs>(elapsed_ms),
                 destroy: std::mem::transmute::<*mut c_void, Destroy>(destroy),
-                get_last_error: std::mem::transmute::<*mut c_void, GetLastError>(get_last_error),
             })
         }
-    }
-
-    /// Whether a call's result `code` is success; clears the thread's error where not.
-    fn succeeded(&self, code: i32) -> bool {
-        if code != 0 {
-            // SAFETY: reads and resets the calling thread's last runtime error.
-            unsafe { (self.get_last_error)() };
-        }
-        code == 0
     }
 }
 
@@ -87,7 +72,7 @@ impl GpuTimeline {
         let api = EventApi::loaded()?;
         // SAFETY: selects the device whose default stream the events are recorded on (the
         // device libtorch runs this thread's work on; its device guards restore theirs).
-        let selected = api.succeeded(unsafe { (api.set_device)(n as i32) });
+        let selected = runtime_succeeded(unsafe { (api.set_device)(n as i32) });
         selected.then_some(GpuTimeline {
             api,
             marks: Vec::new(),
@@ -104,14 +89,12 @@ impl GpuTimeline {
         // SAFETY: creates an event into `event` and records it on the legacy default stream
         // (a null stream); an event is destroyed only in `drop`.
         unsafe {
-            if !self.api.succeeded((self.api.create)(&mut event)) {
+            if !runtime_succeeded((self.api.create)(&mut event)) {
                 self.failed = true;
                 return;
             }
             self.marks.push(event);
-            self.failed = !self
-                .api
-                .succeeded((self.api.record)(event, std::ptr::null_mut()));
+            self.failed = !runtime_succeeded((self.api.record)(event, std::ptr::null_mut()));
         }
     }
 
@@ -131,7 +114,7 @@ impl GpuTimeline {
                 // SAFETY: both events were recorded and have completed (the device
                 // synchronized).
                 let code = unsafe { (self.api.elapsed_ms)(&mut ms, first, mark) };
-                self.api.succeeded(code).then_some(f64::from(ms))
+                runtime_succeeded(code).then_some(f64::from(ms))
             })
             .collect::<Option<Vec<f64>>>()?;
         share_between_steps(&offsets)

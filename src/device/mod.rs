@@ -1,5 +1,6 @@
 //! The device a command runs on: choosing it from `--device`, naming it, waiting for it, how
-//! much of its memory this process holds, and (`gpu_timeline`) how long a GPU sat idle.
+//! much of its memory this process holds (`allocator`: how much of it tensors hold), and
+//! (`gpu_timeline`) how long a GPU sat idle.
 
 use std::ffi::c_void;
 use std::fmt;
@@ -11,6 +12,7 @@ use tch::Device;
 
 use crate::bail_input;
 
+pub mod allocator;
 pub mod gpu_timeline;
 
 /// CUDA devices libtorch can use (0 without a GPU or without CUDA support in the build).
@@ -242,7 +244,7 @@ impl CudaMemory {
 /// them (device-wide: other processes count too); `None` when that runtime is not loaded.
 /// libtorch's caching allocator keeps what it once reserved, so the growth of `used` over a
 /// workload is about the workload's peak reservation, plus what CUDA's libraries set up for
-/// it. Selects device `n` for the calling thread's later CUDA runtime calls (the runtime
+/// it (`allocator` splits the reservation from the tensors). Selects device `n` for the calling thread's later CUDA runtime calls (the runtime
 /// answers for the current device only).
 pub fn cuda_memory_mb(n: usize) -> Option<CudaMemory> {
     type SetDevice = unsafe extern "C" fn(i32) -> i32;
@@ -256,12 +258,12 @@ pub fn cuda_memory_mb(n: usize) -> Option<CudaMemory> {
     unsafe {
         let set = std::mem::transmute::<*mut c_void, SetDevice>(set);
         let get = std::mem::transmute::<*mut c_void, MemGetInfo>(get);
-        if set(n as i32) != 0 {
+        if !runtime_succeeded(set(n as i32)) {
             return None;
         }
         let (mut free, mut total) = (0usize, 0usize);
         const MIB: f64 = 1024.0 * 1024.0;
-        (get(&mut free, &mut total) == 0).then(|| CudaMemory {
+        runtime_succeeded(get(&mut free, &mut total)).then(|| CudaMemory {
             free: free as f64 / MIB,
             total: total as f64 / MIB,
         })
@@ -281,7 +283,8 @@ pub fn cuda_capability(n: usize) -> Option<(String, (i32, i32))> {
     // it, writing into the two ints.
     let answered = unsafe {
         let attribute = std::mem::transmute::<*mut c_void, Attribute>(attribute);
-        attribute(&mut major, MAJOR, n as i32) == 0 && attribute(&mut minor, MINOR, n as i32) == 0
+        runtime_succeeded(attribute(&mut major, MAJOR, n as i32))
+            && runtime_succeeded(attribute(&mut minor, MINOR, n as i32))
     };
     if !answered {
         return None;
@@ -365,6 +368,20 @@ fn loaded_symbol(name: &std::ffi::CStr) -> Option<*mut c_void> {
     // SAFETY: a symbol lookup in the loaded libraries.
     let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
     (!sym.is_null()).then_some(sym)
+}
+
+/// Whether a CUDA runtime call returned success (`code` 0). Where not, clears the calling
+/// thread's last runtime error, which libtorch's next kernel launch check would otherwise
+/// raise as an error of its own.
+fn runtime_succeeded(code: i32) -> bool {
+    type GetLastError = unsafe extern "C" fn() -> i32;
+    if code != 0 {
+        if let Some(get) = loaded_symbol(c"cudaGetLastError") {
+            // SAFETY: cudaGetLastError() reads and resets the calling thread's last error.
+            unsafe { std::mem::transmute::<*mut c_void, GetLastError>(get)() };
+        }
+    }
+    code == 0
 }
 
 /// A symbol of the NVIDIA driver's library; `None` without a driver.

@@ -233,6 +233,7 @@ fn failures(stage: &StageReport, max_growth: f64) -> Vec<String> {
     let series = [
         ("host memory", Some(&stage.host_mb)),
         ("device memory", stage.device_mb.as_ref()),
+        ("the device's tensors", stage.device_tensors_mb.as_ref()),
         ("the run directory", Some(&stage.run_dir_mb)),
     ];
     for (what, s) in series {
@@ -310,6 +311,7 @@ mod tests {
             seconds: 1.0,
             host_mb: series(host_slope),
             device_mb: None,
+            device_tensors_mb: None,
             run_dir_mb: series(Some(0.0)),
             open_files: counts(files),
             threads: counts((5, 5)),

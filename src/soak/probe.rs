@@ -9,6 +9,7 @@ use serde::Serialize;
 use tch::Device;
 
 use super::stats::{Counts, Series, Tenths};
+use crate::device::allocator::allocator_memory;
 use crate::device::device_used_mb;
 use crate::io::memory::{host_memory_mb, open_files, threads};
 use crate::model::Stage;
@@ -29,6 +30,9 @@ pub struct Sample {
     pub host_mb: f64,
     /// Memory in use on the CUDA device (device-wide), MiB; null on the CPU.
     pub device_mb: Option<f64>,
+    /// Held by live tensors on the CUDA device (libtorch's allocator), MiB: a tensor kept
+    /// across steps shows here before the allocator's cache has to grow; null on the CPU.
+    pub device_tensors_mb: Option<f64>,
     /// Bytes in the stage's run directory, MiB.
     pub run_dir_mb: f64,
     pub open_files: u64,
@@ -46,6 +50,7 @@ pub struct StageReport {
     pub seconds: f64,
     pub host_mb: Series,
     pub device_mb: Option<Series>,
+    pub device_tensors_mb: Option<Series>,
     pub run_dir_mb: Series,
     pub open_files: Counts,
     pub threads: Counts,
@@ -126,6 +131,7 @@ impl Probe {
             seconds: self.soak_started.elapsed().as_secs_f64(),
             host_mb: host_memory_mb("VmRSS:"),
             device_mb: device_used_mb(self.device),
+            device_tensors_mb: allocator_memory(self.device).map(|m| m.allocated),
             run_dir_mb: dir_bytes(&self.run_dir) as f64 / MIB,
             open_files: open_files(),
             threads: threads(),
@@ -189,6 +195,7 @@ impl Probe {
             seconds: self.stage_started.elapsed().as_secs_f64(),
             host_mb: self.figures(|s| Some(s.host_mb))?,
             device_mb: self.figures(|s| s.device_mb),
+            device_tensors_mb: self.figures(|s| s.device_tensors_mb),
             run_dir_mb: self.figures(|s| Some(s.run_dir_mb))?,
             open_files: self.counts(|s| s.open_files)?,
             threads: self.counts(|s| s.threads)?,
@@ -241,5 +248,6 @@ mod tests {
         assert_eq!(report.run_dir_mb.slope_per_1k, Some(0.0));
         assert!(report.host_mb.end > 1.0 && report.open_files.second_half >= 3);
         assert!(report.device_mb.is_none() && samples[0].device_mb.is_none());
+        assert!(report.device_tensors_mb.is_none() && samples[0].device_tensors_mb.is_none());
     }
 }

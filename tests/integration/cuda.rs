@@ -14,6 +14,7 @@ use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 use vggtiny::data::image_set::ImageSet;
 use vggtiny::data::loader::{Batch, Loader, PlannedBatch};
+use vggtiny::device::allocator::{allocator_memory, restart_peaks};
 use vggtiny::device::gpu_timeline::GpuTimeline;
 use vggtiny::model::Vgg16;
 use vggtiny::optim::loss_scaler::LossScaler;
@@ -365,7 +366,7 @@ fn cuda_adam_steps_equal_pytorchs_foreach_adam() {
 /// bench on the GPU gives each stage's share of GPU time between steps, from CUDA events.
 #[test]
 #[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
-fn cuda_bench_measures_the_gpu_time_between_steps() {
+fn cuda_bench_measures_the_gpu_time_between_steps_and_each_stages_memory() {
     require_gpu();
     let out = ok(&words(
         "bench --images 64 --batch-size 8 --steps 3 --device cuda --only train-base,finetune \
@@ -379,6 +380,67 @@ fn cuda_bench_measures_the_gpu_time_between_steps() {
             "{key} in {report}"
         );
     }
+    // VGG16's weights alone are over 500 MiB in fp32; stage 2 adds the gradients and Adam's
+    // two moments of the 14.7 M convolution weights (168 MiB), which stage 1 leaves frozen
+    let mb = |key: &str| {
+        report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} in {report}"))
+    };
+    for stage in ["train_base", "finetune"] {
+        let (allocated, reserved) = (
+            mb(&format!("{stage}_peak_allocated_mb")),
+            mb(&format!("{stage}_peak_reserved_mb")),
+        );
+        assert!(
+            allocated > 512.0 && reserved >= allocated,
+            "{stage} in {report}"
+        );
+    }
+    assert!(
+        mb("finetune_peak_allocated_mb") > mb("train_base_peak_allocated_mb") + 100.0,
+        "stage 2's convolution gradients and moments: {report}"
+    );
+}
+
+/// The allocator's figures follow a tensor's life: allocated while it lives, its block kept
+/// reserved after it is dropped until the cache is emptied, the peaks started again on request.
+#[test]
+#[ignore = "needs a CUDA GPU: scripts/gpu-check runs it"]
+fn cuda_allocator_figures_follow_a_tensors_life() {
+    require_gpu();
+    let device = Device::Cuda(0);
+    let _ = Tensor::zeros([1], (Kind::Float, device));
+    assert!(
+        restart_peaks(device),
+        "the allocator once CUDA is initialized"
+    );
+    let before = allocator_memory(device).expect("the allocator's figures");
+    let block = Tensor::zeros([64, 1024, 1024], (Kind::Float, device)); // 256 MiB
+    let living = allocator_memory(device).unwrap();
+    assert!(
+        living.allocated - before.allocated >= 256.0,
+        "{before:?} {living:?}"
+    );
+    assert!(living.reserved >= living.allocated, "{living:?}");
+    drop(block);
+    let dropped = allocator_memory(device).unwrap();
+    assert!(dropped.allocated < living.allocated - 255.0, "{dropped:?}");
+    assert!(
+        dropped.reserved >= living.allocated,
+        "kept in the cache: {dropped:?}"
+    );
+    assert!(dropped.peak_allocated >= living.allocated, "{dropped:?}");
+    assert!(restart_peaks(device));
+    let restarted = allocator_memory(device).unwrap();
+    assert!(
+        restarted.peak_allocated < living.allocated - 255.0,
+        "{restarted:?}"
+    );
+    assert!(
+        restarted.reserved < dropped.reserved - 255.0,
+        "cache emptied: {restarted:?}"
+    );
 }
 
 /// The timeline's marks run in order with the GPU's work: steps queued back to back leave

@@ -125,6 +125,10 @@ fn bench_json_has_every_figure() {
         "peak_device_mb",
         "train_base_gpu_between_steps",
         "finetune_gpu_between_steps",
+        "train_base_peak_allocated_mb",
+        "train_base_peak_reserved_mb",
+        "finetune_peak_allocated_mb",
+        "finetune_peak_reserved_mb",
     ] {
         assert!(
             report.get(key).is_some_and(|v| v.is_null()),
