@@ -77,6 +77,16 @@ fn print_table(r: &Report) {
         "vggtiny bench on {} ({} images at {}x{}, batch {})",
         r.device, r.images, r.image_size, r.image_size, r.batch_size
     );
+    print_rates(r);
+    print_optimizer(r);
+    if let Some(s) = r.warm_start_seconds {
+        println!("  {:<20} {:>10.3} s", "warm start", s);
+    }
+    print_memory(r);
+}
+
+/// Images per second of each workload measured, with the training stages' waits.
+fn print_rates(r: &Report) {
     let rows = [
         ("cold decode", r.decode_images_per_sec, None, None),
         ("augmented batches", r.augment_images_per_sec, None, None),
@@ -105,6 +115,9 @@ fn print_table(r: &Report) {
             println!("  {name:<20} {ips:>10.1} images/s{wait}");
         }
     }
+}
+
+fn print_optimizer(r: &Report) {
     let optimizer = [
         (
             "stage-1 Adam step",
@@ -122,9 +135,10 @@ fn print_table(r: &Report) {
             println!("  {name:<20} {ms:>10.2} ms  ({ops} tensor operations)");
         }
     }
-    if let Some(s) = r.warm_start_seconds {
-        println!("  {:<20} {:>10.3} s", "warm start", s);
-    }
+}
+
+/// Host memory, and on CUDA each stage's tensors and the device's memory.
+fn print_memory(r: &Report) {
     println!("  {:<20} {:>10.0} MiB", "peak host memory", r.peak_host_mb);
     let allocator = [
         (
