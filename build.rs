@@ -11,7 +11,6 @@ const SHIM: &str = "src/device/allocator_stats.cpp";
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-changed={SHIM}");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("DEP_TCH_LIBTORCH_LIB not set: torch-sys names the libtorch it links on Linux only");
@@ -29,9 +28,9 @@ fn main() {
 }
 
 /// Compiles the shim against the headers beside libtorch's `lib` (a Python package's `torch/`
-/// and a standalone libtorch both hold `include/` there) with the flags torch-sys uses; the C++
-/// ABI is libtorch's (new-style strings since PyTorch 2.7; `LIBTORCH_CXX11_ABI` as in
-/// torch-sys). A wrong ABI fails at link time, not at run time: the shim's calls into c10 pass
+/// and a standalone libtorch both hold `include/` there) with the flags torch-sys uses. The C++
+/// ABI is the new one, the only one PyTorch has shipped since 2.7 (this crate builds on 2.11); a
+/// libtorch of the old ABI fails at link time, not at run time: the shim's calls into c10 pass
 /// strings.
 fn compile_shim(lib: &Path) {
     let include = lib.parent().map(|torch| torch.join("include"));
@@ -43,7 +42,6 @@ fn compile_shim(lib: &Path) {
             lib.display()
         );
     };
-    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
     cc::Build::new()
         .cpp(true)
         .pic(true)
@@ -51,7 +49,7 @@ fn compile_shim(lib: &Path) {
         .flag("-isystem")
         .flag(include.display().to_string())
         .flag("-std=c++17")
-        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file(SHIM)
         .compile("vggtiny_allocator_stats");

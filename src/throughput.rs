@@ -15,7 +15,7 @@ use crate::data::load::decode_or_map;
 use crate::data::loader::{Loader, PlannedBatch};
 use crate::data::scan::{scan_image_folder, DataRoot, Sample};
 use crate::data::synth::{write_dataset, SynthSpec};
-use crate::device::allocator::{allocator_memory, restart_peaks, AllocatorMemory};
+use crate::device::allocator::{allocator_memory, restart_peaks};
 use crate::device::gpu_timeline::GpuTimeline;
 use crate::device::{self, device_used_mb, synchronize};
 use crate::eval::eval_batch_size;
@@ -84,32 +84,87 @@ pub struct Report {
     /// Seconds a repeat run takes from scanning the tree to its first batch, cache warm.
     pub warm_start_seconds: Option<f64>,
     pub augment_images_per_sec: Option<f64>,
-    pub train_base_images_per_sec: Option<f64>,
-    /// Share of stage-1 step time the training thread waited for its next batch.
-    pub train_base_data_wait: Option<f64>,
-    /// Share of the GPU's stage-1 time between one step's work and the next: idle, or the
-    /// loader's batch work (CUDA only; `device::gpu_timeline`).
-    pub train_base_gpu_between_steps: Option<f64>,
-    pub finetune_images_per_sec: Option<f64>,
-    pub finetune_data_wait: Option<f64>,
-    pub finetune_gpu_between_steps: Option<f64>,
-    /// Peak MiB of each stage's tensors (the images the loader keeps on the device included),
-    /// and of what libtorch's CUDA allocator took from the device for them, its cache
-    /// included (CUDA only; `device::allocator`).
-    pub train_base_peak_allocated_mb: Option<f64>,
-    pub train_base_peak_reserved_mb: Option<f64>,
-    pub finetune_peak_allocated_mb: Option<f64>,
-    pub finetune_peak_reserved_mb: Option<f64>,
-    /// Milliseconds of one optimizer (Adam) step alone, and the tensor operations it issues.
-    pub train_base_optimizer_ms: Option<f64>,
-    pub train_base_optimizer_ops: Option<u64>,
-    pub finetune_optimizer_ms: Option<f64>,
-    pub finetune_optimizer_ops: Option<u64>,
+    /// Stage 1's figures, as `train_base_images_per_sec` and so on.
+    #[serde(flatten, with = "train_base_fields")]
+    pub train_base: StageFigures,
+    #[serde(flatten, with = "finetune_fields")]
+    pub finetune: StageFigures,
     pub eval_images_per_sec: Option<f64>,
     pub peak_host_mb: f64,
-    /// Growth of the used memory of the run's CUDA device over the run: about its peak
-    /// reservation (device-wide figures; CUDA only).
+    /// How far the used memory of the run's CUDA device rose over its start: the allocator's
+    /// reservation, the CUDA context's and libraries' memory (device-wide figures; CUDA only).
     pub peak_device_mb: Option<f64>,
+}
+
+serde_with::with_prefix!(train_base_fields "train_base_");
+serde_with::with_prefix!(finetune_fields "finetune_");
+
+/// What `bench` measures of one training stage; null where the stage is not measured, and the
+/// CUDA figures on the CPU.
+#[derive(Debug, Default, Serialize)]
+pub struct StageFigures {
+    pub images_per_sec: Option<f64>,
+    /// Share of the step time the training thread waited for its next batch.
+    pub data_wait: Option<f64>,
+    /// Share of the GPU's time, first timed step's beginning to last one's end, between one
+    /// step's work and the next: idle, or the loader's batch work (`device::gpu_timeline`).
+    pub gpu_between_steps: Option<f64>,
+    /// Peak MiB of the stage's tensors (the images the loader keeps on the device included),
+    /// and of what libtorch's CUDA allocator took from the device for them, its cache
+    /// included: the stage's own, its cache emptied first (`device::allocator`).
+    pub peak_allocated_mb: Option<f64>,
+    pub peak_reserved_mb: Option<f64>,
+    /// Milliseconds of one optimizer (Adam) step alone, and the tensor operations it issues.
+    pub optimizer_ms: Option<f64>,
+    pub optimizer_ops: Option<u64>,
+}
+
+/// The highest reading of the CUDA device's used memory, for `peak_device_mb`: read before
+/// each stage empties the allocator's cache (which gives memory back) and at the end.
+struct DeviceHigh {
+    device: Device,
+    start: Option<f64>,
+    high: Option<f64>,
+}
+
+impl DeviceHigh {
+    fn new(device: Device) -> DeviceHigh {
+        let start = device_used_mb(device);
+        DeviceHigh {
+            device,
+            start,
+            high: start,
+        }
+    }
+
+    fn read(&mut self) {
+        self.note(device_used_mb(self.device));
+    }
+
+    fn note(&mut self, reading: Option<f64>) {
+        if let Some(now) = reading {
+            self.high = Some(self.high.map_or(now, |high| high.max(now)));
+        }
+    }
+
+    /// Empties the allocator's cache and starts its peaks again, so that the next stage's
+    /// are its own; reads the device first.
+    fn fresh_stage(&mut self) {
+        self.read();
+        restart_peaks(self.device);
+    }
+
+    /// MiB the device's used memory rose to over its start, read once more now.
+    fn growth(mut self) -> Option<f64> {
+        self.read();
+        self.rise()
+    }
+
+    fn rise(&self) -> Option<f64> {
+        self.high
+            .zip(self.start)
+            .map(|(high, start)| (high - start).max(0.0))
+    }
 }
 
 /// The class-folder tree to measure on: `data`'s, or a synthetic one of `n` images.
@@ -141,7 +196,7 @@ fn samples(tree: &Path, n: usize) -> Result<Vec<Sample>> {
 /// Measures what `plan` asks for.
 pub fn run(plan: &Plan) -> Result<Report> {
     let device = plan.device;
-    let baseline = device_used_mb(device);
+    let mut device_high = DeviceHigh::new(device);
     let scratch = Scratch::new("bench")?;
     let tree = tree(plan.data, plan.images, &scratch)?;
     let list = samples(&tree, plan.images)?;
@@ -165,32 +220,18 @@ pub fn run(plan: &Plan) -> Result<Report> {
         report.augment_images_per_sec = Some(augment_throughput(&set, plan));
     }
     if plan.wants(Workload::TrainBase) {
-        let t = train_throughput(&set, plan, Stage::Base)?;
-        report.train_base_images_per_sec = Some(t.images_per_sec);
-        report.train_base_data_wait = Some(t.data_wait);
-        report.train_base_gpu_between_steps = t.gpu_between_steps;
-        report.train_base_peak_allocated_mb = t.allocator.map(|m| m.peak_allocated);
-        report.train_base_peak_reserved_mb = t.allocator.map(|m| m.peak_reserved);
-        report.train_base_optimizer_ms = Some(t.optimizer_ms);
-        report.train_base_optimizer_ops = Some(t.optimizer_ops);
+        device_high.fresh_stage();
+        report.train_base = train_throughput(&set, plan, Stage::Base)?;
     }
     if plan.wants(Workload::Finetune) {
-        let t = train_throughput(&set, plan, Stage::Finetune)?;
-        report.finetune_images_per_sec = Some(t.images_per_sec);
-        report.finetune_data_wait = Some(t.data_wait);
-        report.finetune_gpu_between_steps = t.gpu_between_steps;
-        report.finetune_peak_allocated_mb = t.allocator.map(|m| m.peak_allocated);
-        report.finetune_peak_reserved_mb = t.allocator.map(|m| m.peak_reserved);
-        report.finetune_optimizer_ms = Some(t.optimizer_ms);
-        report.finetune_optimizer_ops = Some(t.optimizer_ops);
+        device_high.fresh_stage();
+        report.finetune = train_throughput(&set, plan, Stage::Finetune)?;
     }
     if plan.wants(Workload::Eval) {
         report.eval_images_per_sec = Some(eval_throughput(&set, plan));
     }
     report.peak_host_mb = host_memory_mb("VmHWM:");
-    report.peak_device_mb = device_used_mb(device)
-        .zip(baseline)
-        .map(|(now, before)| (now - before).max(0.0));
+    report.peak_device_mb = device_high.growth();
     Ok(report)
 }
 
@@ -226,26 +267,10 @@ fn augment_throughput(set: &ImageSet, plan: &Plan) -> f64 {
     (batches * batch) as f64 / started.elapsed().as_secs_f64()
 }
 
-/// What `train_throughput` measures of one stage.
-struct TrainFigures {
-    images_per_sec: f64,
-    /// Share of the step time spent waiting for the next batch.
-    data_wait: f64,
-    /// Share of the GPU's time, first step's beginning to last one's end, between one step's
-    /// work and the next.
-    gpu_between_steps: Option<f64>,
-    /// The CUDA allocator's figures, peaks from this stage's start.
-    allocator: Option<AllocatorMemory>,
-    optimizer_ms: f64,
-    optimizer_ops: u64,
-}
-
 /// Trains `plan.steps` timed steps (after two warm-up steps) of `stage`, then times Adam's
-/// update alone over the same number of steps. The CUDA allocator's peaks start with the
-/// stage, its cache emptied, so that each stage's are its own.
-fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<TrainFigures> {
+/// update alone over the same number of steps.
+fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<StageFigures> {
     let (device, batch_size) = (plan.device, plan.batch_size);
-    restart_peaks(device);
     let classes = (set.labels.max().int64_value(&[]) + 1).max(200) as usize;
     tch::manual_seed(0);
     let recipe = Recipe {
@@ -298,13 +323,16 @@ fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<TrainFi
         learner.adam.step(rates.lr, rates.beta1);
     }
     synchronize(device);
-    Ok(TrainFigures {
-        images_per_sec: (plan.steps * batch_size) as f64 / seconds,
-        data_wait: waited / seconds,
+    let optimizer_ms = 1e3 * started.elapsed().as_secs_f64() / plan.steps as f64;
+    let allocator = allocator_memory(device);
+    Ok(StageFigures {
+        images_per_sec: Some((plan.steps * batch_size) as f64 / seconds),
+        data_wait: Some(waited / seconds),
         gpu_between_steps: timeline.and_then(|t| t.share_between_steps()),
-        allocator: allocator_memory(device),
-        optimizer_ms: 1e3 * started.elapsed().as_secs_f64() / plan.steps as f64,
-        optimizer_ops: learner.adam.ops_per_step(),
+        peak_allocated_mb: allocator.map(|m| m.peak_allocated),
+        peak_reserved_mb: allocator.map(|m| m.peak_reserved),
+        optimizer_ms: Some(optimizer_ms),
+        optimizer_ops: Some(learner.adam.ops_per_step()),
     })
 }
 
@@ -327,4 +355,25 @@ fn eval_throughput(set: &ImageSet, plan: &Plan) -> f64 {
     }
     synchronize(device);
     n as f64 / started.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_device_peak_is_the_highest_reading_over_the_start() {
+        let mut high = DeviceHigh {
+            device: Device::Cpu,
+            start: Some(100.0),
+            high: Some(100.0),
+        };
+        // a stage's reservation, then its cache given back before the next stage
+        for reading in [Some(300.0), Some(150.0), None, Some(250.0)] {
+            high.note(reading);
+        }
+        assert_eq!(high.rise(), Some(200.0));
+        let cpu = DeviceHigh::new(Device::Cpu);
+        assert_eq!((cpu.start, cpu.growth()), (None, None));
+    }
 }

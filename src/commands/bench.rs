@@ -11,7 +11,7 @@ use super::print_json;
 use crate::bail_input;
 use crate::model::Amp;
 use crate::recipe::{self, validate_image_size};
-use crate::throughput::{self, Plan, Report, Workload};
+use crate::throughput::{self, Plan, Report, StageFigures, Workload};
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -77,85 +77,28 @@ fn print_table(r: &Report) {
         "vggtiny bench on {} ({} images at {}x{}, batch {})",
         r.device, r.images, r.image_size, r.image_size, r.batch_size
     );
-    print_rates(r);
-    print_optimizer(r);
-    if let Some(s) = r.warm_start_seconds {
-        println!("  {:<20} {:>10.3} s", "warm start", s);
+    let stages = [("stage-1", &r.train_base), ("stage-2", &r.finetune)];
+    print_rate("cold decode", r.decode_images_per_sec, "");
+    print_rate("augmented batches", r.augment_images_per_sec, "");
+    for (name, s) in stages {
+        print_rate(&format!("{name} training"), s.images_per_sec, &waits(s));
     }
-    print_memory(r);
-}
-
-/// Images per second of each workload measured, with the training stages' waits.
-fn print_rates(r: &Report) {
-    let rows = [
-        ("cold decode", r.decode_images_per_sec, None, None),
-        ("augmented batches", r.augment_images_per_sec, None, None),
-        (
-            "stage-1 training",
-            r.train_base_images_per_sec,
-            r.train_base_data_wait,
-            r.train_base_gpu_between_steps,
-        ),
-        (
-            "stage-2 training",
-            r.finetune_images_per_sec,
-            r.finetune_data_wait,
-            r.finetune_gpu_between_steps,
-        ),
-        ("eval", r.eval_images_per_sec, None, None),
-    ];
-    for (name, ips, wait, between) in rows {
-        if let Some(ips) = ips {
-            let wait = wait.map_or(String::new(), |w| {
-                let between = between.map_or(String::new(), |b| {
-                    format!(", GPU between steps {:.1}%", 100.0 * b)
-                });
-                format!("  (waiting for data {:.1}%{between})", 100.0 * w)
-            });
-            println!("  {name:<20} {ips:>10.1} images/s{wait}");
-        }
-    }
-}
-
-fn print_optimizer(r: &Report) {
-    let optimizer = [
-        (
-            "stage-1 Adam step",
-            r.train_base_optimizer_ms,
-            r.train_base_optimizer_ops,
-        ),
-        (
-            "stage-2 Adam step",
-            r.finetune_optimizer_ms,
-            r.finetune_optimizer_ops,
-        ),
-    ];
-    for (name, ms, ops) in optimizer {
-        if let (Some(ms), Some(ops)) = (ms, ops) {
+    print_rate("eval", r.eval_images_per_sec, "");
+    for (name, s) in stages {
+        if let (Some(ms), Some(ops)) = (s.optimizer_ms, s.optimizer_ops) {
+            let name = format!("{name} Adam step");
             println!("  {name:<20} {ms:>10.2} ms  ({ops} tensor operations)");
         }
     }
-}
-
-/// Host memory, and on CUDA each stage's tensors and the device's memory.
-fn print_memory(r: &Report) {
+    if let Some(s) = r.warm_start_seconds {
+        println!("  {:<20} {:>10.3} s", "warm start", s);
+    }
     println!("  {:<20} {:>10.0} MiB", "peak host memory", r.peak_host_mb);
-    let allocator = [
-        (
-            "stage-1 tensors",
-            r.train_base_peak_allocated_mb,
-            r.train_base_peak_reserved_mb,
-        ),
-        (
-            "stage-2 tensors",
-            r.finetune_peak_allocated_mb,
-            r.finetune_peak_reserved_mb,
-        ),
-    ];
-    for (name, allocated, reserved) in allocator {
-        if let (Some(allocated), Some(reserved)) = (allocated, reserved) {
+    for (name, s) in stages {
+        if let (Some(tensors), Some(reserved)) = (s.peak_allocated_mb, s.peak_reserved_mb) {
+            let name = format!("{name} tensors");
             println!(
-                "  {name:<20} {allocated:>10.0} MiB at peak  ({reserved:.0} MiB reserved by \
+                "  {name:<20} {tensors:>10.0} MiB at peak  ({reserved:.0} MiB reserved by \
                  libtorch's allocator)"
             );
         }
@@ -163,4 +106,21 @@ fn print_memory(r: &Report) {
     if let Some(mb) = r.peak_device_mb {
         println!("  {:<20} {:>10.0} MiB", "peak device memory", mb);
     }
+}
+
+/// A workload's line, when it was measured.
+fn print_rate(name: &str, images_per_sec: Option<f64>, note: &str) {
+    if let Some(ips) = images_per_sec {
+        println!("  {name:<20} {ips:>10.1} images/s{note}");
+    }
+}
+
+/// How long a training stage waited for data, and on CUDA the GPU between its steps.
+fn waits(s: &StageFigures) -> String {
+    s.data_wait.map_or(String::new(), |w| {
+        let between = s.gpu_between_steps.map_or(String::new(), |b| {
+            format!(", GPU between steps {:.1}%", 100.0 * b)
+        });
+        format!("  (waiting for data {:.1}%{between})", 100.0 * w)
+    })
 }

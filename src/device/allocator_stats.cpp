@@ -8,11 +8,11 @@
 
 namespace {
 
-// The CUDA allocator once CUDA is initialized in this process; nullptr before, and where
-// libtorch was built without CUDA (c10 then throws or has no such allocator).
+// The CUDA allocator once CUDA is initialized in this process; nullptr before. Where
+// libtorch was built without CUDA, c10 has no such allocator and throws.
 c10::DeviceAllocator* cuda_allocator() {
   auto* allocator = c10::getDeviceAllocator(c10::DeviceType::CUDA);
-  return allocator != nullptr && allocator->initialized() ? allocator : nullptr;
+  return allocator->initialized() ? allocator : nullptr;
 }
 
 }  // namespace

@@ -244,8 +244,8 @@ impl CudaMemory {
 /// them (device-wide: other processes count too); `None` when that runtime is not loaded.
 /// libtorch's caching allocator keeps what it once reserved, so the growth of `used` over a
 /// workload is about the workload's peak reservation, plus what CUDA's libraries set up for
-/// it (`allocator` splits the reservation from the tensors). Selects device `n` for the calling thread's later CUDA runtime calls (the runtime
-/// answers for the current device only).
+/// it (`allocator` splits the reservation from the tensors). Selects device `n` for the
+/// calling thread's later CUDA runtime calls (the runtime answers for the current device only).
 pub fn cuda_memory_mb(n: usize) -> Option<CudaMemory> {
     type SetDevice = unsafe extern "C" fn(i32) -> i32;
     type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;

@@ -380,26 +380,27 @@ fn cuda_bench_measures_the_gpu_time_between_steps_and_each_stages_memory() {
             "{key} in {report}"
         );
     }
-    // VGG16's weights alone are over 500 MiB in fp32; stage 2 adds the gradients and Adam's
-    // two moments of the 14.7 M convolution weights (168 MiB), which stage 1 leaves frozen
+    // The model is 27.9 M weights (106 MiB in fp32); Adam keeps five flat buffers the size of
+    // the trained ones (gradients, two moments, two for its arithmetic): about 360 MiB in
+    // stage 1 (13.2 M trained) and 640 MiB in stage 2 (all), before activations
     let mb = |key: &str| {
         report[key]
             .as_f64()
             .unwrap_or_else(|| panic!("{key} in {report}"))
     };
-    for stage in ["train_base", "finetune"] {
+    for (stage, at_least) in [("train_base", 300.0), ("finetune", 550.0)] {
         let (allocated, reserved) = (
             mb(&format!("{stage}_peak_allocated_mb")),
             mb(&format!("{stage}_peak_reserved_mb")),
         );
         assert!(
-            allocated > 512.0 && reserved >= allocated,
+            allocated > at_least && reserved >= allocated,
             "{stage} in {report}"
         );
     }
     assert!(
-        mb("finetune_peak_allocated_mb") > mb("train_base_peak_allocated_mb") + 100.0,
-        "stage 2's convolution gradients and moments: {report}"
+        mb("finetune_peak_allocated_mb") > mb("train_base_peak_allocated_mb") + 200.0,
+        "stage 2's convolution weights trained: {report}"
     );
 }
 
