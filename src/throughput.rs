@@ -268,7 +268,8 @@ fn augment_throughput(set: &ImageSet, plan: &Plan) -> f64 {
 }
 
 /// Trains `plan.steps` timed steps (after two warm-up steps) of `stage`, then times Adam's
-/// update alone over the same number of steps.
+/// update alone over the same number of steps. The allocator's peaks are read at the end: the
+/// stage's own where the caller restarted them (`DeviceHigh::fresh_stage`).
 fn train_throughput(set: &ImageSet, plan: &Plan, stage: Stage) -> Result<StageFigures> {
     let (device, batch_size) = (plan.device, plan.batch_size);
     let classes = (set.labels.max().int64_value(&[]) + 1).max(200) as usize;
