@@ -5,6 +5,8 @@
 
 use tch::Device;
 
+use super::MIB;
+
 extern "C" {
     fn vggtiny_cuda_allocator_bytes(device: i8, out: *mut i64) -> i32;
     fn vggtiny_cuda_allocator_restart(device: i8) -> i32;
@@ -36,7 +38,6 @@ pub fn allocator_memory(device: Device) -> Option<AllocatorMemory> {
     let mut bytes = [0i64; 4];
     // SAFETY: the shim writes four int64 values into `bytes` and catches every C++ exception.
     let code = unsafe { vggtiny_cuda_allocator_bytes(index, bytes.as_mut_ptr()) };
-    const MIB: f64 = 1024.0 * 1024.0;
     let [allocated, peak_allocated, reserved, peak_reserved] = bytes.map(|b| b as f64 / MIB);
     (code == 0).then_some(AllocatorMemory {
         allocated,

@@ -15,6 +15,9 @@ use crate::bail_input;
 pub mod allocator;
 pub mod gpu_timeline;
 
+/// Bytes in a MiB, the unit of every memory figure here.
+const MIB: f64 = 1024.0 * 1024.0;
+
 /// CUDA devices libtorch can use (0 without a GPU or without CUDA support in the build).
 fn cuda_count() -> i64 {
     if tch::Cuda::is_available() {
@@ -262,7 +265,6 @@ pub fn cuda_memory_mb(n: usize) -> Option<CudaMemory> {
             return None;
         }
         let (mut free, mut total) = (0usize, 0usize);
-        const MIB: f64 = 1024.0 * 1024.0;
         runtime_succeeded(get(&mut free, &mut total)).then(|| CudaMemory {
             free: free as f64 / MIB,
             total: total as f64 / MIB,
